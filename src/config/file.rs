@@ -1,0 +1,254 @@
+//! The configuration file exactly as written: serde types with every optional
+//! key optional, so that `validate` can report all problems at once instead of
+//! stopping at the first missing field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole TOML document.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Listeners and request limits.
+    #[serde(default)]
+    pub server: ServerFile,
+    /// Where the queue lives.
+    #[serde(default)]
+    pub redis: RedisFile,
+    /// Admin API access.
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// Delivery workers and the default retry policy.
+    #[serde(default)]
+    pub delivery: DeliveryFile,
+    /// Teams that own routes, by owner id.
+    #[serde(default)]
+    pub owners: BTreeMap<String, OwnerFile>,
+    /// Webhook senders, by source name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceFile>,
+    /// Where events of each source go.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Address of the public (webhook) listener.
+    pub listen: Option<String>,
+    /// Address of the admin listener (admin API, health, metrics, dashboard).
+    pub admin_listen: Option<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: Option<usize>,
+    /// Whole-request deadline on the public listener.
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+}
+
+/// `[redis]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://` or `rediss://` URL.
+    pub url: Option<String>,
+    /// Key prefix; every key is `{prefix}:…`.
+    pub prefix: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Named bearer tokens accepted by the admin API.
+    #[serde(default)]
+    pub tokens: Vec<AdminTokenFile>,
+}
+
+/// One entry of `[admin] tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenFile {
+    /// Who holds the token; recorded in the audit log.
+    pub name: Option<String>,
+    /// The token itself, as a secret reference.
+    pub secret: Option<String>,
+}
+
+/// `[delivery]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFile {
+    /// In-flight deliveries per gateway process.
+    pub concurrency: Option<usize>,
+    /// Default retry policy for every route.
+    #[serde(default)]
+    pub retry: RetryFile,
+}
+
+/// A retry policy, in `[delivery]` or on a route; missing keys inherit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// Attempts in all, the first one included.
+    pub max_attempts: Option<u32>,
+    /// Upper bound of the first backoff.
+    #[serde(default, with = "humantime_serde")]
+    pub initial_backoff: Option<Duration>,
+    /// Upper bound of any backoff.
+    #[serde(default, with = "humantime_serde")]
+    pub max_backoff: Option<Duration>,
+}
+
+/// `[owners.<id>]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerFile {
+    /// Team name shown to people.
+    pub team: Option<String>,
+    /// How to reach the team (mail, pager, channel).
+    pub contact: Option<String>,
+    /// Where the runbook for this team's integrations lives.
+    pub runbook: Option<String>,
+    /// Told when dead letters land on this owner's routes.
+    pub alert_url: Option<String>,
+}
+
+/// The signature schemes of DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeName {
+    /// `X-Hub-Signature-256`.
+    Github,
+    /// `Stripe-Signature`.
+    Stripe,
+    /// `X-Slack-Signature`.
+    Slack,
+    /// `X-Shopify-Hmac-Sha256`.
+    Shopify,
+    /// Standard Webhooks (`webhook-*` or `svix-*` headers).
+    #[serde(alias = "svix")]
+    StandardWebhooks,
+    /// `X-Gitlab-Token`.
+    Gitlab,
+    /// `X-Twilio-Signature`.
+    Twilio,
+    /// Generic HMAC over the body.
+    Hmac,
+    /// No verification at all.
+    None,
+}
+
+/// `[sources.<name>]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// Public path the sender posts to.
+    pub path: Option<String>,
+    /// Signature scheme.
+    pub scheme: Option<SchemeName>,
+    /// Secret references; several mean rotation (any one may match).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Accepted clock skew for timestamped schemes.
+    #[serde(default, with = "humantime_serde")]
+    pub tolerance: Option<Duration>,
+    /// How long a delivery id is remembered for deduplication.
+    #[serde(default, with = "humantime_serde")]
+    pub dedupe_window: Option<Duration>,
+    /// twilio: the URL the sender signs (as configured at Twilio).
+    pub public_url: Option<String>,
+    /// hmac: header carrying the signature.
+    pub header: Option<String>,
+    /// hmac: `sha1`, `sha256` or `sha512`.
+    pub algorithm: Option<HmacAlgorithm>,
+    /// hmac: `hex` or `base64`.
+    pub encoding: Option<SignatureEncoding>,
+    /// hmac: text before the signature in the header, e.g. `sha256=`.
+    pub prefix: Option<String>,
+    /// hmac: header carrying the sender's delivery id, for deduplication.
+    pub dedupe_header: Option<String>,
+}
+
+/// Digest of the generic `hmac` scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA1 (legacy senders only).
+    Sha1,
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+/// How the generic `hmac` scheme's signature is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    /// Lower- or upper-case hex.
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Unique route name.
+    pub name: Option<String>,
+    /// Source whose events this route takes.
+    pub source: Option<String>,
+    /// Owner id (a key of `[owners]`).
+    pub owner: Option<String>,
+    /// What the integration does.
+    pub description: Option<String>,
+    /// What breaks for whom when it fails.
+    pub on_failure: Option<String>,
+    /// Which events match; all of them when absent.
+    pub filter: Option<FilterFile>,
+    /// Where matching events are delivered.
+    pub destination: Option<DestinationFile>,
+    /// Overrides of the default retry policy.
+    #[serde(default)]
+    pub retry: RetryFile,
+}
+
+/// A route filter: a leaf test (`json_pointer` or `header` with one of
+/// `equals`, `prefix`, `any_of`) or a combination (`all`, `any`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterFile {
+    /// RFC 6901 pointer into the JSON body.
+    pub json_pointer: Option<String>,
+    /// Request header name.
+    pub header: Option<String>,
+    /// The value equals this.
+    pub equals: Option<String>,
+    /// The value starts with this.
+    pub prefix: Option<String>,
+    /// The value equals one of these.
+    pub any_of: Option<Vec<String>>,
+    /// Every sub-filter matches.
+    pub all: Option<Vec<FilterFile>>,
+    /// At least one sub-filter matches.
+    pub any: Option<Vec<FilterFile>>,
+}
+
+/// A route's `destination`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationFile {
+    /// http(s) URL the event is POSTed to.
+    pub url: Option<String>,
+    /// Per-attempt deadline.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}

@@ -1,0 +1,89 @@
+//! Secret references (`env:NAME`, `file:PATH`, or a literal) and the resolved
+//! secret bytes, which never print: `Debug` is redacted and nothing implements
+//! `Display`.
+
+use std::fmt;
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretSlice};
+
+/// A resolved secret. Cloning shares nothing mutable; the bytes are zeroed on drop.
+#[derive(Clone)]
+pub struct Secret(SecretSlice<u8>);
+
+impl Secret {
+    /// Wraps bytes that must never be logged.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(SecretSlice::from(bytes))
+    }
+
+    /// The raw bytes, for a MAC key or a constant-time comparison only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where a secret comes from, as written in the config.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecretRef<'a> {
+    /// `env:NAME`
+    Env(&'a str),
+    /// `file:PATH`
+    File(&'a str),
+    /// Anything else: the secret itself.
+    Literal,
+}
+
+impl<'a> SecretRef<'a> {
+    /// Classifies a config string without looking at its value.
+    pub fn parse(spec: &'a str) -> Self {
+        if let Some(name) = spec.strip_prefix("env:") {
+            SecretRef::Env(name)
+        } else if let Some(path) = spec.strip_prefix("file:") {
+            SecretRef::File(path)
+        } else {
+            SecretRef::Literal
+        }
+    }
+}
+
+/// Resolves `spec`; the error names the variable or file, never a value.
+/// Relative `file:` paths are taken from `base_dir` (the config file's folder).
+pub fn resolve(
+    spec: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: &Path,
+) -> Result<Secret, String> {
+    match SecretRef::parse(spec) {
+        SecretRef::Env(name) => match env(name) {
+            Some(value) if !value.is_empty() => Ok(Secret::new(value.into_bytes())),
+            Some(_) => Err(format!("environment variable {name} is empty")),
+            None => Err(format!("environment variable {name} is not set")),
+        },
+        SecretRef::File(path) => {
+            let full = base_dir.join(path);
+            match std::fs::read(&full) {
+                Ok(mut bytes) => {
+                    // Files written by editors and `echo` end in a newline that is not part of the secret.
+                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        bytes.pop();
+                    }
+                    if bytes.is_empty() {
+                        Err(format!("secret file {} is empty", full.display()))
+                    } else {
+                        Ok(Secret::new(bytes))
+                    }
+                }
+                Err(err) => Err(format!("cannot read secret file {}: {err}", full.display())),
+            }
+        }
+        SecretRef::Literal if spec.is_empty() => Err("secret is empty".to_owned()),
+        SecretRef::Literal => Ok(Secret::new(spec.as_bytes().to_vec())),
+    }
+}

@@ -1,0 +1,783 @@
+//! Turns a parsed `ConfigFile` into a `Config`, collecting every problem.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::HeaderName;
+use redis::IntoConnectionInfo;
+use url::Url;
+
+use super::file::{
+    AdminFile, ConfigFile, DeliveryFile, DestinationFile, FilterFile, OwnerFile, RedisFile,
+    RetryFile, RouteFile, SchemeName, ServerFile, SourceFile,
+};
+use super::secret::{self, SecretRef};
+use super::*;
+
+/// Loopback only: a fresh install must not expose an unconfigured gateway.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Admin on its own port so it can be firewalled apart from the public one.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// 1 MiB covers every major provider's largest payload (GitHub caps at 25 MB
+/// but sends far less in practice; Stripe, Slack stay under 1 MiB).
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Senders time out at 10 s (GitHub) to 30 s (Stripe); answer well before.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Long enough for in-flight deliveries with default timeouts to finish.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// The local Redis of a development machine.
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// Namespaces every key so several gateways can share one Redis.
+const DEFAULT_PREFIX: &str = "switchyard";
+/// Enough to keep a fast network busy without exhausting file descriptors.
+const DEFAULT_CONCURRENCY: usize = 256;
+/// About four hours of retries with the default backoff bounds.
+const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// A blip (deploy, restart) is usually over within a second.
+const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Long outages are retried at a steady, cheap pace.
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// Stripe's and Slack's own recommendation for replay windows.
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+/// Providers retry for up to a day (Stripe: 3 days in live mode, but with
+/// the same event id only while the first is unanswered).
+const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most receivers answer in well under a second; 10 s leaves room for slow ones.
+const DEFAULT_DESTINATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Collects problems while walking the file.
+struct Problems {
+    list: Vec<Problem>,
+}
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.list.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// A required, non-blank string.
+    fn required(&mut self, key: &str, value: Option<String>) -> String {
+        match value {
+            Some(v) if !v.trim().is_empty() => v,
+            Some(_) => {
+                self.add(key, "must not be empty");
+                String::new()
+            }
+            None => {
+                self.add(key, "missing");
+                String::new()
+            }
+        }
+    }
+}
+
+pub(super) fn validate(
+    file: ConfigFile,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems { list: Vec::new() };
+    let source_names: BTreeSet<String> = file.sources.keys().cloned().collect();
+    let (admin, sources) = {
+        let mut secrets = SecretResolver {
+            env,
+            base_dir,
+            problems: &mut problems,
+        };
+        (
+            admin(file.admin, &mut secrets),
+            sources(file.sources, &mut secrets),
+        )
+    };
+    let server = server(file.server, env, &mut problems);
+    let redis = redis(file.redis, env, &mut problems);
+    let delivery = delivery(file.delivery, &mut problems);
+    let owners = owners(file.owners, &mut problems);
+    let routes = routes(
+        file.routes,
+        &source_names,
+        &owners,
+        &delivery.retry,
+        &mut problems,
+    );
+
+    match (server, redis) {
+        (Some(server), Some(redis)) if problems.list.is_empty() => Ok(Config {
+            server,
+            redis,
+            admin,
+            delivery,
+            owners,
+            sources,
+            routes,
+        }),
+        _ => Err(problems.list),
+    }
+}
+
+struct SecretResolver<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+    problems: &'a mut Problems,
+}
+
+impl SecretResolver<'_> {
+    fn resolve(&mut self, key: &str, spec: &str) -> Option<Secret> {
+        if SecretRef::parse(spec) == SecretRef::Literal && !spec.is_empty() {
+            tracing::warn!(
+                key,
+                "secret written literally in the config file; prefer env:NAME or file:PATH"
+            );
+        }
+        match secret::resolve(spec, self.env, self.base_dir) {
+            Ok(secret) => Some(secret),
+            Err(reason) => {
+                self.problems.add(key, reason);
+                None
+            }
+        }
+    }
+}
+
+fn socket_addr(
+    key: &str,
+    file_value: Option<String>,
+    env_name: &str,
+    default: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<SocketAddr> {
+    let (value, origin) = match env(env_name) {
+        Some(v) => (v, format!(" (from {env_name})")),
+        None => (
+            file_value.unwrap_or_else(|| default.to_owned()),
+            String::new(),
+        ),
+    };
+    match value.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.add(
+                key,
+                format!("{value:?}{origin} is not an address like 127.0.0.1:8080"),
+            );
+            None
+        }
+    }
+}
+
+fn server(
+    file: ServerFile,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<ServerConfig> {
+    let listen = socket_addr(
+        "server.listen",
+        file.listen,
+        ENV_LISTEN,
+        DEFAULT_LISTEN,
+        env,
+        problems,
+    );
+    let admin_listen = socket_addr(
+        "server.admin_listen",
+        file.admin_listen,
+        ENV_ADMIN_LISTEN,
+        DEFAULT_ADMIN_LISTEN,
+        env,
+        problems,
+    );
+    let max_body_bytes = file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        problems.add("server.max_body_bytes", "must be at least 1");
+    }
+    let request_timeout = positive(
+        "server.request_timeout",
+        file.request_timeout,
+        DEFAULT_REQUEST_TIMEOUT,
+        problems,
+    );
+    let shutdown_timeout = file.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    if let (Some(listen), Some(admin_listen)) = (listen, admin_listen) {
+        // 0.0.0.0:8080 and 127.0.0.1:8080 clash too: the wildcard takes every address.
+        let overlap = listen.ip() == admin_listen.ip()
+            || listen.ip().is_unspecified()
+            || admin_listen.ip().is_unspecified();
+        if overlap && listen.port() == admin_listen.port() && listen.port() != 0 {
+            problems.add(
+                "server.admin_listen",
+                format!(
+                    "{admin_listen} is also server.listen; the admin API needs its own address"
+                ),
+            );
+        }
+    }
+    Some(ServerConfig {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        max_body_bytes,
+        request_timeout,
+        shutdown_timeout,
+    })
+}
+
+fn positive(
+    key: &str,
+    value: Option<Duration>,
+    default: Duration,
+    problems: &mut Problems,
+) -> Duration {
+    let value = value.unwrap_or(default);
+    if value.is_zero() {
+        problems.add(key, "must be longer than 0s");
+    }
+    value
+}
+
+fn redis(
+    file: RedisFile,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<RedisConfig> {
+    let (url, origin) = match env(ENV_REDIS_URL) {
+        Some(url) => (url, format!(" (from {ENV_REDIS_URL})")),
+        None => (
+            file.url.unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned()),
+            String::new(),
+        ),
+    };
+    let display_url = redact_password(&url);
+    let prefix = file.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+    if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+        problems.add(
+            "redis.prefix",
+            format!("{prefix:?} must be non-empty, without braces or spaces"),
+        );
+    }
+    match url.as_str().into_connection_info() {
+        Ok(connection) => Some(RedisConfig {
+            connection,
+            display_url,
+            prefix,
+        }),
+        Err(err) => {
+            problems.add(
+                "redis.url",
+                format!("{display_url}{origin} is not a Redis URL: {err}"),
+            );
+            None
+        }
+    }
+}
+
+/// The URL with its password (if any) masked, for logs and messages.
+fn redact_password(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // set_password only fails for URLs that cannot have one.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Unparseable: show the scheme only, the rest may hold credentials.
+        Err(_) => format!("{}://…", url.split("://").next().unwrap_or("?")),
+    }
+}
+
+fn admin(file: AdminFile, secrets: &mut SecretResolver<'_>) -> AdminConfig {
+    if file.tokens.is_empty() {
+        tracing::warn!("no admin tokens configured: every /admin request will be refused");
+    }
+    let mut tokens = Vec::new();
+    let mut seen = HashMap::new();
+    for (i, token) in file.tokens.into_iter().enumerate() {
+        let key = format!("admin.tokens[{i}]");
+        let name = secrets
+            .problems
+            .required(&format!("{key}.name"), token.name);
+        if !name.is_empty()
+            && let Some(first) = seen.insert(name.clone(), i)
+        {
+            secrets.problems.add(
+                format!("{key}.name"),
+                format!("{name:?} is already the name of admin.tokens[{first}]"),
+            );
+        }
+        let secret = match token.secret {
+            Some(spec) => secrets.resolve(&format!("{key}.secret"), &spec),
+            None => {
+                secrets.problems.add(format!("{key}.secret"), "missing");
+                None
+            }
+        };
+        if let Some(secret) = secret {
+            tokens.push(AdminToken { name, secret });
+        }
+    }
+    AdminConfig { tokens }
+}
+
+fn retry_policy(
+    key: &str,
+    file: RetryFile,
+    defaults: &RetryPolicy,
+    problems: &mut Problems,
+) -> RetryPolicy {
+    let policy = RetryPolicy {
+        max_attempts: file.max_attempts.unwrap_or(defaults.max_attempts),
+        initial_backoff: file.initial_backoff.unwrap_or(defaults.initial_backoff),
+        max_backoff: file.max_backoff.unwrap_or(defaults.max_backoff),
+    };
+    if policy.max_attempts == 0 {
+        problems.add(format!("{key}.max_attempts"), "must be at least 1");
+    }
+    if policy.initial_backoff.is_zero() {
+        problems.add(format!("{key}.initial_backoff"), "must be longer than 0s");
+    }
+    if policy.initial_backoff > policy.max_backoff {
+        problems.add(
+            format!("{key}.initial_backoff"),
+            format!(
+                "{} is longer than max_backoff {}",
+                humantime::format_duration(policy.initial_backoff),
+                humantime::format_duration(policy.max_backoff)
+            ),
+        );
+    }
+    policy
+}
+
+fn delivery(file: DeliveryFile, problems: &mut Problems) -> DeliveryConfig {
+    let concurrency = file.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+    if concurrency == 0 {
+        problems.add("delivery.concurrency", "must be at least 1");
+    }
+    let builtin = RetryPolicy {
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        initial_backoff: DEFAULT_INITIAL_BACKOFF,
+        max_backoff: DEFAULT_MAX_BACKOFF,
+    };
+    let retry = retry_policy("delivery.retry", file.retry, &builtin, problems);
+    DeliveryConfig { concurrency, retry }
+}
+
+/// An absolute http(s) URL with a host.
+fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            problems.add(key, format!("{value:?} must be an http or https URL"));
+            None
+        }
+        Ok(url) => Some(url),
+        Err(err) => {
+            problems.add(key, format!("{value:?} is not a URL: {err}"));
+            None
+        }
+    }
+}
+
+fn owners(file: BTreeMap<String, OwnerFile>, problems: &mut Problems) -> BTreeMap<String, Owner> {
+    file.into_iter()
+        .map(|(id, owner)| {
+            let key = format!("owners.{id}");
+            let team = problems.required(&format!("{key}.team"), owner.team);
+            let contact = problems.required(&format!("{key}.contact"), owner.contact);
+            let alert_url = owner
+                .alert_url
+                .and_then(|url| http_url(&format!("{key}.alert_url"), &url, problems));
+            let owner = Owner {
+                id: id.clone(),
+                team,
+                contact,
+                runbook: owner.runbook,
+                alert_url,
+            };
+            (id, owner)
+        })
+        .collect()
+}
+
+fn header_name(key: &str, value: &str, problems: &mut Problems) -> Option<HeaderName> {
+    match HeaderName::try_from(value) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            problems.add(key, format!("{value:?} is not a valid header name"));
+            None
+        }
+    }
+}
+
+fn sources(
+    file: BTreeMap<String, SourceFile>,
+    secrets: &mut SecretResolver<'_>,
+) -> BTreeMap<String, Source> {
+    let mut paths: HashMap<String, String> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for (name, source) in file {
+        let key = format!("sources.{name}");
+        let path = secrets
+            .problems
+            .required(&format!("{key}.path"), source.path.clone());
+        if !path.is_empty() {
+            if !path.starts_with('/') {
+                secrets
+                    .problems
+                    .add(format!("{key}.path"), format!("{path:?} must start with /"));
+            } else if let Some(other) = paths.insert(path.clone(), name.clone()) {
+                secrets.problems.add(
+                    format!("{key}.path"),
+                    format!("{path:?} is already the path of sources.{other}"),
+                );
+            }
+        }
+        let scheme = scheme(&key, &source, secrets.problems);
+        match source.scheme {
+            Some(SchemeName::None) if !source.secrets.is_empty() => secrets.problems.add(
+                format!("{key}.secrets"),
+                "scheme \"none\" checks no secret; remove them",
+            ),
+            Some(name) if name != SchemeName::None && source.secrets.is_empty() => {
+                secrets.problems.add(
+                    format!("{key}.secrets"),
+                    format!("scheme {:?} needs at least one secret", scheme_label(name)),
+                )
+            }
+            _ => {}
+        }
+        let mut resolved = Vec::new();
+        for (i, spec) in source.secrets.iter().enumerate() {
+            let secret_key = format!("{key}.secrets[{i}]");
+            let Some(secret) = secrets.resolve(&secret_key, spec) else {
+                continue;
+            };
+            if source.scheme == Some(SchemeName::StandardWebhooks) {
+                match standard_webhooks_key(&secret) {
+                    Ok(key) => resolved.push(key),
+                    Err(reason) => secrets.problems.add(secret_key, reason),
+                }
+            } else {
+                resolved.push(secret);
+            }
+        }
+        let tolerance = positive(
+            &format!("{key}.tolerance"),
+            source.tolerance,
+            DEFAULT_TOLERANCE,
+            secrets.problems,
+        );
+        let dedupe_window = positive(
+            &format!("{key}.dedupe_window"),
+            source.dedupe_window,
+            DEFAULT_DEDUPE_WINDOW,
+            secrets.problems,
+        );
+        if let Some(scheme) = scheme {
+            out.insert(
+                name.clone(),
+                Source {
+                    name,
+                    path,
+                    scheme,
+                    secrets: resolved,
+                    tolerance,
+                    dedupe_window,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The scheme's name as written in config.
+fn scheme_label(name: SchemeName) -> &'static str {
+    match name {
+        SchemeName::Github => "github",
+        SchemeName::Stripe => "stripe",
+        SchemeName::Slack => "slack",
+        SchemeName::Shopify => "shopify",
+        SchemeName::StandardWebhooks => "standard-webhooks",
+        SchemeName::Gitlab => "gitlab",
+        SchemeName::Twilio => "twilio",
+        SchemeName::Hmac => "hmac",
+        SchemeName::None => "none",
+    }
+}
+
+/// Standard Webhooks secrets are `whsec_` + base64 of the key; the MAC key is
+/// the decoded bytes. The reason never quotes the secret.
+fn standard_webhooks_key(secret: &Secret) -> Result<Secret, &'static str> {
+    use base64::Engine as _;
+    let text = secret.expose();
+    let encoded = text.strip_prefix(b"whsec_").unwrap_or(text);
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(key) if !key.is_empty() => Ok(Secret::new(key)),
+        _ => Err(
+            "a standard-webhooks secret is \"whsec_\" followed by base64; this one does not decode",
+        ),
+    }
+}
+
+/// The scheme with its own settings; settings of other schemes are errors so
+/// a typo'd scheme name does not silently ignore them.
+fn scheme(key: &str, source: &SourceFile, problems: &mut Problems) -> Option<Scheme> {
+    let Some(name) = source.scheme else {
+        problems.add(
+            format!("{key}.scheme"),
+            "missing (use \"none\" to accept unsigned requests)",
+        );
+        return None;
+    };
+    let hmac_keys = [
+        ("header", source.header.is_some()),
+        ("algorithm", source.algorithm.is_some()),
+        ("encoding", source.encoding.is_some()),
+        ("prefix", source.prefix.is_some()),
+        ("dedupe_header", source.dedupe_header.is_some()),
+    ];
+    if name != SchemeName::Hmac {
+        for (field, present) in hmac_keys {
+            if present {
+                problems.add(
+                    format!("{key}.{field}"),
+                    "only the \"hmac\" scheme uses this key",
+                );
+            }
+        }
+    }
+    if name != SchemeName::Twilio && source.public_url.is_some() {
+        problems.add(
+            format!("{key}.public_url"),
+            "only the \"twilio\" scheme uses this key",
+        );
+    }
+    Some(match name {
+        SchemeName::Github => Scheme::Github,
+        SchemeName::Stripe => Scheme::Stripe,
+        SchemeName::Slack => Scheme::Slack,
+        SchemeName::Shopify => Scheme::Shopify,
+        SchemeName::StandardWebhooks => Scheme::StandardWebhooks,
+        SchemeName::Gitlab => Scheme::Gitlab,
+        SchemeName::None => Scheme::None,
+        SchemeName::Twilio => {
+            let field = format!("{key}.public_url");
+            let Some(url) = &source.public_url else {
+                problems.add(field, "missing: twilio signs the URL configured at Twilio");
+                return None;
+            };
+            Scheme::Twilio {
+                public_url: http_url(&field, url, problems)?,
+            }
+        }
+        SchemeName::Hmac => {
+            let mut require = |field: &str, present: bool| {
+                if !present {
+                    problems.add(
+                        format!("{key}.{field}"),
+                        "missing: the hmac scheme needs it",
+                    );
+                }
+            };
+            require("header", source.header.is_some());
+            require("algorithm", source.algorithm.is_some());
+            require("encoding", source.encoding.is_some());
+            let header = source
+                .header
+                .as_deref()
+                .and_then(|h| header_name(&format!("{key}.header"), h, problems));
+            let dedupe_header = source
+                .dedupe_header
+                .as_deref()
+                .map(|h| header_name(&format!("{key}.dedupe_header"), h, problems));
+            Scheme::Hmac(HmacScheme {
+                header: header?,
+                algorithm: source.algorithm?,
+                encoding: source.encoding?,
+                prefix: source.prefix.clone(),
+                dedupe_header: dedupe_header.map_or(Some(None), |h| h.map(Some))?,
+            })
+        }
+    })
+}
+
+fn routes(
+    file: Vec<RouteFile>,
+    sources: &BTreeSet<String>,
+    owners: &BTreeMap<String, Owner>,
+    default_retry: &RetryPolicy,
+    problems: &mut Problems,
+) -> Vec<Route> {
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, route) in file.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let name = problems.required(&format!("{key}.name"), route.name);
+        if !name.is_empty()
+            && let Some(first) = names.insert(name.clone(), i)
+        {
+            problems.add(
+                format!("{key}.name"),
+                format!("{name:?} is already the name of routes[{first}]"),
+            );
+        }
+        let source = problems.required(&format!("{key}.source"), route.source);
+        if !source.is_empty() && !sources.contains(&source) {
+            problems.add(
+                format!("{key}.source"),
+                format!("unknown source {source:?}"),
+            );
+        }
+        let owner = match route.owner {
+            Some(owner) if owners.contains_key(&owner) => owner,
+            Some(owner) => {
+                problems.add(format!("{key}.owner"), format!("unknown owner {owner:?}"));
+                owner
+            }
+            None => {
+                problems.add(
+                    format!("{key}.owner"),
+                    "missing: every route needs an owner from [owners]",
+                );
+                String::new()
+            }
+        };
+        let description = problems.required(&format!("{key}.description"), route.description);
+        let on_failure = problems.required(&format!("{key}.on_failure"), route.on_failure);
+        let filter = route
+            .filter
+            .and_then(|f| filter(&format!("{key}.filter"), f, problems));
+        // A route that overrides nothing inherits an already-checked policy;
+        // checking it again would repeat [delivery.retry]'s problems per route.
+        let overrides = route.retry.max_attempts.is_some()
+            || route.retry.initial_backoff.is_some()
+            || route.retry.max_backoff.is_some();
+        let retry = if overrides {
+            retry_policy(
+                &format!("{key}.retry"),
+                route.retry,
+                default_retry,
+                problems,
+            )
+        } else {
+            *default_retry
+        };
+        let Some(destination) =
+            destination(&format!("{key}.destination"), route.destination, problems)
+        else {
+            continue;
+        };
+        out.push(Route {
+            name,
+            source,
+            owner,
+            description,
+            on_failure,
+            filter,
+            destination,
+            retry,
+        });
+    }
+    out
+}
+
+fn destination(
+    key: &str,
+    file: Option<DestinationFile>,
+    problems: &mut Problems,
+) -> Option<Destination> {
+    let Some(file) = file else {
+        problems.add(key, "missing");
+        return None;
+    };
+    let timeout = positive(
+        &format!("{key}.timeout"),
+        file.timeout,
+        DEFAULT_DESTINATION_TIMEOUT,
+        problems,
+    );
+    let url_key = format!("{key}.url");
+    let url = problems.required(&url_key, file.url);
+    if url.is_empty() {
+        return None;
+    }
+    Some(Destination {
+        url: http_url(&url_key, &url, problems)?,
+        timeout,
+    })
+}
+
+fn filter(key: &str, file: FilterFile, problems: &mut Problems) -> Option<Filter> {
+    let kinds = [
+        file.json_pointer.is_some(),
+        file.header.is_some(),
+        file.all.is_some(),
+        file.any.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        problems.add(key, "needs exactly one of json_pointer, header, all, any");
+        return None;
+    }
+    let combine = |list: Vec<FilterFile>, problems: &mut Problems, name: &str| {
+        if list.is_empty() {
+            problems.add(format!("{key}.{name}"), "must list at least one filter");
+        }
+        // Validate every sub-filter before giving up, so all problems are reported.
+        let checked: Vec<Option<Filter>> = list
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| filter(&format!("{key}.{name}[{i}]"), f, problems))
+            .collect();
+        checked.into_iter().collect::<Option<Vec<_>>>()
+    };
+    let has_test = file.equals.is_some() || file.prefix.is_some() || file.any_of.is_some();
+    if (file.all.is_some() || file.any.is_some()) && has_test {
+        problems.add(
+            key,
+            "all/any combine sub-filters; put equals, prefix or any_of inside them",
+        );
+        return None;
+    }
+    if let Some(all) = file.all {
+        return combine(all, problems, "all").map(Filter::All);
+    }
+    if let Some(any) = file.any {
+        return combine(any, problems, "any").map(Filter::Any);
+    }
+    let tests = [
+        file.equals.is_some(),
+        file.prefix.is_some(),
+        file.any_of.is_some(),
+    ];
+    if tests.iter().filter(|t| **t).count() != 1 {
+        problems.add(key, "needs exactly one of equals, prefix, any_of");
+        return None;
+    }
+    let field = if let Some(pointer) = file.json_pointer {
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            problems.add(
+                format!("{key}.json_pointer"),
+                format!("{pointer:?} must be empty or start with / (RFC 6901)"),
+            );
+            return None;
+        }
+        FilterField::JsonPointer(pointer)
+    } else {
+        let header = file.header?;
+        FilterField::Header(header_name(&format!("{key}.header"), &header, problems)?)
+    };
+    let test = match (file.equals, file.prefix, file.any_of) {
+        (Some(value), _, _) => FilterTest::Equals(value),
+        (_, Some(prefix), _) => FilterTest::Prefix(prefix),
+        (_, _, Some(values)) if values.is_empty() => {
+            problems.add(format!("{key}.any_of"), "must list at least one value");
+            return None;
+        }
+        (_, _, Some(values)) => FilterTest::AnyOf(values),
+        (None, None, None) => return None,
+    };
+    Some(Filter::Test { field, test })
+}

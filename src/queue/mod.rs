@@ -1,0 +1,138 @@
+//! Redis, the gateway's only state: the connection, its health, and (as the
+//! gateway grows) the jobs stream, retry schedule and dead-letter store.
+//!
+//! One multiplexed connection serves the whole process: the redis crate's
+//! `ConnectionManager` pipelines concurrent commands over one socket and
+//! reconnects by itself after an I/O error. It is created lazily, so a gateway
+//! started while Redis is down comes up, answers `/readyz` with 503, and
+//! connects as soon as Redis is reachable.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisConfig;
+
+/// Bounds one connection attempt, so a black-holed Redis fails fast.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bounds one command; longer than any healthy round trip by far.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect attempts inside one command before it fails back to the caller;
+/// the caller (or the next command) triggers the next round.
+const RECONNECT_RETRIES: usize = 2;
+
+/// Errors talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis refused or failed the command, or the connection is down.
+    #[error("redis at {url}: {source}")]
+    Redis {
+        /// Where Redis was expected (password masked).
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis did not answer within the bound.
+    #[error("redis at {url}: no answer within {}", humantime::format_duration(*.after))]
+    Timeout {
+        /// Where Redis was expected (password masked).
+        url: String,
+        /// The bound that passed.
+        after: Duration,
+    },
+}
+
+/// What Redis keeps on disk, which decides whether acked events survive a
+/// Redis restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    /// `appendonly yes`.
+    pub aof: bool,
+    /// A non-empty `save` schedule.
+    pub rdb: bool,
+}
+
+impl Persistence {
+    /// True when a Redis restart would lose everything.
+    pub fn is_none(&self) -> bool {
+        !self.aof && !self.rdb
+    }
+}
+
+/// Handle to the gateway's Redis; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    conn: ConnectionManager,
+    display_url: String,
+}
+
+impl Queue {
+    /// A handle that connects on first use and reconnects after failures.
+    pub fn connect_lazy(config: &RedisConfig) -> Result<Self, QueueError> {
+        let redis_error = |source| QueueError::Redis {
+            url: config.display_url.clone(),
+            source,
+        };
+        let client = redis::Client::open(config.connection.clone()).map_err(redis_error)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES);
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(redis_error)?;
+        Ok(Self {
+            conn,
+            display_url: config.display_url.clone(),
+        })
+    }
+
+    /// Redis's URL with the password masked, for logs.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    fn error(&self, source: redis::RedisError) -> QueueError {
+        QueueError::Redis {
+            url: self.display_url.clone(),
+            source,
+        }
+    }
+
+    /// PING, failing after `within`.
+    pub async fn ping(&self, within: Duration) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(within, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(self.error(source)),
+            Err(_) => Err(QueueError::Timeout {
+                url: self.display_url.clone(),
+                after: within,
+            }),
+        }
+    }
+
+    /// Reads the persistence settings (`CONFIG GET`); fails where CONFIG is
+    /// disabled, as on some managed Redis services.
+    pub async fn persistence(&self) -> Result<Persistence, QueueError> {
+        let mut conn = self.conn.clone();
+        let (save, appendonly): (Vec<String>, Vec<String>) = redis::pipe()
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("save")
+            .cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        // CONFIG GET answers [name, value].
+        let value = |pair: &[String]| pair.get(1).cloned().unwrap_or_default();
+        Ok(Persistence {
+            aof: value(&appendonly) == "yes",
+            rdb: !value(&save).trim().is_empty(),
+        })
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: a real gateway, a private Redis per test, real HTTP.
+//! One test binary (modules below) keeps link time down.
+
+mod support;
+
+mod cli;
+mod health;
+mod lifecycle;
+mod receiver;

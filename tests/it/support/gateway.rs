@@ -1,0 +1,191 @@
+//! A gateway under test: in-process (`TestGateway`, the usual way) or as a
+//! child process of the real binary (`GatewayProcess`, for signals and crashes).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use switchyard::config::{self, Config};
+use switchyard::{Listeners, ServerError};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+use super::free_port;
+
+/// A minimal valid config on `redis_url`, listening on free ports, with
+/// `extra` TOML appended (owners, sources, routes...).
+pub fn config_toml(redis_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+
+[redis]
+url = "{redis_url}"
+
+[admin]
+tokens = [{{ name = "test-ops", secret = "test-admin-token" }}]
+
+{extra}
+"#
+    )
+}
+
+/// Parses TOML into a config with an empty environment.
+pub fn parse_config(toml: &str) -> Config {
+    config::from_toml(toml, Path::new("test.toml"), Path::new("."), &|_| None)
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}"))
+}
+
+/// A gateway running inside the test process; stopped on drop.
+pub struct TestGateway {
+    /// Public listener.
+    pub public: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway on `config`, on ports of 127.0.0.1 chosen by the OS.
+    pub async fn start(config: Config) -> Self {
+        let listeners = Listeners::bind(&config).await.expect("bind test listeners");
+        let public = listeners.public.local_addr().expect("public addr");
+        let admin = listeners.admin.local_addr().expect("admin addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(switchyard::run(config, listeners, shutdown.clone()));
+        Self {
+            public,
+            admin,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// `http://<public><path>`
+    pub fn public_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    /// `http://<admin><path>`
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Requests shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        task.await.expect("gateway task did not panic")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The real `switchyard` binary as a child process; killed on drop.
+pub struct GatewayProcess {
+    child: Option<Child>,
+    /// Public listener.
+    pub public: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    _dir: TempDir,
+    log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Writes `config_toml(redis_url, extra)` with fixed free ports and runs
+    /// `switchyard serve` on it; returns once `/healthz` answers.
+    pub async fn start(redis_url: &str, extra: &str) -> Self {
+        let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let toml = config_toml(redis_url, extra)
+            .replace(
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = \"{public}\""),
+            )
+            .replace(
+                "\nadmin_listen = \"127.0.0.1:0\"",
+                &format!("\nadmin_listen = \"{admin}\""),
+            );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("switchyard.toml");
+        std::fs::write(&config_path, toml).expect("write config");
+        let log = dir.path().join("gateway.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env("SWITCHYARD_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn switchyard");
+        let process = Self {
+            child: Some(child),
+            public,
+            admin,
+            _dir: dir,
+            log,
+        };
+        let client = reqwest::Client::new();
+        let url = format!("http://{admin}/healthz");
+        let up = super::eventually(Duration::from_secs(15), || {
+            let request = client.get(&url).send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        assert!(up, "gateway did not come up; log:\n{}", process.log());
+        process
+    }
+
+    /// What the gateway wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal gateway");
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The test harness: a private `redis-server` per test, a scriptable HTTP
+//! receiver, and a gateway running in-process or as a child process.
+//! Everything started here is stopped by its owner's `Drop`, even when a test
+//! fails.
+
+pub mod gateway;
+pub mod receiver;
+pub mod redis;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` every 50 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

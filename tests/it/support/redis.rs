@@ -1,0 +1,125 @@
+//! A private `redis-server` on a free port with its own data directory, so
+//! tests are isolated from each other and from the Redis on 6379, and can
+//! stop, kill and restart it to inject faults.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::free_port;
+
+/// How long a starting redis-server gets to answer PING.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running (or stopped) private Redis.
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts Redis with AOF and fsync on every write, the durable setting
+    /// the gateway's guarantees assume.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts durable Redis on a given port (for a gateway that was
+    /// configured before Redis existed).
+    pub fn start_on(port: u16) -> Self {
+        Self::spawn_new(port, &["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// Starts Redis with extra `redis-server` arguments.
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::spawn_new(free_port(), extra_args)
+    }
+
+    fn spawn_new(port: u16, extra_args: &[&str]) -> Self {
+        let mut server = Self {
+            port,
+            dir: tempfile::tempdir().expect("temp dir for redis"),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>/0`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.answers_ping() {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                panic!("redis-server on port {} did not start:\n{log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Stops Redis like an operator would (SIGTERM: it flushes the AOF).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills Redis like a crash would (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Redis again on the same port with the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
