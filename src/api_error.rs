@@ -35,6 +35,15 @@ impl ApiError {
             format!("no source is configured at {path}"),
         )
     }
+
+    /// `413 body_too_large`: over `server.max_body_bytes`.
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is larger than this gateway accepts",
+        )
+    }
 }
 
 #[derive(Serialize)]

@@ -22,6 +22,7 @@ pub mod config;
 pub mod ingest;
 pub mod queue;
 pub mod server;
+pub mod signature;
 pub mod telemetry;
 
 pub use server::{Listeners, ServerError, run};

@@ -14,6 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::ingest;
 use crate::queue::{Queue, QueueError};
+use crate::telemetry::Metrics;
 
 /// How often the Redis watcher checks the connection; a state change is
 /// logged once, so this only bounds how late the log line comes.
@@ -79,7 +80,8 @@ pub async fn run(
     let queue = Queue::connect_lazy(&config.redis)?;
     let watcher = tokio::spawn(watch_redis(queue.clone(), shutdown.clone()));
 
-    let public_app = ingest::router()
+    let metrics = Metrics::new();
+    let public_app = ingest::router(&config, queue.clone(), metrics.clone())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,
             config.server.request_timeout,
@@ -88,6 +90,7 @@ pub async fn run(
         .layer(CatchPanicLayer::new());
     let admin_app = admin::router(AdminState {
         queue: queue.clone(),
+        metrics,
     })
     .layer(TraceLayer::new_for_http())
     .layer(CatchPanicLayer::new());

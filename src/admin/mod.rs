@@ -1,6 +1,7 @@
 //! The admin listener: health and readiness probes, and (as the gateway
 //! grows) the admin API, metrics and the dashboard.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,6 +14,7 @@ use serde_json::json;
 
 use crate::api_error::ApiError;
 use crate::queue::Queue;
+use crate::telemetry::Metrics;
 
 /// `/readyz` fails when Redis takes longer than this to answer PING; load
 /// balancers probe every few seconds, so the answer must come first.
@@ -23,6 +25,8 @@ pub const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct AdminState {
     /// The gateway's Redis.
     pub queue: Queue,
+    /// The gateway's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The admin router.
@@ -30,6 +34,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -47,4 +52,14 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         )
         .into_response(),
     }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }

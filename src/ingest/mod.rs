@@ -1,17 +1,148 @@
-//! The public listener: webhooks arrive here, are verified per source, and
-//! are acknowledged only once durably queued.
+//! The public listener: one route per source, each behind its own stack
+//! (outcome counting → body limit → signature verification → handler). An
+//! event is answered 2xx only once every job of it is written to Redis.
+
+mod filter;
+mod handler;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use http::Uri;
+use axum::routing::post;
+use http::{StatusCode, Uri, header};
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::api_error::ApiError;
+use crate::config::{Config, Filter};
+use crate::queue::Queue;
+use crate::signature::{self, Refused, VerifyLayer};
+use crate::telemetry::Metrics;
 
-/// The public router. Paths that belong to no source answer `404 unknown_source`.
-pub fn router() -> Router {
-    Router::new().fallback(unknown_source)
+pub use filter::EventView;
+pub use handler::Outcome;
+
+/// Label of requests that reached no source.
+const UNKNOWN_SOURCE_LABEL: &str = "unknown";
+
+/// A route as ingest needs it: a name to enqueue and a filter to match.
+struct RouteMatch {
+    name: String,
+    filter: Option<Filter>,
 }
 
-async fn unknown_source(uri: Uri) -> Response {
+/// What the handler of one source needs.
+struct SourceState {
+    name: String,
+    dedupe_window: std::time::Duration,
+    routes: Vec<RouteMatch>,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+}
+
+/// The public router for every configured source.
+pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
+    let mut by_source: HashMap<&str, Vec<RouteMatch>> = HashMap::new();
+    for route in &config.routes {
+        by_source
+            .entry(&route.source)
+            .or_default()
+            .push(RouteMatch {
+                name: route.name.clone(),
+                filter: route.filter.clone(),
+            });
+    }
+    let mut router = Router::new();
+    for source in config.sources.values() {
+        let state = Arc::new(SourceState {
+            name: source.name.clone(),
+            dedupe_window: source.dedupe_window,
+            routes: by_source.remove(source.name.as_str()).unwrap_or_default(),
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+        });
+        let endpoint = post(handler::accept)
+            .with_state(state.clone())
+            .route_layer(VerifyLayer::new(
+                source.name.as_str(),
+                signature::verifier_for(source),
+            ))
+            .route_layer(RequestBodyLimitLayer::new(config.server.max_body_bytes))
+            .fallback(method_not_allowed)
+            .layer(middleware::from_fn_with_state(state, count_outcome));
+        router = router.route(&source.path, endpoint);
+    }
+    router
+        .fallback(unknown_source)
+        .with_state(metrics)
+        .layer(middleware::map_response(json_errors))
+}
+
+/// Counts every answer of a source by outcome.
+async fn count_outcome(
+    State(state): State<Arc<SourceState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let extensions = response.extensions();
+    let outcome = extensions
+        .get::<Outcome>()
+        .map(|o| o.0)
+        .or_else(|| extensions.get::<Refused>().map(|r| r.0.code()))
+        .unwrap_or_else(|| error_code(response.status()));
+    state.metrics.ingest(&state.name, outcome);
+    response
+}
+
+async fn unknown_source(State(metrics): State<Arc<Metrics>>, uri: Uri) -> Response {
+    metrics.ingest(UNKNOWN_SOURCE_LABEL, "unknown_source");
     ApiError::unknown_source(uri.path()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "webhooks are delivered with POST",
+    )
+    .into_response()
+}
+
+/// The code for answers produced by tower-http layers (which know nothing of
+/// our error format), by status.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        s if s.is_success() => "accepted",
+        _ => "error",
+    }
+}
+
+/// Gives error answers of tower-http layers (413 from the body limit, 408
+/// from the timeout) the JSON body every other error has.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large().into_response(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            status,
+            "request_timeout",
+            "the request was not received in time",
+        )
+        .into_response(),
+        _ => response,
+    }
 }

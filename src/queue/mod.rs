@@ -1,15 +1,25 @@
 //! Redis, the gateway's only state: the connection, its health, and (as the
 //! gateway grows) the jobs stream, retry schedule and dead-letter store.
 //!
+//! Layout (all keys under `{prefix}:`, see [`Keys`]): `jobs` is a stream
+//! with one entry per (event, route); `seen:<source>:<delivery id>` holds the
+//! first event id of a delivery id for `dedupe_window`.
+//!
 //! One multiplexed connection serves the whole process: the redis crate's
 //! `ConnectionManager` pipelines concurrent commands over one socket and
 //! reconnects by itself after an I/O error. It is created lazily, so a gateway
 //! started while Redis is down comes up, answers `/readyz` with 503, and
 //! connects as soon as Redis is reachable.
 
+mod ingest;
+mod keys;
+
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use ingest::{Enqueued, NewEvent, decode_headers, encode_headers};
+pub use keys::Keys;
 
 use crate::config::RedisConfig;
 
@@ -64,6 +74,7 @@ impl Persistence {
 #[derive(Clone)]
 pub struct Queue {
     conn: ConnectionManager,
+    keys: Keys,
     display_url: String,
 }
 
@@ -83,6 +94,7 @@ impl Queue {
             ConnectionManager::new_lazy_with_config(client, manager_config).map_err(redis_error)?;
         Ok(Self {
             conn,
+            keys: Keys::new(&config.prefix),
             display_url: config.display_url.clone(),
         })
     }

@@ -5,5 +5,6 @@ mod support;
 
 mod cli;
 mod health;
+mod ingest;
 mod lifecycle;
 mod receiver;

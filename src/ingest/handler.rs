@@ -1,0 +1,117 @@
+//! The handler behind a verified source: match routes, write the event
+//! durably, answer.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::{EventView, SourceState};
+use crate::api_error::ApiError;
+use crate::queue::{Enqueued, NewEvent, encode_headers};
+use crate::signature::Verified;
+use crate::telemetry::RouteLabels;
+
+/// Response extension: how the request ended, for the outcome counter.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome(pub &'static str);
+
+pub(super) async fn accept(
+    State(state): State<Arc<SourceState>>,
+    Extension(verified): Extension<Verified>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let view = EventView::new(&headers, &body);
+    let routes: Vec<&str> = state
+        .routes
+        .iter()
+        .filter(|route| view.matches(route.filter.as_ref()))
+        .map(|route| route.name.as_str())
+        .collect();
+    let id = ulid::Ulid::generate().to_string();
+    let received_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let event = NewEvent {
+        id: &id,
+        source: &state.name,
+        received_ms,
+        headers: encode_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))),
+        body: body.clone(),
+        routes: &routes,
+        dedupe: verified
+            .delivery_id
+            .as_deref()
+            .map(|delivery_id| (delivery_id, state.dedupe_window)),
+    };
+    match state.queue.enqueue_event(&event).await {
+        Ok(Enqueued::Accepted) => {
+            for route in &routes {
+                state
+                    .metrics
+                    .jobs_enqueued
+                    .get_or_create(&RouteLabels {
+                        route: (*route).to_owned(),
+                    })
+                    .inc();
+            }
+            if routes.is_empty() {
+                state
+                    .metrics
+                    .unrouted_events
+                    .get_or_create(&crate::telemetry::SourceLabels {
+                        source: state.name.clone(),
+                    })
+                    .inc();
+                tracing::warn!(event_id = %id, source = %state.name, "event matched no route (unrouted)");
+            } else {
+                tracing::info!(event_id = %id, source = %state.name, routes = ?routes, "event accepted");
+            }
+            answer(
+                StatusCode::ACCEPTED,
+                json!({"id": id, "routes": routes}),
+                "accepted",
+            )
+        }
+        Ok(Enqueued::Duplicate { first_id }) => {
+            tracing::info!(
+                source = %state.name,
+                event_id = %first_id,
+                delivery_id = verified.delivery_id.as_deref().unwrap_or_default(),
+                "duplicate delivery; already queued"
+            );
+            answer(
+                StatusCode::OK,
+                json!({"id": first_id, "duplicate": true}),
+                "duplicate",
+            )
+        }
+        Err(err) => {
+            state.metrics.redis_error("enqueue");
+            tracing::error!(source = %state.name, error = %err, "cannot queue event; answering 503");
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                "the event could not be queued; retry later",
+            )
+            .into_response();
+            response
+                .extensions_mut()
+                .insert(Outcome("queue_unavailable"));
+            response
+        }
+    }
+}
+
+fn answer(status: StatusCode, body: serde_json::Value, outcome: &'static str) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(Outcome(outcome));
+    response
+}

@@ -1,0 +1,83 @@
+//! GitLab: `X-Gitlab-Token` carries the secret itself; the delivery id is
+//! `X-Gitlab-Event-UUID`. Both sides are hashed before the constant-time
+//! comparison so that not even the secret's length leaks through timing.
+
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+use super::{Rejection, SignedRequest, Verifier, header, optional_header};
+use crate::config::Secret;
+
+const TOKEN: &str = "x-gitlab-token";
+const DELIVERY: &str = "x-gitlab-event-uuid";
+
+pub struct Gitlab {
+    digests: Vec<[u8; 32]>,
+}
+
+impl Gitlab {
+    pub fn new(secrets: &[Secret]) -> Self {
+        Self {
+            digests: secrets
+                .iter()
+                .map(|s| Sha256::digest(s.expose()).into())
+                .collect(),
+        }
+    }
+}
+
+impl Verifier for Gitlab {
+    fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        _: SystemTime,
+    ) -> Result<Option<String>, Rejection> {
+        let token = request
+            .headers
+            .get(TOKEN)
+            .ok_or(Rejection::MissingSignature { header: TOKEN })?;
+        // Text check only for a clear error; the bytes are what is compared.
+        header(request.headers, TOKEN)?;
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let matched = self
+            .digests
+            .iter()
+            .fold(Choice::from(0), |acc, d| acc | d.ct_eq(&presented));
+        if !bool::from(matched) {
+            return Err(Rejection::InvalidSignature);
+        }
+        Ok(optional_header(request.headers, DELIVERY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::tests::{request, secrets, unix};
+
+    #[test]
+    fn accepts_any_configured_token_and_nothing_else() {
+        let gitlab = Gitlab::new(&secrets(&["old-token", "new-token"]));
+        for token in ["old-token", "new-token"] {
+            let req = request(&[(TOKEN, token), (DELIVERY, "uuid-1")], "{}");
+            assert_eq!(
+                gitlab.verify(&req.as_signed(), unix(0)),
+                Ok(Some("uuid-1".to_owned()))
+            );
+        }
+        for token in ["new-toke", "new-token ", ""] {
+            let req = request(&[(TOKEN, token)], "{}");
+            assert_eq!(
+                gitlab.verify(&req.as_signed(), unix(0)),
+                Err(Rejection::InvalidSignature),
+                "{token:?}"
+            );
+        }
+        assert_eq!(
+            gitlab.verify(&request(&[], "{}").as_signed(), unix(0)),
+            Err(Rejection::MissingSignature { header: TOKEN })
+        );
+    }
+}

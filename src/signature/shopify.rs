@@ -1,0 +1,72 @@
+//! Shopify: `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(body)>`; the
+//! delivery id is `X-Shopify-Webhook-Id`.
+
+use std::time::SystemTime;
+
+use super::mac::{Sha256Keys, decode_base64};
+use super::{Rejection, SignedRequest, Verifier, header, optional_header};
+use crate::config::Secret;
+
+const SIGNATURE: &str = "x-shopify-hmac-sha256";
+const DELIVERY: &str = "x-shopify-webhook-id";
+
+pub struct Shopify {
+    keys: Sha256Keys,
+}
+
+impl Shopify {
+    pub fn new(secrets: &[Secret]) -> Self {
+        Self {
+            keys: Sha256Keys::new(secrets),
+        }
+    }
+}
+
+impl Verifier for Shopify {
+    fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        _: SystemTime,
+    ) -> Result<Option<String>, Rejection> {
+        let value = header(request.headers, SIGNATURE)?;
+        let signature = decode_base64(value, 32).ok_or(Rejection::MalformedSignature {
+            header: SIGNATURE,
+            reason: "expected base64 of 32 bytes",
+        })?;
+        if !self.keys.any_matches(&[request.body], &[signature]) {
+            return Err(Rejection::InvalidSignature);
+        }
+        Ok(optional_header(request.headers, DELIVERY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::tests::{hmac_sha256_base64, request, secrets, unix};
+
+    #[test]
+    fn verifies_base64_signatures_and_reads_the_webhook_id() {
+        let body = r#"{"id":820982911946154508,"email":"jon@example.com"}"#;
+        let signature = hmac_sha256_base64("shpss_secret", body);
+        let shopify = Shopify::new(&secrets(&["shpss_secret"]));
+        let req = request(&[(SIGNATURE, &signature), (DELIVERY, "b54557e4")], body);
+        assert_eq!(
+            shopify.verify(&req.as_signed(), unix(0)),
+            Ok(Some("b54557e4".to_owned()))
+        );
+
+        let tampered = request(&[(SIGNATURE, &signature)], &body.replace("jon", "eve"));
+        assert_eq!(
+            shopify.verify(&tampered.as_signed(), unix(0)),
+            Err(Rejection::InvalidSignature)
+        );
+        let garbled = request(&[(SIGNATURE, "not base64!")], body);
+        assert_eq!(
+            shopify
+                .verify(&garbled.as_signed(), unix(0))
+                .map_err(|r| r.code()),
+            Err("malformed_signature")
+        );
+    }
+}

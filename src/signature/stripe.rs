@@ -1,0 +1,164 @@
+//! Stripe: `Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256("<ts>.<body>")>`,
+//! any `v1` may match (Stripe sends several while a secret is rolled); the
+//! delivery id is the event's `id` in the JSON body.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use super::mac::{Sha256Keys, decode_hex};
+use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
+use crate::config::Secret;
+
+const SIGNATURE: &str = "stripe-signature";
+/// More `v1` entries than any sender uses; bounds the work per request.
+const MAX_SIGNATURES: usize = 8;
+
+pub struct Stripe {
+    keys: Sha256Keys,
+    tolerance: Duration,
+}
+
+impl Stripe {
+    pub fn new(secrets: &[Secret], tolerance: Duration) -> Self {
+        Self {
+            keys: Sha256Keys::new(secrets),
+            tolerance,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EventId<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Verifier for Stripe {
+    fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        now: SystemTime,
+    ) -> Result<Option<String>, Rejection> {
+        let value = header(request.headers, SIGNATURE)?;
+        let malformed = |reason| Rejection::MalformedSignature {
+            header: SIGNATURE,
+            reason,
+        };
+        let mut timestamp = None;
+        let mut signatures = Vec::new();
+        for item in value.split(',') {
+            let Some((key, val)) = item.trim().split_once('=') else {
+                return Err(malformed("expected t=<ts>,v1=<hex>"));
+            };
+            match key {
+                "t" if timestamp.is_none() => timestamp = Some(val),
+                "t" => return Err(malformed("more than one t=")),
+                // A v1 that is not 64 hex digits cannot match; others may.
+                "v1" => signatures.extend(decode_hex::<32>(val)),
+                // v0 (test mode legacy) and future schemes are ignored.
+                _ => {}
+            }
+        }
+        let timestamp = timestamp.ok_or(malformed("no t= timestamp"))?;
+        if signatures.is_empty() {
+            return Err(malformed("no v1= signature of 64 hex digits"));
+        }
+        if signatures.len() > MAX_SIGNATURES {
+            return Err(malformed("too many v1= signatures"));
+        }
+        if !self
+            .keys
+            .any_matches(&[timestamp.as_bytes(), b".", request.body], &signatures)
+        {
+            return Err(Rejection::InvalidSignature);
+        }
+        check_timestamp(SIGNATURE, timestamp, now, self.tolerance)?;
+        let id = serde_json::from_slice::<EventId<'_>>(request.body)
+            .ok()
+            .and_then(|event| event.id)
+            .map(|id| id.into_owned());
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::tests::{hmac_sha256_hex, request, secrets, unix};
+
+    const SECRET: &str = "whsec_test_secret";
+    const BODY: &str = r#"{"id":"evt_123","type":"invoice.paid"}"#;
+
+    fn stripe(keys: &[&str]) -> Stripe {
+        Stripe::new(&secrets(keys), Duration::from_secs(300))
+    }
+
+    fn header_for(secret: &str, t: u64, body: &str) -> String {
+        format!(
+            "t={t},v1={}",
+            hmac_sha256_hex(secret, &format!("{t}.{body}"))
+        )
+    }
+
+    #[test]
+    fn accepts_a_signed_event_and_returns_its_id() {
+        let req = request(
+            &[(SIGNATURE, &header_for(SECRET, 1_700_000_000, BODY))],
+            BODY,
+        );
+        assert_eq!(
+            stripe(&[SECRET]).verify(&req.as_signed(), unix(1_700_000_100)),
+            Ok(Some("evt_123".to_owned()))
+        );
+    }
+
+    #[test]
+    fn any_v1_of_several_may_match() {
+        let good = header_for(SECRET, 1_700_000_000, BODY);
+        let value = format!("t=1700000000,v1={},{},v0=abc", "00".repeat(32), &good[13..]);
+        let req = request(&[(SIGNATURE, &value)], BODY);
+        assert!(
+            stripe(&[SECRET])
+                .verify(&req.as_signed(), unix(1_700_000_000))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn timestamps_outside_tolerance_are_refused_both_ways() {
+        let req = request(
+            &[(SIGNATURE, &header_for(SECRET, 1_700_000_000, BODY))],
+            BODY,
+        );
+        for now in [1_700_000_000 + 301, 1_700_000_000 - 301] {
+            assert_eq!(
+                stripe(&[SECRET])
+                    .verify(&req.as_signed(), unix(now))
+                    .map_err(|r| r.code()),
+                Err("timestamp_out_of_tolerance")
+            );
+        }
+    }
+
+    #[test]
+    fn garbled_headers_are_malformed() {
+        for value in [
+            "",
+            "t=1",
+            "v1=ab",
+            "t=1,t=2,v1=ab",
+            "garbage",
+            "t=abc,v1=".repeat(2).as_str(),
+        ] {
+            let req = request(&[(SIGNATURE, value)], BODY);
+            assert_eq!(
+                stripe(&[SECRET])
+                    .verify(&req.as_signed(), unix(1))
+                    .map_err(|r| r.code()),
+                Err("malformed_signature"),
+                "{value:?}"
+            );
+        }
+    }
+}

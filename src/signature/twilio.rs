@@ -1,0 +1,169 @@
+//! Twilio: `X-Twilio-Signature: <base64 HMAC-SHA1(url + params)>`, where url
+//! is the URL Twilio requested (the configured `public_url` plus the query
+//! string) and params are the form parameters sorted by name, each name
+//! followed by its value. JSON bodies are signed differently: the URL
+//! carries `bodySHA256=<hex SHA-256(body)>` and only the URL is signed.
+//! The delivery id is `I-Twilio-Idempotency-Token`.
+
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::mac::{Sha1Keys, decode_base64};
+use super::{Rejection, SignedRequest, Verifier, header, optional_header};
+use crate::config::Secret;
+
+const SIGNATURE: &str = "x-twilio-signature";
+const DELIVERY: &str = "i-twilio-idempotency-token";
+
+pub struct Twilio {
+    keys: Sha1Keys,
+    /// `public_url` as configured, signed as is when the request has no query.
+    public_url: String,
+    /// `public_url` without its query, to which the request's query is appended.
+    base_url: String,
+}
+
+impl Twilio {
+    pub fn new(secrets: &[Secret], public_url: &Url) -> Self {
+        let mut base = public_url.clone();
+        base.set_query(None);
+        base.set_fragment(None);
+        Self {
+            keys: Sha1Keys::new(secrets),
+            public_url: public_url.to_string(),
+            base_url: base.to_string(),
+        }
+    }
+
+    fn signed_url(&self, query: Option<&str>) -> String {
+        match query {
+            Some(query) if !query.is_empty() => format!("{}?{query}", self.base_url),
+            _ => self.public_url.clone(),
+        }
+    }
+}
+
+impl Verifier for Twilio {
+    fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        _: SystemTime,
+    ) -> Result<Option<String>, Rejection> {
+        let value = header(request.headers, SIGNATURE)?;
+        let signature = decode_base64(value, 20).ok_or(Rejection::MalformedSignature {
+            header: SIGNATURE,
+            reason: "expected base64 of 20 bytes",
+        })?;
+        let query = request.uri.query();
+        let url = self.signed_url(query);
+        let body_hash = query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(name, _)| name == "bodySHA256")
+                .map(|(_, value)| value.into_owned())
+        });
+        let matched = match body_hash {
+            Some(expected) => {
+                let actual = hex::encode(Sha256::digest(request.body));
+                // Compare after the MAC so a forged hash learns nothing first.
+                let url_matches = self.keys.any_matches(&[url.as_bytes()], &[&signature]);
+                url_matches && expected.eq_ignore_ascii_case(&actual)
+            }
+            None => {
+                let mut params: Vec<(String, String)> = form_urlencoded::parse(request.body)
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                params.sort();
+                params.dedup();
+                let mut message = Vec::with_capacity(url.len() + request.body.len());
+                message.extend_from_slice(url.as_bytes());
+                for (name, value) in &params {
+                    message.extend_from_slice(name.as_bytes());
+                    message.extend_from_slice(value.as_bytes());
+                }
+                self.keys.any_matches(&[&message], &[&signature])
+            }
+        };
+        if !matched {
+            return Err(Rejection::InvalidSignature);
+        }
+        Ok(optional_header(request.headers, DELIVERY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::tests::{request_to, secrets, unix};
+
+    // Twilio's documented example ("Webhooks security").
+    const TOKEN: &str = "12345";
+    const PUBLIC_URL: &str = "https://mycompany.com/myapp.php";
+    const BODY: &str = "CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234&From=%2B12349013030&To=%2B18005551212";
+    const SIGNATURE_VALUE: &str = "0/KCTR6DLpKmkAf8muzZqo1nDgQ=";
+
+    fn twilio(url: &str) -> Twilio {
+        Twilio::new(&secrets(&[TOKEN]), &Url::parse(url).expect("test url"))
+    }
+
+    #[test]
+    fn accepts_twilios_published_example() {
+        let req = request_to(
+            "/myapp.php?foo=1&bar=2",
+            &[(SIGNATURE, SIGNATURE_VALUE)],
+            BODY,
+        );
+        assert_eq!(
+            twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn parameter_order_in_the_body_does_not_matter_but_values_do() {
+        let reordered = "To=%2B18005551212&Digits=1234&CallSid=CA1234567890ABCDE&From=%2B12349013030&Caller=%2B12349013030";
+        let req = request_to(
+            "/myapp.php?foo=1&bar=2",
+            &[(SIGNATURE, SIGNATURE_VALUE)],
+            reordered,
+        );
+        assert!(twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)).is_ok());
+        let changed = BODY.replace("Digits=1234", "Digits=1235");
+        let req = request_to(
+            "/myapp.php?foo=1&bar=2",
+            &[(SIGNATURE, SIGNATURE_VALUE)],
+            &changed,
+        );
+        assert_eq!(
+            twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)),
+            Err(Rejection::InvalidSignature)
+        );
+        let other_query = request_to(
+            "/myapp.php?foo=2&bar=2",
+            &[(SIGNATURE, SIGNATURE_VALUE)],
+            BODY,
+        );
+        assert_eq!(
+            twilio(PUBLIC_URL).verify(&other_query.as_signed(), unix(0)),
+            Err(Rejection::InvalidSignature)
+        );
+    }
+
+    #[test]
+    fn json_bodies_are_checked_through_body_sha256() {
+        use crate::signature::tests::hmac_sha1_base64;
+        let body = r#"{"event":"x"}"#;
+        let hash = hex::encode(Sha256::digest(body.as_bytes()));
+        let url = format!("{PUBLIC_URL}?bodySHA256={hash}");
+        let signature = hmac_sha1_base64(TOKEN, &url);
+        let path = format!("/myapp.php?bodySHA256={hash}");
+        let req = request_to(&path, &[(SIGNATURE, &signature)], body);
+        assert!(twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)).is_ok());
+        let req = request_to(&path, &[(SIGNATURE, &signature)], r#"{"event":"y"}"#);
+        assert_eq!(
+            twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)),
+            Err(Rejection::InvalidSignature)
+        );
+    }
+}

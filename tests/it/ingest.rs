@@ -1,0 +1,415 @@
+//! Signed ingest end to end: verification, durable enqueue, dedupe, fan-out,
+//! refusals with their codes, and Redis faults (invariant 1).
+
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use redis::AsyncCommands;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::redis::RedisServer;
+
+const SECRET: &str = "github-test-secret";
+const JOBS: &str = "{switchyard}:jobs";
+
+const SOURCES: &str = r#"
+[owners.devex]
+team = "Developer Experience"
+contact = "devex@example.com"
+
+[sources.github]
+path = "/hooks/github"
+scheme = "github"
+secrets = ["github-test-secret"]
+
+[[routes]]
+name = "pushes-to-ci"
+source = "github"
+owner = "devex"
+description = "Pushes start CI"
+on_failure = "No CI"
+filter = { header = "X-GitHub-Event", equals = "push" }
+destination = { url = "http://127.0.0.1:9/ci" }
+
+[[routes]]
+name = "everything-to-audit"
+source = "github"
+owner = "devex"
+description = "Every event is archived"
+on_failure = "Audit gaps"
+destination = { url = "http://127.0.0.1:9/audit" }
+
+[[routes]]
+name = "opened-to-tracker"
+source = "github"
+owner = "devex"
+description = "Opened issues go to the tracker"
+on_failure = "Tracker stale"
+filter = { json_pointer = "/action", equals = "opened" }
+destination = { url = "http://127.0.0.1:9/tracker" }
+"#;
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+struct Setup {
+    redis: RedisServer,
+    gateway: TestGateway,
+    client: reqwest::Client,
+}
+
+async fn setup() -> Setup {
+    let redis = RedisServer::start();
+    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), SOURCES))).await;
+    Setup {
+        redis,
+        gateway,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    async fn post(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
+        self.post_signed(event, delivery, body, &sign(body)).await
+    }
+
+    async fn post_signed(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        signature: &str,
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.gateway.public_url("/hooks/github"))
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", signature)
+            .header("Content-Type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn jobs(&self) -> Vec<redis::streams::StreamId> {
+        let mut conn = self.redis.connection().await;
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrange_all(JOBS).await.expect("XRANGE jobs");
+        reply.ids
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(self.gateway.admin_url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+fn field(entry: &redis::streams::StreamId, name: &str) -> Vec<u8> {
+    match entry.map.get(name) {
+        Some(redis::Value::BulkString(bytes)) => bytes.clone(),
+        other => panic!("field {name}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_signed_event_fans_out_to_every_matching_route_with_exact_bytes() {
+    let s = setup().await;
+    // Not valid UTF-8 after the JSON: bytes must survive exactly.
+    let mut body = br#"{"action":"opened","ref":"main"}"#.to_vec();
+    body.extend_from_slice(b" \xff\x00");
+    let (status, answer) = s.post("push", "delivery-1", &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let mut routes: Vec<&str> = answer["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    routes.sort_unstable();
+    // The body is not JSON (trailing bytes), so the JSON filter does not match.
+    assert_eq!(routes, ["everything-to-audit", "pushes-to-ci"]);
+
+    let jobs = s.jobs().await;
+    assert_eq!(jobs.len(), 2, "one job per matched route");
+    for job in &jobs {
+        assert_eq!(
+            field(job, "event"),
+            answer["id"].as_str().expect("id").as_bytes()
+        );
+        assert_eq!(field(job, "body"), body, "body bytes exact");
+        assert_eq!(field(job, "source"), b"github");
+        assert_eq!(field(job, "attempt"), b"1");
+        let headers = switchyard::queue::decode_headers(&field(job, "headers"));
+        assert!(headers.contains(&("x-github-delivery".to_owned(), b"delivery-1".to_vec())));
+        assert!(headers.contains(&("content-type".to_owned(), b"application/json".to_vec())));
+    }
+
+    let (status, answer) = s
+        .post("issues", "delivery-2", br#"{"action":"opened"}"#)
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        answer["routes"].as_array().map(Vec::len),
+        Some(2),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_delivery_id_is_answered_duplicate_and_enqueues_nothing() {
+    let s = setup().await;
+    let body = br#"{"action":"opened"}"#;
+    let (status, first) = s.post("issues", "same-delivery", body).await;
+    assert_eq!(status, 202);
+    let queued = s.jobs().await.len();
+
+    for _ in 0..3 {
+        let (status, again) = s.post("issues", "same-delivery", body).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["id"], first["id"], "answers the first event's id");
+    }
+    assert_eq!(s.jobs().await.len(), queued, "duplicates enqueue nothing");
+
+    let mut conn = s.redis.connection().await;
+    let ttl: i64 = conn
+        .pttl("{switchyard}:seen:github:same-delivery")
+        .await
+        .expect("PTTL");
+    let day_ms = 24 * 3600 * 1000;
+    assert!(
+        ttl > day_ms - 60_000 && ttl <= day_ms,
+        "dedupe window is 24h, ttl {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_matching_no_route_is_accepted_and_counted_as_unrouted() {
+    let s = setup().await;
+    let (status, answer) = s
+        .post("star", "d-unrouted", br#"{"action":"created"}"#)
+        .await;
+    assert_eq!(status, 202);
+    // "everything-to-audit" has no filter, so use a source view: only audit matched.
+    assert_eq!(answer["routes"], serde_json::json!(["everything-to-audit"]));
+
+    let only_filtered = SOURCES.replace(
+        "description = \"Every event is archived\"",
+        "description = \"Every event is archived\"\nfilter = { header = \"X-GitHub-Event\", equals = \"never\" }",
+    );
+    let redis = RedisServer::start();
+    let gateway =
+        TestGateway::start(parse_config(&config_toml(&redis.url(), &only_filtered))).await;
+    let body = br#"{"action":"created"}"#;
+    let response = reqwest::Client::new()
+        .post(gateway.public_url("/hooks/github"))
+        .header("X-GitHub-Event", "star")
+        .header("X-GitHub-Delivery", "d-none")
+        .header("X-Hub-Signature-256", sign(body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["routes"], serde_json::json!([]));
+    let metrics = reqwest::get(gateway.admin_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"switchyard_unrouted_events_total{source="github"} 1"#),
+        "{metrics}"
+    );
+    let mut conn = redis.connection().await;
+    let len: usize = conn.xlen(JOBS).await.expect("XLEN");
+    assert_eq!(len, 0, "nothing enqueued for an unrouted event");
+}
+
+#[tokio::test]
+async fn refusals_get_their_codes_and_are_counted() {
+    let s = setup().await;
+    let body = br#"{"action":"opened"}"#;
+    let (status, answer) = s
+        .post_signed("push", "r1", body, &sign(b"other body"))
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    let (status, answer) = s.post_signed("push", "r2", body, "sha256=nothex").await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("malformed_signature"))
+    );
+    let response = s
+        .client
+        .post(s.gateway.public_url("/hooks/github"))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 401);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["error"], "missing_signature");
+    // The message never reveals the expected signature.
+    let expected = sign(body);
+    assert!(!answer.to_string().contains(&expected[7..]));
+
+    assert!(s.jobs().await.is_empty(), "nothing refused is queued");
+    let metrics = s.metrics().await;
+    for outcome in [
+        "invalid_signature",
+        "malformed_signature",
+        "missing_signature",
+    ] {
+        let line =
+            format!(r#"switchyard_ingest_requests_total{{source="github",outcome="{outcome}"}} 1"#);
+        assert!(metrics.contains(&line), "{line} missing in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_whether_declared_or_streamed() {
+    let redis = RedisServer::start();
+    let extra = SOURCES.to_owned();
+    let toml = config_toml(&redis.url(), &extra).replace(
+        "shutdown_timeout = \"5s\"",
+        "shutdown_timeout = \"5s\"\nmax_body_bytes = 1024",
+    );
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    let client = reqwest::Client::new();
+    let big = vec![b'x'; 4096];
+
+    let declared = client
+        .post(gateway.public_url("/hooks/github"))
+        .header("X-Hub-Signature-256", sign(&big))
+        .body(big.clone())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(declared.status(), 413);
+    let answer: Value = declared.json().await.expect("json body");
+    assert_eq!(answer["error"], "body_too_large");
+
+    // Chunked: no Content-Length, so the limit trips while reading.
+    let chunks = futures_util::stream::iter(
+        big.chunks(512)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let streamed = client
+        .post(gateway.public_url("/hooks/github"))
+        .header("X-Hub-Signature-256", sign(&big))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(streamed.status(), 413);
+    let answer: Value = streamed.json().await.expect("json body");
+    assert_eq!(answer["error"], "body_too_large");
+}
+
+#[tokio::test]
+async fn redis_down_means_503_and_never_2xx_then_accepting_again() {
+    let mut s = setup().await;
+    s.redis.stop();
+    for i in 0..3 {
+        let (status, answer) = s.post("push", &format!("down-{i}"), b"{}").await;
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["error"], "queue_unavailable");
+    }
+    s.redis.restart();
+    let mut accepted = false;
+    for _ in 0..100 {
+        let (status, _) = s.post("push", "down-0", b"{}").await;
+        if status == 202 {
+            accepted = true;
+            break;
+        }
+        assert_eq!(
+            status, 503,
+            "only 503 until Redis is back, never a duplicate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "accepting again after Redis returned");
+    // One accepted push event, matching two routes; nothing from the refusals.
+    assert_eq!(s.jobs().await.len(), 2);
+}
+
+#[tokio::test]
+async fn redis_out_of_memory_refuses_with_503_and_leaves_no_dedupe_record() {
+    let s = setup().await;
+    let mut conn = s.redis.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG SET");
+    let (status, answer) = s.post("push", "oom-1", b"{}").await;
+    assert_eq!(status, 503, "{answer}");
+    let seen: bool = conn
+        .exists("{switchyard}:seen:github:oom-1")
+        .await
+        .expect("EXISTS");
+    assert!(!seen, "no dedupe record without its jobs");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG SET");
+    let (status, answer) = s.post("push", "oom-1", b"{}").await;
+    assert_eq!(
+        status, 202,
+        "the sender's retry is accepted, not called a duplicate: {answer}"
+    );
+    assert_eq!(s.jobs().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_sender_that_disconnects_mid_body_leaves_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let s = setup().await;
+    let body = br#"{"action":"opened"}"#;
+    let mut stream = tokio::net::TcpStream::connect(s.gateway.public)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nhost: x\r\nx-github-delivery: cut\r\nx-hub-signature-256: {}\r\ncontent-length: {}\r\n\r\n",
+        sign(body),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream
+        .write_all(&body[..5])
+        .await
+        .expect("part of the body");
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.jobs().await.is_empty());
+
+    // The sender's retry is a fresh, accepted event.
+    let (status, _) = s.post("push", "cut", body).await;
+    assert_eq!(status, 202);
+}
