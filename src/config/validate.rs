@@ -514,7 +514,13 @@ fn standard_webhooks_key(secret: &Secret) -> Result<Secret, &'static str> {
     use base64::Engine as _;
     let text = secret.expose();
     let encoded = text.strip_prefix(b"whsec_").unwrap_or(text);
-    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+    // The reference libraries accept secrets with or without base64 padding.
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    match engine.decode(encoded) {
         Ok(key) if !key.is_empty() => Ok(Secret::new(key)),
         _ => Err(
             "a standard-webhooks secret is \"whsec_\" followed by base64; this one does not decode",

@@ -23,11 +23,7 @@ impl Github {
 }
 
 impl Verifier for Github {
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        _: SystemTime,
-    ) -> Result<Option<String>, Rejection> {
+    fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, SIGNATURE)?;
         let malformed = |reason| Rejection::MalformedSignature {
             header: SIGNATURE,
@@ -40,7 +36,11 @@ impl Verifier for Github {
         if !self.keys.any_matches(&[request.body], &[signature]) {
             return Err(Rejection::InvalidSignature);
         }
-        Ok(optional_header(request.headers, DELIVERY))
+        Ok(())
+    }
+
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
+        optional_header(request.headers, DELIVERY)
     }
 }
 

@@ -51,11 +51,7 @@ impl GenericHmac {
 }
 
 impl Verifier for GenericHmac {
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        _: SystemTime,
-    ) -> Result<Option<String>, Rejection> {
+    fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         // The header name is configured, so errors cannot name it statically.
         const HEADER: &str = "signature";
         let value = request
@@ -92,17 +88,20 @@ impl Verifier for GenericHmac {
         if !matched {
             return Err(Rejection::InvalidSignature);
         }
-        Ok(self
-            .dedupe_header
+        Ok(())
+    }
+
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
+        self.dedupe_header
             .as_ref()
-            .and_then(|name| optional_header(request.headers, name.as_str())))
+            .and_then(|name| optional_header(request.headers, name.as_str()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::tests::{request, secrets, unix};
+    use crate::signature::tests::{request, run, secrets, unix};
 
     fn generic(
         algorithm: HmacAlgorithm,
@@ -144,8 +143,11 @@ mod tests {
                 BODY,
             );
             assert_eq!(
-                generic(algorithm, SignatureEncoding::Hex, Some("sha=$"))
-                    .verify(&hex_req.as_signed(), unix(0)),
+                run(
+                    &generic(algorithm, SignatureEncoding::Hex, Some("sha=$")),
+                    &hex_req.as_signed(),
+                    unix(0)
+                ),
                 Ok(Some("d1".to_owned())),
                 "{algorithm:?} hex"
             );
@@ -153,8 +155,11 @@ mod tests {
             let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
             let b64_req = request(&[("x-signature", &b64)], BODY);
             assert_eq!(
-                generic(algorithm, SignatureEncoding::Base64, None)
-                    .verify(&b64_req.as_signed(), unix(0)),
+                run(
+                    &generic(algorithm, SignatureEncoding::Base64, None),
+                    &b64_req.as_signed(),
+                    unix(0)
+                ),
                 Ok(None),
                 "{algorithm:?} base64"
             );
@@ -165,12 +170,12 @@ mod tests {
     fn refuses_wrong_prefix_wrong_length_and_tampering() {
         let verifier = generic(HmacAlgorithm::Sha256, SignatureEncoding::Hex, Some("v1="));
         let code = |value: &str, body: &str| {
-            verifier
-                .verify(
-                    &request(&[("x-signature", value)], body).as_signed(),
-                    unix(0),
-                )
-                .map_err(|r| r.code())
+            run(
+                &verifier,
+                &request(&[("x-signature", value)], body).as_signed(),
+                unix(0),
+            )
+            .map_err(|r| r.code())
         };
         assert_eq!(
             code(&format!("v2={SHA256_HEX}"), BODY),
@@ -185,9 +190,7 @@ mod tests {
             Err("invalid_signature")
         );
         assert_eq!(
-            verifier
-                .verify(&request(&[], BODY).as_signed(), unix(0))
-                .map_err(|r| r.code()),
+            run(&verifier, &request(&[], BODY).as_signed(), unix(0)).map_err(|r| r.code()),
             Err("missing_signature")
         );
     }

@@ -99,7 +99,8 @@ where
                 body: &bytes,
             };
             match verifier.verify(&signed, SystemTime::now()) {
-                Ok(delivery_id) => {
+                Ok(()) => {
+                    let delivery_id = verifier.delivery_id(&signed);
                     parts.extensions.insert(Verified {
                         source,
                         delivery_id,

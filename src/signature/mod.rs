@@ -40,13 +40,12 @@ pub struct SignedRequest<'a> {
 
 /// Proves (or refutes) that a request came from its sender.
 pub trait Verifier: Send + Sync + 'static {
-    /// Checks `request` at time `now`; on success returns the sender's
-    /// delivery id when the scheme has one (used for deduplication).
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        now: SystemTime,
-    ) -> Result<Option<String>, Rejection>;
+    /// Checks that `request` was signed by the sender, at time `now`.
+    fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection>;
+
+    /// The sender's delivery id of a verified request, when the scheme has
+    /// one; the gateway deduplicates on it.
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String>;
 }
 
 /// Why a request was refused. Messages never contain secrets or expected
@@ -106,8 +105,12 @@ impl From<Rejection> for ApiError {
 struct Unsigned;
 
 impl Verifier for Unsigned {
-    fn verify(&self, _: &SignedRequest<'_>, _: SystemTime) -> Result<Option<String>, Rejection> {
-        Ok(None)
+    fn verify(&self, _: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn delivery_id(&self, _: &SignedRequest<'_>) -> Option<String> {
+        None
     }
 }
 
@@ -235,7 +238,17 @@ pub(crate) mod tests {
         verifier: &dyn Verifier,
         req: &TestRequest,
     ) -> Result<Option<String>, Rejection> {
-        verifier.verify(&req.as_signed(), SystemTime::now())
+        run(verifier, &req.as_signed(), SystemTime::now())
+    }
+
+    /// Verifies, then reads the delivery id, as the layer does.
+    pub fn run<V: Verifier + ?Sized>(
+        verifier: &V,
+        request: &SignedRequest<'_>,
+        now: SystemTime,
+    ) -> Result<Option<String>, Rejection> {
+        verifier.verify(request, now)?;
+        Ok(verifier.delivery_id(request))
     }
 
     pub fn secrets(values: &[&str]) -> Vec<Secret> {

@@ -23,11 +23,7 @@ impl Shopify {
 }
 
 impl Verifier for Shopify {
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        _: SystemTime,
-    ) -> Result<Option<String>, Rejection> {
+    fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, SIGNATURE)?;
         let signature = decode_base64(value, 32).ok_or(Rejection::MalformedSignature {
             header: SIGNATURE,
@@ -36,14 +32,18 @@ impl Verifier for Shopify {
         if !self.keys.any_matches(&[request.body], &[signature]) {
             return Err(Rejection::InvalidSignature);
         }
-        Ok(optional_header(request.headers, DELIVERY))
+        Ok(())
+    }
+
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
+        optional_header(request.headers, DELIVERY)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::tests::{hmac_sha256_base64, request, secrets, unix};
+    use crate::signature::tests::{hmac_sha256_base64, request, run, secrets, unix};
 
     #[test]
     fn verifies_base64_signatures_and_reads_the_webhook_id() {
@@ -52,20 +52,18 @@ mod tests {
         let shopify = Shopify::new(&secrets(&["shpss_secret"]));
         let req = request(&[(SIGNATURE, &signature), (DELIVERY, "b54557e4")], body);
         assert_eq!(
-            shopify.verify(&req.as_signed(), unix(0)),
+            run(&shopify, &req.as_signed(), unix(0)),
             Ok(Some("b54557e4".to_owned()))
         );
 
         let tampered = request(&[(SIGNATURE, &signature)], &body.replace("jon", "eve"));
         assert_eq!(
-            shopify.verify(&tampered.as_signed(), unix(0)),
+            run(&shopify, &tampered.as_signed(), unix(0)),
             Err(Rejection::InvalidSignature)
         );
         let garbled = request(&[(SIGNATURE, "not base64!")], body);
         assert_eq!(
-            shopify
-                .verify(&garbled.as_signed(), unix(0))
-                .map_err(|r| r.code()),
+            run(&shopify, &garbled.as_signed(), unix(0)).map_err(|r| r.code()),
             Err("malformed_signature")
         );
     }

@@ -26,11 +26,7 @@ impl Slack {
 }
 
 impl Verifier for Slack {
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        now: SystemTime,
-    ) -> Result<Option<String>, Rejection> {
+    fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, SIGNATURE)?;
         let timestamp = header(request.headers, TIMESTAMP)?;
         let hex = value
@@ -50,14 +46,21 @@ impl Verifier for Slack {
             return Err(Rejection::InvalidSignature);
         }
         check_timestamp(TIMESTAMP, timestamp, now, self.tolerance)?;
-        Ok(Some(format!("{timestamp}:{}", hex.to_ascii_lowercase())))
+        Ok(())
+    }
+
+    /// Slack has no delivery id; a retry repeats timestamp and signature.
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
+        let timestamp = header(request.headers, TIMESTAMP).ok()?;
+        let signature = header(request.headers, SIGNATURE).ok()?;
+        Some(format!("{timestamp}:{}", signature.to_ascii_lowercase()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::tests::{request, secrets, unix};
+    use crate::signature::tests::{request, run, secrets, unix};
 
     // Slack's documented example ("Verifying requests from Slack").
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -73,14 +76,22 @@ mod tests {
     #[test]
     fn accepts_slacks_published_example() {
         let req = request(&[(SIGNATURE, SIGNATURE_VALUE), (TIMESTAMP, TS)], BODY);
-        let id = slack(&["rotated-out", SECRET]).verify(&req.as_signed(), unix(1_531_420_618 + 60));
-        assert_eq!(id, Ok(Some(format!("{TS}:{}", &SIGNATURE_VALUE[3..]))));
+        let id = run(
+            &slack(&["rotated-out", SECRET]),
+            &req.as_signed(),
+            unix(1_531_420_618 + 60),
+        );
+        assert_eq!(id, Ok(Some(format!("{TS}:{SIGNATURE_VALUE}"))));
     }
 
     #[test]
     fn refuses_replays_tampering_and_missing_parts() {
         let req = request(&[(SIGNATURE, SIGNATURE_VALUE), (TIMESTAMP, TS)], BODY);
-        let late = slack(&[SECRET]).verify(&req.as_signed(), unix(1_531_420_618 + 301));
+        let late = run(
+            &slack(&[SECRET]),
+            &req.as_signed(),
+            unix(1_531_420_618 + 301),
+        );
         assert_eq!(
             late.map_err(|r| r.code()),
             Err("timestamp_out_of_tolerance")
@@ -91,13 +102,17 @@ mod tests {
             BODY,
         );
         assert_eq!(
-            slack(&[SECRET]).verify(&tampered.as_signed(), unix(1_531_420_619)),
+            run(
+                &slack(&[SECRET]),
+                &tampered.as_signed(),
+                unix(1_531_420_619)
+            ),
             Err(Rejection::InvalidSignature)
         );
 
         let no_ts = request(&[(SIGNATURE, SIGNATURE_VALUE)], BODY);
         assert_eq!(
-            slack(&[SECRET]).verify(&no_ts.as_signed(), unix(1_531_420_618)),
+            run(&slack(&[SECRET]), &no_ts.as_signed(), unix(1_531_420_618)),
             Err(Rejection::MissingSignature { header: TIMESTAMP })
         );
     }

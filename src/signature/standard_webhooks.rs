@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::mac::{Sha256Keys, decode_base64};
-use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
+use super::{Rejection, SignedRequest, Verifier, check_timestamp, header, optional_header};
 use crate::config::Secret;
 
 /// (id, timestamp, signature) header names of each dialect.
@@ -29,19 +29,20 @@ impl StandardWebhooks {
     }
 }
 
-impl Verifier for StandardWebhooks {
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        now: SystemTime,
-    ) -> Result<Option<String>, Rejection> {
-        let [id_name, ts_name, sig_name] = if request.headers.contains_key(STANDARD[2])
-            || !request.headers.contains_key(SVIX[2])
-        {
+impl StandardWebhooks {
+    /// The `svix-*` names when only they are present, else `webhook-*`.
+    fn dialect(request: &SignedRequest<'_>) -> [&'static str; 3] {
+        if request.headers.contains_key(STANDARD[2]) || !request.headers.contains_key(SVIX[2]) {
             STANDARD
         } else {
             SVIX
-        };
+        }
+    }
+}
+
+impl Verifier for StandardWebhooks {
+    fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
+        let [id_name, ts_name, sig_name] = Self::dialect(request);
         let signatures = header(request.headers, sig_name)?;
         let id = header(request.headers, id_name)?;
         let timestamp = header(request.headers, ts_name)?;
@@ -74,14 +75,19 @@ impl Verifier for StandardWebhooks {
             return Err(Rejection::InvalidSignature);
         }
         check_timestamp(ts_name, timestamp, now, self.tolerance)?;
-        Ok(Some(id.to_owned()))
+        Ok(())
+    }
+
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
+        let [id, _, _] = Self::dialect(request);
+        optional_header(request.headers, id)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::tests::{request, unix};
+    use crate::signature::tests::{request, run, unix};
 
     // The Standard Webhooks specification's reference example.
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -103,7 +109,7 @@ mod tests {
         for [id, ts, sig] in [STANDARD, SVIX] {
             let req = request(&[(id, ID), (ts, TS), (sig, SIGNATURE_VALUE)], BODY);
             assert_eq!(
-                verifier().verify(&req.as_signed(), unix(1_614_265_330)),
+                run(&verifier(), &req.as_signed(), unix(1_614_265_330)),
                 Ok(Some(ID.to_owned())),
                 "{sig}"
             );
@@ -121,11 +127,7 @@ mod tests {
             ],
             BODY,
         );
-        assert!(
-            verifier()
-                .verify(&req.as_signed(), unix(1_614_265_330))
-                .is_ok()
-        );
+        assert!(run(&verifier(), &req.as_signed(), unix(1_614_265_330)).is_ok());
     }
 
     #[test]
@@ -142,9 +144,7 @@ mod tests {
         };
         let at = unix(1_614_265_330);
         let code = |req: &crate::signature::tests::TestRequest, now| {
-            verifier()
-                .verify(&req.as_signed(), now)
-                .map_err(|r| r.code())
+            run(&verifier(), &req.as_signed(), now).map_err(|r| r.code())
         };
         assert_eq!(
             code(&signed("msg_other", TS, SIGNATURE_VALUE, BODY), at),

@@ -35,11 +35,7 @@ struct EventId<'a> {
 }
 
 impl Verifier for Stripe {
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        now: SystemTime,
-    ) -> Result<Option<String>, Rejection> {
+    fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, SIGNATURE)?;
         let malformed = |reason| Rejection::MalformedSignature {
             header: SIGNATURE,
@@ -74,18 +70,22 @@ impl Verifier for Stripe {
             return Err(Rejection::InvalidSignature);
         }
         check_timestamp(SIGNATURE, timestamp, now, self.tolerance)?;
-        let id = serde_json::from_slice::<EventId<'_>>(request.body)
+        Ok(())
+    }
+
+    /// The event's `id` from the JSON body.
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
+        serde_json::from_slice::<EventId<'_>>(request.body)
             .ok()
             .and_then(|event| event.id)
-            .map(|id| id.into_owned());
-        Ok(id)
+            .map(|id| id.into_owned())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::tests::{hmac_sha256_hex, request, secrets, unix};
+    use crate::signature::tests::{hmac_sha256_hex, request, run, secrets, unix};
 
     const SECRET: &str = "whsec_test_secret";
     const BODY: &str = r#"{"id":"evt_123","type":"invoice.paid"}"#;
@@ -108,7 +108,7 @@ mod tests {
             BODY,
         );
         assert_eq!(
-            stripe(&[SECRET]).verify(&req.as_signed(), unix(1_700_000_100)),
+            run(&stripe(&[SECRET]), &req.as_signed(), unix(1_700_000_100)),
             Ok(Some("evt_123".to_owned()))
         );
     }
@@ -118,11 +118,7 @@ mod tests {
         let good = header_for(SECRET, 1_700_000_000, BODY);
         let value = format!("t=1700000000,v1={},{},v0=abc", "00".repeat(32), &good[13..]);
         let req = request(&[(SIGNATURE, &value)], BODY);
-        assert!(
-            stripe(&[SECRET])
-                .verify(&req.as_signed(), unix(1_700_000_000))
-                .is_ok()
-        );
+        assert!(run(&stripe(&[SECRET]), &req.as_signed(), unix(1_700_000_000)).is_ok());
     }
 
     #[test]
@@ -133,9 +129,7 @@ mod tests {
         );
         for now in [1_700_000_000 + 301, 1_700_000_000 - 301] {
             assert_eq!(
-                stripe(&[SECRET])
-                    .verify(&req.as_signed(), unix(now))
-                    .map_err(|r| r.code()),
+                run(&stripe(&[SECRET]), &req.as_signed(), unix(now)).map_err(|r| r.code()),
                 Err("timestamp_out_of_tolerance")
             );
         }
@@ -153,9 +147,7 @@ mod tests {
         ] {
             let req = request(&[(SIGNATURE, value)], BODY);
             assert_eq!(
-                stripe(&[SECRET])
-                    .verify(&req.as_signed(), unix(1))
-                    .map_err(|r| r.code()),
+                run(&stripe(&[SECRET]), &req.as_signed(), unix(1)).map_err(|r| r.code()),
                 Err("malformed_signature"),
                 "{value:?}"
             );

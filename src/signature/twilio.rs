@@ -19,45 +19,62 @@ const DELIVERY: &str = "i-twilio-idempotency-token";
 
 pub struct Twilio {
     keys: Sha1Keys,
-    /// `public_url` as configured, signed as is when the request has no query.
-    public_url: String,
-    /// `public_url` without its query, to which the request's query is appended.
-    base_url: String,
+    /// The forms of `public_url` Twilio may have signed.
+    urls: Vec<SignedUrl>,
+}
+
+/// One form of the public URL.
+struct SignedUrl {
+    /// As configured: signed as is when the request has no query.
+    full: String,
+    /// Without its query: the request's query is appended to it.
+    base: String,
+}
+
+impl SignedUrl {
+    fn new(full: String) -> Self {
+        let base = full.split(['?', '#']).next().unwrap_or_default().to_owned();
+        Self { full, base }
+    }
+
+    fn with_query(&self, query: Option<&str>) -> String {
+        match query {
+            Some(query) if !query.is_empty() => format!("{}?{query}", self.base),
+            _ => self.full.clone(),
+        }
+    }
 }
 
 impl Twilio {
     pub fn new(secrets: &[Secret], public_url: &Url) -> Self {
-        let mut base = public_url.clone();
-        base.set_query(None);
-        base.set_fragment(None);
+        let mut urls = vec![SignedUrl::new(public_url.to_string())];
+        // Twilio sometimes signs the URL with the default port written out
+        // (":443"/":80") and sometimes without; its own validators try both.
+        if public_url.port().is_none()
+            && let (Some(host), Some(port)) =
+                (public_url.host_str(), public_url.port_or_known_default())
+        {
+            let rest = &public_url[url::Position::BeforePath..];
+            urls.push(SignedUrl::new(format!(
+                "{}://{host}:{port}{rest}",
+                public_url.scheme()
+            )));
+        }
         Self {
             keys: Sha1Keys::new(secrets),
-            public_url: public_url.to_string(),
-            base_url: base.to_string(),
-        }
-    }
-
-    fn signed_url(&self, query: Option<&str>) -> String {
-        match query {
-            Some(query) if !query.is_empty() => format!("{}?{query}", self.base_url),
-            _ => self.public_url.clone(),
+            urls,
         }
     }
 }
 
 impl Verifier for Twilio {
-    fn verify(
-        &self,
-        request: &SignedRequest<'_>,
-        _: SystemTime,
-    ) -> Result<Option<String>, Rejection> {
+    fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, SIGNATURE)?;
         let signature = decode_base64(value, 20).ok_or(Rejection::MalformedSignature {
             header: SIGNATURE,
             reason: "expected base64 of 20 bytes",
         })?;
         let query = request.uri.query();
-        let url = self.signed_url(query);
         let body_hash = query.and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .find(|(name, _)| name == "bodySHA256")
@@ -66,8 +83,11 @@ impl Verifier for Twilio {
         let matched = match body_hash {
             Some(expected) => {
                 let actual = hex::encode(Sha256::digest(request.body));
-                // Compare after the MAC so a forged hash learns nothing first.
-                let url_matches = self.keys.any_matches(&[url.as_bytes()], &[&signature]);
+                let url_matches = self.urls.iter().any(|url| {
+                    let url = url.with_query(query);
+                    self.keys.any_matches(&[url.as_bytes()], &[&signature])
+                });
+                // Checked after the MAC so a forged hash learns nothing first.
                 url_matches && expected.eq_ignore_ascii_case(&actual)
             }
             None => {
@@ -76,26 +96,33 @@ impl Verifier for Twilio {
                     .collect();
                 params.sort();
                 params.dedup();
-                let mut message = Vec::with_capacity(url.len() + request.body.len());
-                message.extend_from_slice(url.as_bytes());
+                let mut signed_params = Vec::with_capacity(request.body.len());
                 for (name, value) in &params {
-                    message.extend_from_slice(name.as_bytes());
-                    message.extend_from_slice(value.as_bytes());
+                    signed_params.extend_from_slice(name.as_bytes());
+                    signed_params.extend_from_slice(value.as_bytes());
                 }
-                self.keys.any_matches(&[&message], &[&signature])
+                self.urls.iter().any(|url| {
+                    let url = url.with_query(query);
+                    self.keys
+                        .any_matches(&[url.as_bytes(), &signed_params], &[&signature])
+                })
             }
         };
         if !matched {
             return Err(Rejection::InvalidSignature);
         }
-        Ok(optional_header(request.headers, DELIVERY))
+        Ok(())
+    }
+
+    fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
+        optional_header(request.headers, DELIVERY)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::tests::{request_to, secrets, unix};
+    use crate::signature::tests::{request_to, run, secrets, unix};
 
     // Twilio's documented example ("Webhooks security").
     const TOKEN: &str = "12345";
@@ -115,7 +142,7 @@ mod tests {
             BODY,
         );
         assert_eq!(
-            twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)),
+            run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)),
             Ok(None)
         );
     }
@@ -128,7 +155,7 @@ mod tests {
             &[(SIGNATURE, SIGNATURE_VALUE)],
             reordered,
         );
-        assert!(twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)).is_ok());
+        assert!(run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)).is_ok());
         let changed = BODY.replace("Digits=1234", "Digits=1235");
         let req = request_to(
             "/myapp.php?foo=1&bar=2",
@@ -136,7 +163,7 @@ mod tests {
             &changed,
         );
         assert_eq!(
-            twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)),
+            run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)),
             Err(Rejection::InvalidSignature)
         );
         let other_query = request_to(
@@ -145,7 +172,30 @@ mod tests {
             BODY,
         );
         assert_eq!(
-            twilio(PUBLIC_URL).verify(&other_query.as_signed(), unix(0)),
+            run(&twilio(PUBLIC_URL), &other_query.as_signed(), unix(0)),
+            Err(Rejection::InvalidSignature)
+        );
+    }
+
+    #[test]
+    fn the_url_may_be_signed_with_or_without_the_default_port() {
+        use crate::signature::tests::hmac_sha1_base64;
+        let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2CallSidCA1234567890ABCDECaller+12349013030Digits1234From+12349013030To+18005551212";
+        let signature = hmac_sha1_base64(TOKEN, with_port);
+        let req = request_to("/myapp.php?foo=1&bar=2", &[(SIGNATURE, &signature)], BODY);
+        assert!(run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)).is_ok());
+        // A configured non-default port is the only form accepted.
+        let req = request_to(
+            "/myapp.php?foo=1&bar=2",
+            &[(SIGNATURE, SIGNATURE_VALUE)],
+            BODY,
+        );
+        assert_eq!(
+            run(
+                &twilio("https://mycompany.com:8443/myapp.php"),
+                &req.as_signed(),
+                unix(0)
+            ),
             Err(Rejection::InvalidSignature)
         );
     }
@@ -159,10 +209,10 @@ mod tests {
         let signature = hmac_sha1_base64(TOKEN, &url);
         let path = format!("/myapp.php?bodySHA256={hash}");
         let req = request_to(&path, &[(SIGNATURE, &signature)], body);
-        assert!(twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)).is_ok());
+        assert!(run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)).is_ok());
         let req = request_to(&path, &[(SIGNATURE, &signature)], r#"{"event":"y"}"#);
         assert_eq!(
-            twilio(PUBLIC_URL).verify(&req.as_signed(), unix(0)),
+            run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)),
             Err(Rejection::InvalidSignature)
         );
     }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod crosscheck;
 mod health;
 mod ingest;
 mod lifecycle;
