@@ -3,12 +3,14 @@
 
 use std::time::SystemTime;
 
+use http::HeaderName;
+
 use super::mac::{Sha256Keys, decode_hex};
 use super::{Rejection, SignedRequest, Verifier, header, optional_header};
 use crate::config::Secret;
 
-const SIGNATURE: &str = "x-hub-signature-256";
-const DELIVERY: &str = "x-github-delivery";
+static SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
+static DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
 
 pub struct Github {
     keys: Sha256Keys,
@@ -24,9 +26,9 @@ impl Github {
 
 impl Verifier for Github {
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
-        let value = header(request.headers, SIGNATURE)?;
+        let value = header(request.headers, &SIGNATURE)?;
         let malformed = |reason| Rejection::MalformedSignature {
-            header: SIGNATURE,
+            header: SIGNATURE.as_str(),
             reason,
         };
         let hex = value
@@ -40,7 +42,7 @@ impl Verifier for Github {
     }
 
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
-        optional_header(request.headers, DELIVERY)
+        optional_header(request.headers, &DELIVERY)
     }
 }
 
@@ -61,7 +63,13 @@ mod tests {
 
     #[test]
     fn accepts_githubs_published_example() {
-        let req = request(&[(SIGNATURE, SIGNATURE_VALUE), (DELIVERY, "d-1")], PAYLOAD);
+        let req = request(
+            &[
+                (SIGNATURE.as_str(), SIGNATURE_VALUE),
+                (DELIVERY.as_str(), "d-1"),
+            ],
+            PAYLOAD,
+        );
         assert_eq!(
             verify_with(&github(&[SECRET]), &req),
             Ok(Some("d-1".to_owned()))
@@ -70,18 +78,18 @@ mod tests {
 
     #[test]
     fn any_rotated_secret_verifies() {
-        let req = request(&[(SIGNATURE, SIGNATURE_VALUE)], PAYLOAD);
+        let req = request(&[(SIGNATURE.as_str(), SIGNATURE_VALUE)], PAYLOAD);
         assert_eq!(verify_with(&github(&["old", SECRET]), &req), Ok(None));
     }
 
     #[test]
     fn rejects_tampering_and_garbage() {
-        let tampered = request(&[(SIGNATURE, SIGNATURE_VALUE)], "Hello, World?");
+        let tampered = request(&[(SIGNATURE.as_str(), SIGNATURE_VALUE)], "Hello, World?");
         assert_eq!(
             verify_with(&github(&[SECRET]), &tampered),
             Err(Rejection::InvalidSignature)
         );
-        let other_secret = request(&[(SIGNATURE, SIGNATURE_VALUE)], PAYLOAD);
+        let other_secret = request(&[(SIGNATURE.as_str(), SIGNATURE_VALUE)], PAYLOAD);
         assert_eq!(
             verify_with(&github(&["nope"]), &other_secret),
             Err(Rejection::InvalidSignature)
@@ -97,7 +105,7 @@ mod tests {
             "sha256=zz",
             "sha256=",
         ] {
-            let req = request(&[(SIGNATURE, garbled)], PAYLOAD);
+            let req = request(&[(SIGNATURE.as_str(), garbled)], PAYLOAD);
             assert_eq!(
                 verify_with(&github(&[SECRET]), &req).map_err(|r| r.code()),
                 Err("malformed_signature"),

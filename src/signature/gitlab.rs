@@ -7,11 +7,13 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
+use http::HeaderName;
+
 use super::{Rejection, SignedRequest, Verifier, header, optional_header};
 use crate::config::Secret;
 
-const TOKEN: &str = "x-gitlab-token";
-const DELIVERY: &str = "x-gitlab-event-uuid";
+static TOKEN: HeaderName = HeaderName::from_static("x-gitlab-token");
+static DELIVERY: HeaderName = HeaderName::from_static("x-gitlab-event-uuid");
 
 pub struct Gitlab {
     digests: Vec<[u8; 32]>,
@@ -32,10 +34,12 @@ impl Verifier for Gitlab {
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let token = request
             .headers
-            .get(TOKEN)
-            .ok_or(Rejection::MissingSignature { header: TOKEN })?;
+            .get(&TOKEN)
+            .ok_or(Rejection::MissingSignature {
+                header: TOKEN.as_str(),
+            })?;
         // Text check only for a clear error; the bytes are what is compared.
-        header(request.headers, TOKEN)?;
+        header(request.headers, &TOKEN)?;
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let matched = self
             .digests
@@ -48,7 +52,7 @@ impl Verifier for Gitlab {
     }
 
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
-        optional_header(request.headers, DELIVERY)
+        optional_header(request.headers, &DELIVERY)
     }
 }
 
@@ -61,14 +65,17 @@ mod tests {
     fn accepts_any_configured_token_and_nothing_else() {
         let gitlab = Gitlab::new(&secrets(&["old-token", "new-token"]));
         for token in ["old-token", "new-token"] {
-            let req = request(&[(TOKEN, token), (DELIVERY, "uuid-1")], "{}");
+            let req = request(
+                &[(TOKEN.as_str(), token), (DELIVERY.as_str(), "uuid-1")],
+                "{}",
+            );
             assert_eq!(
                 run(&gitlab, &req.as_signed(), unix(0)),
                 Ok(Some("uuid-1".to_owned()))
             );
         }
         for token in ["new-toke", "new-token ", ""] {
-            let req = request(&[(TOKEN, token)], "{}");
+            let req = request(&[(TOKEN.as_str(), token)], "{}");
             assert_eq!(
                 run(&gitlab, &req.as_signed(), unix(0)),
                 Err(Rejection::InvalidSignature),
@@ -77,7 +84,9 @@ mod tests {
         }
         assert_eq!(
             run(&gitlab, &request(&[], "{}").as_signed(), unix(0)),
-            Err(Rejection::MissingSignature { header: TOKEN })
+            Err(Rejection::MissingSignature {
+                header: TOKEN.as_str()
+            })
         );
     }
 }

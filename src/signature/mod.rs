@@ -20,7 +20,7 @@ mod twilio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
 use crate::api_error::ApiError;
 use crate::config::{Scheme, Source};
@@ -133,19 +133,28 @@ pub fn verifier_for(source: &Source) -> Arc<dyn Verifier> {
     }
 }
 
-/// A header as text, or the right rejection.
-fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Rejection> {
-    let value = headers
-        .get(name)
-        .ok_or(Rejection::MissingSignature { header: name })?;
+/// A header as text, or the right rejection. Names are prepared
+/// `HeaderName`s: looking up by `&str` would parse the name on every request.
+fn header<'a>(headers: &'a HeaderMap, name: &'static HeaderName) -> Result<&'a str, Rejection> {
+    header_text(name, headers.get(name))
+}
+
+/// The text of header `name`'s value, or the right rejection.
+fn header_text<'a>(
+    name: &'static HeaderName,
+    value: Option<&'a HeaderValue>,
+) -> Result<&'a str, Rejection> {
+    let value = value.ok_or(Rejection::MissingSignature {
+        header: name.as_str(),
+    })?;
     value.to_str().map_err(|_| Rejection::MalformedSignature {
-        header: name,
+        header: name.as_str(),
         reason: "not visible ASCII",
     })
 }
 
 /// An optional header as text (delivery ids); non-text values are ignored.
-fn optional_header(headers: &HeaderMap, name: &str) -> Option<String> {
+fn optional_header(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

@@ -3,12 +3,14 @@
 
 use std::time::SystemTime;
 
+use http::HeaderName;
+
 use super::mac::{Sha256Keys, decode_base64};
 use super::{Rejection, SignedRequest, Verifier, header, optional_header};
 use crate::config::Secret;
 
-const SIGNATURE: &str = "x-shopify-hmac-sha256";
-const DELIVERY: &str = "x-shopify-webhook-id";
+static SIGNATURE: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
+static DELIVERY: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
 
 pub struct Shopify {
     keys: Sha256Keys,
@@ -24,9 +26,9 @@ impl Shopify {
 
 impl Verifier for Shopify {
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
-        let value = header(request.headers, SIGNATURE)?;
+        let value = header(request.headers, &SIGNATURE)?;
         let signature = decode_base64(value, 32).ok_or(Rejection::MalformedSignature {
-            header: SIGNATURE,
+            header: SIGNATURE.as_str(),
             reason: "expected base64 of 32 bytes",
         })?;
         if !self.keys.any_matches(&[request.body], &[signature]) {
@@ -36,7 +38,7 @@ impl Verifier for Shopify {
     }
 
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
-        optional_header(request.headers, DELIVERY)
+        optional_header(request.headers, &DELIVERY)
     }
 }
 
@@ -50,18 +52,27 @@ mod tests {
         let body = r#"{"id":820982911946154508,"email":"jon@example.com"}"#;
         let signature = hmac_sha256_base64("shpss_secret", body);
         let shopify = Shopify::new(&secrets(&["shpss_secret"]));
-        let req = request(&[(SIGNATURE, &signature), (DELIVERY, "b54557e4")], body);
+        let req = request(
+            &[
+                (SIGNATURE.as_str(), &signature),
+                (DELIVERY.as_str(), "b54557e4"),
+            ],
+            body,
+        );
         assert_eq!(
             run(&shopify, &req.as_signed(), unix(0)),
             Ok(Some("b54557e4".to_owned()))
         );
 
-        let tampered = request(&[(SIGNATURE, &signature)], &body.replace("jon", "eve"));
+        let tampered = request(
+            &[(SIGNATURE.as_str(), &signature)],
+            &body.replace("jon", "eve"),
+        );
         assert_eq!(
             run(&shopify, &tampered.as_signed(), unix(0)),
             Err(Rejection::InvalidSignature)
         );
-        let garbled = request(&[(SIGNATURE, "not base64!")], body);
+        let garbled = request(&[(SIGNATURE.as_str(), "not base64!")], body);
         assert_eq!(
             run(&shopify, &garbled.as_signed(), unix(0)).map_err(|r| r.code()),
             Err("malformed_signature")

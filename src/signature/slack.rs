@@ -4,12 +4,14 @@
 
 use std::time::{Duration, SystemTime};
 
+use http::HeaderName;
+
 use super::mac::{Sha256Keys, decode_hex};
 use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
 use crate::config::Secret;
 
-const SIGNATURE: &str = "x-slack-signature";
-const TIMESTAMP: &str = "x-slack-request-timestamp";
+static SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
+static TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
 
 pub struct Slack {
     keys: Sha256Keys,
@@ -27,16 +29,16 @@ impl Slack {
 
 impl Verifier for Slack {
     fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
-        let value = header(request.headers, SIGNATURE)?;
-        let timestamp = header(request.headers, TIMESTAMP)?;
+        let value = header(request.headers, &SIGNATURE)?;
+        let timestamp = header(request.headers, &TIMESTAMP)?;
         let hex = value
             .strip_prefix("v0=")
             .ok_or(Rejection::MalformedSignature {
-                header: SIGNATURE,
+                header: SIGNATURE.as_str(),
                 reason: "expected v0=<hex>",
             })?;
         let signature = decode_hex::<32>(hex).ok_or(Rejection::MalformedSignature {
-            header: SIGNATURE,
+            header: SIGNATURE.as_str(),
             reason: "expected 64 hex digits",
         })?;
         if !self.keys.any_matches(
@@ -45,14 +47,14 @@ impl Verifier for Slack {
         ) {
             return Err(Rejection::InvalidSignature);
         }
-        check_timestamp(TIMESTAMP, timestamp, now, self.tolerance)?;
+        check_timestamp(TIMESTAMP.as_str(), timestamp, now, self.tolerance)?;
         Ok(())
     }
 
     /// Slack has no delivery id; a retry repeats timestamp and signature.
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
-        let timestamp = header(request.headers, TIMESTAMP).ok()?;
-        let signature = header(request.headers, SIGNATURE).ok()?;
+        let timestamp = header(request.headers, &TIMESTAMP).ok()?;
+        let signature = header(request.headers, &SIGNATURE).ok()?;
         Some(format!("{timestamp}:{}", signature.to_ascii_lowercase()))
     }
 }
@@ -75,7 +77,13 @@ mod tests {
 
     #[test]
     fn accepts_slacks_published_example() {
-        let req = request(&[(SIGNATURE, SIGNATURE_VALUE), (TIMESTAMP, TS)], BODY);
+        let req = request(
+            &[
+                (SIGNATURE.as_str(), SIGNATURE_VALUE),
+                (TIMESTAMP.as_str(), TS),
+            ],
+            BODY,
+        );
         let id = run(
             &slack(&["rotated-out", SECRET]),
             &req.as_signed(),
@@ -86,7 +94,13 @@ mod tests {
 
     #[test]
     fn refuses_replays_tampering_and_missing_parts() {
-        let req = request(&[(SIGNATURE, SIGNATURE_VALUE), (TIMESTAMP, TS)], BODY);
+        let req = request(
+            &[
+                (SIGNATURE.as_str(), SIGNATURE_VALUE),
+                (TIMESTAMP.as_str(), TS),
+            ],
+            BODY,
+        );
         let late = run(
             &slack(&[SECRET]),
             &req.as_signed(),
@@ -98,7 +112,10 @@ mod tests {
         );
 
         let tampered = request(
-            &[(SIGNATURE, SIGNATURE_VALUE), (TIMESTAMP, "1531420619")],
+            &[
+                (SIGNATURE.as_str(), SIGNATURE_VALUE),
+                (TIMESTAMP.as_str(), "1531420619"),
+            ],
             BODY,
         );
         assert_eq!(
@@ -110,10 +127,12 @@ mod tests {
             Err(Rejection::InvalidSignature)
         );
 
-        let no_ts = request(&[(SIGNATURE, SIGNATURE_VALUE)], BODY);
+        let no_ts = request(&[(SIGNATURE.as_str(), SIGNATURE_VALUE)], BODY);
         assert_eq!(
             run(&slack(&[SECRET]), &no_ts.as_signed(), unix(1_531_420_618)),
-            Err(Rejection::MissingSignature { header: TIMESTAMP })
+            Err(Rejection::MissingSignature {
+                header: TIMESTAMP.as_str()
+            })
         );
     }
 }

@@ -5,13 +5,25 @@
 
 use std::time::{Duration, SystemTime};
 
+use http::{HeaderName, HeaderValue};
+
 use super::mac::{Sha256Keys, decode_base64};
-use super::{Rejection, SignedRequest, Verifier, check_timestamp, header, optional_header};
+use super::{
+    Rejection, SignedRequest, Verifier, check_timestamp, header, header_text, optional_header,
+};
 use crate::config::Secret;
 
 /// (id, timestamp, signature) header names of each dialect.
-const STANDARD: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
-const SVIX: [&str; 3] = ["svix-id", "svix-timestamp", "svix-signature"];
+static STANDARD: [HeaderName; 3] = [
+    HeaderName::from_static("webhook-id"),
+    HeaderName::from_static("webhook-timestamp"),
+    HeaderName::from_static("webhook-signature"),
+];
+static SVIX: [HeaderName; 3] = [
+    HeaderName::from_static("svix-id"),
+    HeaderName::from_static("svix-timestamp"),
+    HeaderName::from_static("svix-signature"),
+];
 /// More entries than any sender uses; bounds the work per request.
 const MAX_SIGNATURES: usize = 8;
 
@@ -30,20 +42,26 @@ impl StandardWebhooks {
 }
 
 impl StandardWebhooks {
-    /// The `svix-*` names when only they are present, else `webhook-*`.
-    fn dialect(request: &SignedRequest<'_>) -> [&'static str; 3] {
-        if request.headers.contains_key(STANDARD[2]) || !request.headers.contains_key(SVIX[2]) {
-            STANDARD
-        } else {
-            SVIX
+    /// The header names in use and the signature list: `webhook-*` unless
+    /// only `svix-*` is present (one lookup in the usual case).
+    fn dialect<'a>(
+        request: &SignedRequest<'a>,
+    ) -> (&'static [HeaderName; 3], Option<&'a HeaderValue>) {
+        match request.headers.get(&STANDARD[2]) {
+            Some(value) => (&STANDARD, Some(value)),
+            None => match request.headers.get(&SVIX[2]) {
+                Some(value) => (&SVIX, Some(value)),
+                None => (&STANDARD, None),
+            },
         }
     }
 }
 
 impl Verifier for StandardWebhooks {
     fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
-        let [id_name, ts_name, sig_name] = Self::dialect(request);
-        let signatures = header(request.headers, sig_name)?;
+        let (names, signatures) = Self::dialect(request);
+        let [id_name, ts_name, sig_name] = names;
+        let signatures = header_text(sig_name, signatures)?;
         let id = header(request.headers, id_name)?;
         let timestamp = header(request.headers, ts_name)?;
         let candidates: Vec<Vec<u8>> = signatures
@@ -54,13 +72,13 @@ impl Verifier for StandardWebhooks {
             .collect();
         if candidates.is_empty() {
             return Err(Rejection::MalformedSignature {
-                header: sig_name,
+                header: sig_name.as_str(),
                 reason: "no v1,<base64> signature",
             });
         }
         if candidates.len() > MAX_SIGNATURES {
             return Err(Rejection::MalformedSignature {
-                header: sig_name,
+                header: sig_name.as_str(),
                 reason: "too many signatures",
             });
         }
@@ -74,12 +92,12 @@ impl Verifier for StandardWebhooks {
         if !self.keys.any_matches(&message, &candidates) {
             return Err(Rejection::InvalidSignature);
         }
-        check_timestamp(ts_name, timestamp, now, self.tolerance)?;
+        check_timestamp(ts_name.as_str(), timestamp, now, self.tolerance)?;
         Ok(())
     }
 
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
-        let [id, _, _] = Self::dialect(request);
+        let ([id, _, _], _) = Self::dialect(request);
         optional_header(request.headers, id)
     }
 }
@@ -106,7 +124,8 @@ mod tests {
 
     #[test]
     fn accepts_the_reference_example_under_both_header_dialects() {
-        for [id, ts, sig] in [STANDARD, SVIX] {
+        for [id, ts, sig] in [&STANDARD, &SVIX] {
+            let (id, ts, sig) = (id.as_str(), ts.as_str(), sig.as_str());
             let req = request(&[(id, ID), (ts, TS), (sig, SIGNATURE_VALUE)], BODY);
             assert_eq!(
                 run(&verifier(), &req.as_signed(), unix(1_614_265_330)),

@@ -6,11 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use http::HeaderName;
+
 use super::mac::{Sha256Keys, decode_hex};
 use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
 use crate::config::Secret;
 
-const SIGNATURE: &str = "stripe-signature";
+static SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
 /// More `v1` entries than any sender uses; bounds the work per request.
 const MAX_SIGNATURES: usize = 8;
 
@@ -36,9 +38,9 @@ struct EventId<'a> {
 
 impl Verifier for Stripe {
     fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
-        let value = header(request.headers, SIGNATURE)?;
+        let value = header(request.headers, &SIGNATURE)?;
         let malformed = |reason| Rejection::MalformedSignature {
-            header: SIGNATURE,
+            header: SIGNATURE.as_str(),
             reason,
         };
         let mut timestamp = None;
@@ -69,7 +71,7 @@ impl Verifier for Stripe {
         {
             return Err(Rejection::InvalidSignature);
         }
-        check_timestamp(SIGNATURE, timestamp, now, self.tolerance)?;
+        check_timestamp(SIGNATURE.as_str(), timestamp, now, self.tolerance)?;
         Ok(())
     }
 
@@ -104,7 +106,7 @@ mod tests {
     #[test]
     fn accepts_a_signed_event_and_returns_its_id() {
         let req = request(
-            &[(SIGNATURE, &header_for(SECRET, 1_700_000_000, BODY))],
+            &[(SIGNATURE.as_str(), &header_for(SECRET, 1_700_000_000, BODY))],
             BODY,
         );
         assert_eq!(
@@ -117,14 +119,14 @@ mod tests {
     fn any_v1_of_several_may_match() {
         let good = header_for(SECRET, 1_700_000_000, BODY);
         let value = format!("t=1700000000,v1={},{},v0=abc", "00".repeat(32), &good[13..]);
-        let req = request(&[(SIGNATURE, &value)], BODY);
+        let req = request(&[(SIGNATURE.as_str(), &value)], BODY);
         assert!(run(&stripe(&[SECRET]), &req.as_signed(), unix(1_700_000_000)).is_ok());
     }
 
     #[test]
     fn timestamps_outside_tolerance_are_refused_both_ways() {
         let req = request(
-            &[(SIGNATURE, &header_for(SECRET, 1_700_000_000, BODY))],
+            &[(SIGNATURE.as_str(), &header_for(SECRET, 1_700_000_000, BODY))],
             BODY,
         );
         for now in [1_700_000_000 + 301, 1_700_000_000 - 301] {
@@ -145,7 +147,7 @@ mod tests {
             "garbage",
             "t=abc,v1=".repeat(2).as_str(),
         ] {
-            let req = request(&[(SIGNATURE, value)], BODY);
+            let req = request(&[(SIGNATURE.as_str(), value)], BODY);
             assert_eq!(
                 run(&stripe(&[SECRET]), &req.as_signed(), unix(1)).map_err(|r| r.code()),
                 Err("malformed_signature"),

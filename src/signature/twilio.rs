@@ -10,12 +10,14 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use http::HeaderName;
+
 use super::mac::{Sha1Keys, decode_base64};
 use super::{Rejection, SignedRequest, Verifier, header, optional_header};
 use crate::config::Secret;
 
-const SIGNATURE: &str = "x-twilio-signature";
-const DELIVERY: &str = "i-twilio-idempotency-token";
+static SIGNATURE: HeaderName = HeaderName::from_static("x-twilio-signature");
+static DELIVERY: HeaderName = HeaderName::from_static("i-twilio-idempotency-token");
 
 pub struct Twilio {
     keys: Sha1Keys,
@@ -69,9 +71,9 @@ impl Twilio {
 
 impl Verifier for Twilio {
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
-        let value = header(request.headers, SIGNATURE)?;
+        let value = header(request.headers, &SIGNATURE)?;
         let signature = decode_base64(value, 20).ok_or(Rejection::MalformedSignature {
-            header: SIGNATURE,
+            header: SIGNATURE.as_str(),
             reason: "expected base64 of 20 bytes",
         })?;
         let query = request.uri.query();
@@ -115,7 +117,7 @@ impl Verifier for Twilio {
     }
 
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
-        optional_header(request.headers, DELIVERY)
+        optional_header(request.headers, &DELIVERY)
     }
 }
 
@@ -138,7 +140,7 @@ mod tests {
     fn accepts_twilios_published_example() {
         let req = request_to(
             "/myapp.php?foo=1&bar=2",
-            &[(SIGNATURE, SIGNATURE_VALUE)],
+            &[(SIGNATURE.as_str(), SIGNATURE_VALUE)],
             BODY,
         );
         assert_eq!(
@@ -152,14 +154,14 @@ mod tests {
         let reordered = "To=%2B18005551212&Digits=1234&CallSid=CA1234567890ABCDE&From=%2B12349013030&Caller=%2B12349013030";
         let req = request_to(
             "/myapp.php?foo=1&bar=2",
-            &[(SIGNATURE, SIGNATURE_VALUE)],
+            &[(SIGNATURE.as_str(), SIGNATURE_VALUE)],
             reordered,
         );
         assert!(run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)).is_ok());
         let changed = BODY.replace("Digits=1234", "Digits=1235");
         let req = request_to(
             "/myapp.php?foo=1&bar=2",
-            &[(SIGNATURE, SIGNATURE_VALUE)],
+            &[(SIGNATURE.as_str(), SIGNATURE_VALUE)],
             &changed,
         );
         assert_eq!(
@@ -168,7 +170,7 @@ mod tests {
         );
         let other_query = request_to(
             "/myapp.php?foo=2&bar=2",
-            &[(SIGNATURE, SIGNATURE_VALUE)],
+            &[(SIGNATURE.as_str(), SIGNATURE_VALUE)],
             BODY,
         );
         assert_eq!(
@@ -182,12 +184,16 @@ mod tests {
         use crate::signature::tests::hmac_sha1_base64;
         let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2CallSidCA1234567890ABCDECaller+12349013030Digits1234From+12349013030To+18005551212";
         let signature = hmac_sha1_base64(TOKEN, with_port);
-        let req = request_to("/myapp.php?foo=1&bar=2", &[(SIGNATURE, &signature)], BODY);
+        let req = request_to(
+            "/myapp.php?foo=1&bar=2",
+            &[(SIGNATURE.as_str(), &signature)],
+            BODY,
+        );
         assert!(run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)).is_ok());
         // A configured non-default port is the only form accepted.
         let req = request_to(
             "/myapp.php?foo=1&bar=2",
-            &[(SIGNATURE, SIGNATURE_VALUE)],
+            &[(SIGNATURE.as_str(), SIGNATURE_VALUE)],
             BODY,
         );
         assert_eq!(
@@ -208,9 +214,13 @@ mod tests {
         let url = format!("{PUBLIC_URL}?bodySHA256={hash}");
         let signature = hmac_sha1_base64(TOKEN, &url);
         let path = format!("/myapp.php?bodySHA256={hash}");
-        let req = request_to(&path, &[(SIGNATURE, &signature)], body);
+        let req = request_to(&path, &[(SIGNATURE.as_str(), &signature)], body);
         assert!(run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)).is_ok());
-        let req = request_to(&path, &[(SIGNATURE, &signature)], r#"{"event":"y"}"#);
+        let req = request_to(
+            &path,
+            &[(SIGNATURE.as_str(), &signature)],
+            r#"{"event":"y"}"#,
+        );
         assert_eq!(
             run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)),
             Err(Rejection::InvalidSignature)
