@@ -31,15 +31,26 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Validate the configuration and print the route inventory.
     Check,
 }
 
+/// Roles of a `serve` process, so ingest and delivery scale separately.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Do not run delivery workers (an ingest-only process).
+    #[arg(long)]
+    pub no_workers: bool,
+    /// Do not serve the public listener (a delivery-only process).
+    #[arg(long)]
+    pub no_ingest: bool,
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn main(cli: Cli) -> ExitCode {
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config).await,
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(&cli.config, &args).await,
         Command::Check => check(&cli.config),
     }
 }
@@ -94,11 +105,13 @@ pub fn inventory_table(config: &Config) -> Table {
     table
 }
 
-async fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match load_or_report(path) {
+async fn serve(path: &std::path::Path, args: &ServeArgs) -> ExitCode {
+    let mut config = match load_or_report(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    config.delivery.workers &= !args.no_workers;
+    config.server.ingest &= !args.no_ingest;
     let listeners = match Listeners::bind(&config).await {
         Ok(listeners) => listeners,
         Err(err) => {

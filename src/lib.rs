@@ -5,6 +5,8 @@
 //! - [`ingest`] (public listener) verifies the sender's signature and answers
 //!   only once the event is durably queued;
 //! - [`queue`] holds all state in Redis;
+//! - [`delivery`] workers take jobs from the queue to destinations, with
+//!   retries, backoff, per-destination limits and circuit breakers;
 //! - [`admin`] (admin listener) serves probes and, for ops, the admin API.
 //!
 //! [`config`] loads and validates the TOML configuration, [`telemetry`] sets up
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod api_error;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod ingest;
 pub mod queue;
 pub mod server;

@@ -1,8 +1,10 @@
 //! Wiring: binds the listeners, starts the background tasks, serves until
 //! shutdown is requested, then drains in-flight requests within a deadline.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,6 +14,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::delivery::Engine;
 use crate::ingest;
 use crate::queue::{Queue, QueueError};
 use crate::telemetry::Metrics;
@@ -67,6 +70,9 @@ pub enum ServerError {
     /// The Redis client could not be set up.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The outbound HTTP client could not be set up (TLS roots, say).
+    #[error("cannot set up the outbound HTTP client")]
+    Outbound(#[source] reqwest::Error),
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then stops accepting,
@@ -77,68 +83,142 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let config = Arc::new(config);
     let queue = Queue::connect_lazy(&config.redis)?;
     let watcher = tokio::spawn(watch_redis(queue.clone(), shutdown.clone()));
-
     let metrics = Metrics::new();
-    let public_app = ingest::router(&config, queue.clone(), metrics.clone())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            http::StatusCode::REQUEST_TIMEOUT,
-            config.server.request_timeout,
+
+    let workers = if config.delivery.workers {
+        let engine = Engine::new(
+            config.clone(),
+            queue.clone(),
+            metrics.clone(),
+            consumer_name(),
+        )
+        .map_err(ServerError::Outbound)?;
+        Some(tokio::spawn(
+            engine.run(shutdown.clone(), config.server.shutdown_timeout),
         ))
-        .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::new());
+    } else {
+        None
+    };
+
     let admin_app = admin::router(AdminState {
         queue: queue.clone(),
-        metrics,
+        metrics: metrics.clone(),
     })
     .layer(TraceLayer::new_for_http())
     .layer(CatchPanicLayer::new());
+    let admin_addr = local_addr(&listeners.admin, "admin")?;
+    let admin = serve("admin", listeners.admin, admin_app, &shutdown);
+
+    let public = if config.server.ingest {
+        let public_app = ingest::router(&config, queue.clone(), metrics)
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                http::StatusCode::REQUEST_TIMEOUT,
+                config.server.request_timeout,
+            ))
+            .layer(TraceLayer::new_for_http())
+            .layer(CatchPanicLayer::new());
+        let public_addr = local_addr(&listeners.public, "public")?;
+        tracing::info!(public = %public_addr, "ingest listening");
+        Some(serve("public", listeners.public, public_app, &shutdown))
+    } else {
+        // A delivery-only process: the public socket is closed unused.
+        drop(listeners.public);
+        None
+    };
 
     tracing::info!(
-        public = %listeners.public.local_addr().map_err(|source| ServerError::Serve { listener: "public", source })?,
-        admin = %listeners.admin.local_addr().map_err(|source| ServerError::Serve { listener: "admin", source })?,
+        admin = %admin_addr,
         redis = %queue.display_url(),
+        ingest = config.server.ingest,
+        workers = config.delivery.workers,
         sources = config.sources.len(),
         routes = config.routes.len(),
-        "switchyard listening"
+        "switchyard running"
     );
 
-    let public = axum::serve(listeners.public, public_app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let admin = axum::serve(listeners.admin, admin_app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
     let serving = async {
-        let (public, admin) = tokio::join!(public, admin);
-        public.map_err(|source| ServerError::Serve {
-            listener: "public",
-            source,
-        })?;
-        admin.map_err(|source| ServerError::Serve {
-            listener: "admin",
-            source,
-        })
+        let (public, admin) = tokio::join!(
+            async {
+                match public {
+                    Some(public) => public.await,
+                    None => Ok(()),
+                }
+            },
+            admin
+        );
+        public.and(admin)
+    };
+    let workers_done = async {
+        if let Some(workers) = workers
+            && let Err(err) = workers.await
+        {
+            tracing::error!(error = %err, "delivery workers ended abnormally");
+        }
     };
     let deadline = async {
         shutdown.cancelled().await;
         tracing::info!(
             deadline = %humantime::format_duration(config.server.shutdown_timeout),
-            "shutting down: no new connections, finishing in-flight requests"
+            "shutting down: no new connections or jobs, finishing what is in flight"
         );
         tokio::time::sleep(config.server.shutdown_timeout).await;
     };
     let result = tokio::select! {
-        result = serving => result,
+        (result, ()) = async { tokio::join!(serving, workers_done) } => result,
         () = deadline => {
-            tracing::warn!("shutdown deadline passed; dropping requests still in flight");
+            tracing::warn!("shutdown deadline passed; dropping work still in flight");
             Ok(())
         }
     };
     watcher.abort();
     tracing::info!("switchyard stopped");
     result
+}
+
+fn local_addr(listener: &TcpListener, name: &'static str) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Serve {
+        listener: name,
+        source,
+    })
+}
+
+/// Serves `app` on `listener` until `shutdown`, then drains connections.
+fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+) -> impl Future<Output = Result<(), ServerError>> + use<> {
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    async move {
+        serving.await.map_err(|source| ServerError::Serve {
+            listener: name,
+            source,
+        })
+    }
+}
+
+/// Names this process in the consumer group: host, pid and a random suffix,
+/// so a restarted process never inherits a dead one's pending jobs by name
+/// (they are reclaimed by idle time instead).
+fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "switchyard".to_owned());
+    let suffix = ulid::Ulid::generate().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &suffix[suffix.len() - 6..]
+    )
 }
 
 /// Logs Redis going away and coming back (once per change, with the URL and

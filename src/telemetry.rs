@@ -33,7 +33,9 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 
 /// Labels of inbound requests: which source, and how it ended.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +60,26 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// Labels of per-route outcome counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcomeLabels {
+    /// Route name.
+    pub route: String,
+    /// What happened.
+    pub outcome: String,
+}
+
+/// Labels of dead-letter counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// Route name.
+    pub route: String,
+    /// Owner id.
+    pub owner: String,
+    /// `exhausted`, `rejected`, `unroutable`, `undecodable`.
+    pub reason: String,
+}
+
 /// Labels of Redis error counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
@@ -77,6 +99,18 @@ pub struct Metrics {
     pub unrouted_events: Family<SourceLabels, Counter>,
     /// Failed Redis operations, by operation.
     pub redis_errors: Family<OperationLabels, Counter>,
+    /// Delivery attempts by route and outcome.
+    pub delivery_attempts: Family<RouteOutcomeLabels, Counter>,
+    /// Attempt latency by route, seconds.
+    pub attempt_latency: Family<RouteLabels, Histogram>,
+    /// Received to delivered, by route, seconds.
+    pub end_to_end_latency: Family<RouteLabels, Histogram>,
+    /// Jobs put back without an attempt (breaker open, destination saturated).
+    pub deliveries_deferred: Family<RouteOutcomeLabels, Counter>,
+    /// Jobs that became dead letters.
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
+    /// Jobs taken over from workers that stopped answering.
+    pub jobs_reclaimed: Counter,
 }
 
 impl Metrics {
@@ -107,12 +141,57 @@ impl Metrics {
             "Failed Redis operations, by operation",
             redis_errors.clone(),
         );
+        let delivery_attempts = Family::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by route and outcome (delivered, retryable, rejected)",
+            delivery_attempts.clone(),
+        );
+        let attempt_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "delivery_attempt_duration",
+            "Delivery attempt latency by route",
+            Unit::Seconds,
+            attempt_latency.clone(),
+        );
+        let end_to_end_latency =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "end_to_end_duration",
+            "From receipt of the webhook to its delivery, by route",
+            Unit::Seconds,
+            end_to_end_latency.clone(),
+        );
+        let deliveries_deferred = Family::default();
+        registry.register(
+            "deliveries_deferred",
+            "Jobs put back without spending an attempt, by route and reason",
+            deliveries_deferred.clone(),
+        );
+        let dead_letters = Family::default();
+        registry.register(
+            "dead_letters",
+            "Jobs that became dead letters, by route, owner and reason",
+            dead_letters.clone(),
+        );
+        let jobs_reclaimed = Counter::default();
+        registry.register(
+            "jobs_reclaimed",
+            "Jobs taken over from workers that stopped answering",
+            jobs_reclaimed.clone(),
+        );
         Arc::new(Self {
             registry,
             ingest_requests,
             jobs_enqueued,
             unrouted_events,
             redis_errors,
+            delivery_attempts,
+            attempt_latency,
+            end_to_end_latency,
+            deliveries_deferred,
+            dead_letters,
+            jobs_reclaimed,
         })
     }
 
@@ -135,6 +214,52 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one delivery attempt and its latency.
+    pub fn attempt(&self, route: &str, outcome: &str, latency: std::time::Duration) {
+        self.delivery_attempts
+            .get_or_create(&RouteOutcomeLabels {
+                route: route.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.attempt_latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Records the end-to-end latency of a delivered job.
+    pub fn delivered(&self, route: &str, received_ms: u64, delivered_ms: u64) {
+        let seconds = delivered_ms.saturating_sub(received_ms) as f64 / 1000.0;
+        self.end_to_end_latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts a job put back without an attempt.
+    pub fn deferred(&self, route: &str, reason: &str) {
+        self.deliveries_deferred
+            .get_or_create(&RouteOutcomeLabels {
+                route: route.to_owned(),
+                outcome: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a new dead letter.
+    pub fn dead_lettered(&self, route: &str, owner: &str, reason: &str) {
+        self.dead_letters
+            .get_or_create(&DeadLetterLabels {
+                route: route.to_owned(),
+                owner: owner.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -142,4 +267,11 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// 1 ms to ~33 s in doublings: webhook deliveries span that range.
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
+    ))
 }

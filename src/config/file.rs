@@ -50,6 +50,8 @@ pub struct ServerFile {
     /// How long shutdown waits for in-flight requests.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// Serve the public listener (off: a delivery-only process).
+    pub ingest: Option<bool>,
 }
 
 /// `[redis]`
@@ -90,6 +92,27 @@ pub struct DeliveryFile {
     /// Default retry policy for every route.
     #[serde(default)]
     pub retry: RetryFile,
+    /// Run delivery workers (off: an ingest-only process).
+    pub workers: Option<bool>,
+    /// A job pending this long on a consumer is taken over by another.
+    #[serde(default, with = "humantime_serde")]
+    pub visibility_timeout: Option<Duration>,
+    /// Default in-flight limit per destination.
+    pub max_in_flight: Option<usize>,
+    /// Circuit breaker per destination.
+    #[serde(default)]
+    pub breaker: BreakerFile,
+}
+
+/// `[delivery.breaker]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    /// Consecutive retryable failures that open the breaker.
+    pub failure_threshold: Option<u32>,
+    /// How long it stays open before one probe is let through.
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
 }
 
 /// A retry policy, in `[delivery]` or on a route; missing keys inherit.
@@ -251,4 +274,12 @@ pub struct DestinationFile {
     /// Per-attempt deadline.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Deliveries in flight to this destination at most (per process).
+    pub max_in_flight: Option<usize>,
+    /// Standard Webhooks secret (`whsec_…`) to sign outbound requests with.
+    pub signing_secret: Option<String>,
+    /// Request headers forwarded downstream; all but hop-by-hop when absent.
+    pub forward_headers: Option<Vec<String>>,
+    /// Statuses retried besides 408, 425, 429 and 5xx.
+    pub retry_on: Option<Vec<u16>>,
 }

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight work.
     pub shutdown_timeout: Duration,
+    /// Whether this process serves the public listener.
+    pub ingest: bool,
 }
 
 /// `[redis]`, validated.
@@ -102,6 +104,21 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// Policy of routes that do not override it.
     pub retry: RetryPolicy,
+    /// Whether this process runs delivery workers.
+    pub workers: bool,
+    /// A job pending this long on a consumer is reclaimed by another.
+    pub visibility_timeout: Duration,
+    /// When a destination's breaker opens and how long it stays open.
+    pub breaker: BreakerPolicy,
+}
+
+/// Circuit breaker settings, shared by every destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive retryable failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe is let through.
+    pub cooldown: Duration,
 }
 
 /// How often and how patiently a failed delivery is retried.
@@ -227,12 +244,20 @@ pub struct Route {
 }
 
 /// A route's downstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Destination {
     /// http(s) URL.
     pub url: Url,
     /// Per-attempt deadline.
     pub timeout: Duration,
+    /// Deliveries in flight to this destination at most (per process).
+    pub max_in_flight: usize,
+    /// Decoded Standard Webhooks key for signing outbound requests.
+    pub signing_secret: Option<Secret>,
+    /// Headers forwarded downstream; `None`: all but hop-by-hop ones.
+    pub forward_headers: Option<Vec<HeaderName>>,
+    /// Statuses retried besides 408, 425, 429 and 5xx.
+    pub retry_on: Vec<u16>,
 }
 
 /// Which events a route takes.

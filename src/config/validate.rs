@@ -44,6 +44,15 @@ const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 /// Providers retry for up to a day (Stripe: 3 days in live mode, but with
 /// the same event id only while the first is unanswered).
 const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longer than any sane destination timeout, so a live worker's job is not
+/// taken over; short enough that a crashed worker's jobs resume within a minute.
+const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Enough parallelism for a healthy service; a hanging one ties up no more.
+const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Five timeouts in a row is an outage, not bad luck.
+const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+/// Probe a failing destination twice a minute.
+const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 /// Most receivers answer in well under a second; 10 s leaves room for slow ones.
 const DEFAULT_DESTINATION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -96,15 +105,33 @@ pub(super) fn validate(
     };
     let server = server(file.server, env, &mut problems);
     let redis = redis(file.redis, env, &mut problems);
-    let delivery = delivery(file.delivery, &mut problems);
+    let (delivery, max_in_flight) = delivery(file.delivery, &mut problems);
     let owners = owners(file.owners, &mut problems);
+    let defaults = RouteDefaults {
+        retry: delivery.retry,
+        max_in_flight,
+        env,
+        base_dir,
+    };
     let routes = routes(
         file.routes,
         &source_names,
         &owners,
-        &delivery.retry,
+        &defaults,
         &mut problems,
     );
+    for (i, route) in routes.iter().enumerate() {
+        if route.destination.timeout >= delivery.visibility_timeout {
+            problems.add(
+                format!("routes[{i}].destination.timeout"),
+                format!(
+                    "{} is not shorter than delivery.visibility_timeout {}; a slow attempt would be taken over and delivered twice",
+                    humantime::format_duration(route.destination.timeout),
+                    humantime::format_duration(delivery.visibility_timeout)
+                ),
+            );
+        }
+    }
 
     match (server, redis) {
         (Some(server), Some(redis)) if problems.list.is_empty() => Ok(Config {
@@ -203,6 +230,7 @@ fn server(
         problems,
     );
     let shutdown_timeout = file.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let ingest = file.ingest.unwrap_or(true);
     if let (Some(listen), Some(admin_listen)) = (listen, admin_listen) {
         // 0.0.0.0:8080 and 127.0.0.1:8080 clash too: the wildcard takes every address.
         let overlap = listen.ip() == admin_listen.ip()
@@ -223,6 +251,7 @@ fn server(
         max_body_bytes,
         request_timeout,
         shutdown_timeout,
+        ingest,
     })
 }
 
@@ -352,7 +381,8 @@ fn retry_policy(
     policy
 }
 
-fn delivery(file: DeliveryFile, problems: &mut Problems) -> DeliveryConfig {
+/// The delivery settings and the default per-destination in-flight limit.
+fn delivery(file: DeliveryFile, problems: &mut Problems) -> (DeliveryConfig, usize) {
     let concurrency = file.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     if concurrency == 0 {
         problems.add("delivery.concurrency", "must be at least 1");
@@ -363,7 +393,38 @@ fn delivery(file: DeliveryFile, problems: &mut Problems) -> DeliveryConfig {
         max_backoff: DEFAULT_MAX_BACKOFF,
     };
     let retry = retry_policy("delivery.retry", file.retry, &builtin, problems);
-    DeliveryConfig { concurrency, retry }
+    let visibility_timeout = positive(
+        "delivery.visibility_timeout",
+        file.visibility_timeout,
+        DEFAULT_VISIBILITY_TIMEOUT,
+        problems,
+    );
+    let failure_threshold = file
+        .breaker
+        .failure_threshold
+        .unwrap_or(DEFAULT_BREAKER_THRESHOLD);
+    if failure_threshold == 0 {
+        problems.add("delivery.breaker.failure_threshold", "must be at least 1");
+    }
+    let cooldown = positive(
+        "delivery.breaker.cooldown",
+        file.breaker.cooldown,
+        DEFAULT_BREAKER_COOLDOWN,
+        problems,
+    );
+    (
+        DeliveryConfig {
+            concurrency,
+            retry,
+            workers: file.workers.unwrap_or(true),
+            visibility_timeout,
+            breaker: BreakerPolicy {
+                failure_threshold,
+                cooldown,
+            },
+        },
+        file.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+    )
 }
 
 /// An absolute http(s) URL with a host.
@@ -610,11 +671,19 @@ fn scheme(key: &str, source: &SourceFile, problems: &mut Problems) -> Option<Sch
     })
 }
 
+/// What routes inherit, and how their secrets resolve.
+struct RouteDefaults<'a> {
+    retry: RetryPolicy,
+    max_in_flight: usize,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+}
+
 fn routes(
     file: Vec<RouteFile>,
     sources: &BTreeSet<String>,
     owners: &BTreeMap<String, Owner>,
-    default_retry: &RetryPolicy,
+    defaults: &RouteDefaults<'_>,
     problems: &mut Problems,
 ) -> Vec<Route> {
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -665,15 +734,18 @@ fn routes(
             retry_policy(
                 &format!("{key}.retry"),
                 route.retry,
-                default_retry,
+                &defaults.retry,
                 problems,
             )
         } else {
-            *default_retry
+            defaults.retry
         };
-        let Some(destination) =
-            destination(&format!("{key}.destination"), route.destination, problems)
-        else {
+        let Some(destination) = destination(
+            &format!("{key}.destination"),
+            route.destination,
+            defaults,
+            problems,
+        ) else {
             continue;
         };
         out.push(Route {
@@ -693,6 +765,7 @@ fn routes(
 fn destination(
     key: &str,
     file: Option<DestinationFile>,
+    defaults: &RouteDefaults<'_>,
     problems: &mut Problems,
 ) -> Option<Destination> {
     let Some(file) = file else {
@@ -705,6 +778,40 @@ fn destination(
         DEFAULT_DESTINATION_TIMEOUT,
         problems,
     );
+    let max_in_flight = file.max_in_flight.unwrap_or(defaults.max_in_flight);
+    if max_in_flight == 0 {
+        problems.add(format!("{key}.max_in_flight"), "must be at least 1");
+    }
+    let signing_secret = file.signing_secret.and_then(|spec| {
+        let secret_key = format!("{key}.signing_secret");
+        let mut resolver = SecretResolver {
+            env: defaults.env,
+            base_dir: defaults.base_dir,
+            problems: &mut *problems,
+        };
+        let secret = resolver.resolve(&secret_key, &spec)?;
+        standard_webhooks_key(&secret)
+            .map_err(|reason| problems.add(secret_key, reason))
+            .ok()
+    });
+    let forward_headers = file.forward_headers.map(|names| {
+        names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                header_name(&format!("{key}.forward_headers[{i}]"), name, problems)
+            })
+            .collect()
+    });
+    let retry_on = file.retry_on.unwrap_or_default();
+    for (i, status) in retry_on.iter().enumerate() {
+        if !(100..=599).contains(status) {
+            problems.add(
+                format!("{key}.retry_on[{i}]"),
+                format!("{status} is not an HTTP status"),
+            );
+        }
+    }
     let url_key = format!("{key}.url");
     let url = problems.required(&url_key, file.url);
     if url.is_empty() {
@@ -713,6 +820,10 @@ fn destination(
     Some(Destination {
         url: http_url(&url_key, &url, problems)?,
         timeout,
+        max_in_flight,
+        signing_secret,
+        forward_headers,
+        retry_on,
     })
 }
 

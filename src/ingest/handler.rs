@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::{EventView, SourceState};
 use crate::api_error::ApiError;
-use crate::queue::{Enqueued, NewEvent, encode_headers};
+use crate::queue::{Enqueued, Job, NewEvent, encode_headers};
 use crate::signature::Verified;
 use crate::telemetry::RouteLabels;
 
@@ -39,13 +39,25 @@ pub(super) async fn accept(
     let received_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let encoded_headers = encode_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let jobs: Vec<Job> = routes
+        .iter()
+        .map(|route| Job {
+            id: ulid::Ulid::generate().to_string(),
+            event_id: id.clone(),
+            route: (*route).to_owned(),
+            source: state.name.clone(),
+            received_ms,
+            attempt: 1,
+            headers: encoded_headers.clone(),
+            body: body.to_vec(),
+            history: Vec::new(),
+        })
+        .collect();
     let event = NewEvent {
         id: &id,
         source: &state.name,
-        received_ms,
-        headers: encode_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))),
-        body: body.clone(),
-        routes: &routes,
+        jobs: &jobs,
         dedupe: verified
             .delivery_id
             .as_deref()

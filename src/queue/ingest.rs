@@ -5,15 +5,14 @@
 
 use std::sync::LazyLock;
 
-use bytes::Bytes;
 use redis::Script;
 
-use super::{Queue, QueueError};
+use super::{Job, Queue, QueueError};
 
 /// Writes the jobs, then the dedupe record; or returns the first event's id.
 ///
 /// KEYS: jobs stream, seen key. ARGV: has_dedupe, event id, dedupe TTL (ms),
-/// source, received (ms), headers, body, then route names.
+/// then one encoded job per matched route.
 ///
 /// The first write is the OOM check: Redis refuses a script's first write
 /// when over `maxmemory`, and lets a script that has written finish, so the
@@ -23,10 +22,8 @@ if ARGV[1] == '1' then
   local first = redis.call('GET', KEYS[2])
   if first then return {0, first} end
 end
-for i = 8, #ARGV do
-  redis.call('XADD', KEYS[1], '*',
-    'event', ARGV[2], 'route', ARGV[i], 'source', ARGV[4],
-    'received_ms', ARGV[5], 'attempt', '1', 'headers', ARGV[6], 'body', ARGV[7])
+for i = 4, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'job', ARGV[i])
 end
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -38,21 +35,15 @@ return {1, ARGV[2]}
 /// Redis restart flushed the script cache.
 static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_EVENT));
 
-/// An accepted event, as the queue stores it.
+/// An accepted event and the jobs it makes.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     /// Gateway-assigned event id.
     pub id: &'a str,
     /// Source name.
     pub source: &'a str,
-    /// When the request arrived, Unix ms.
-    pub received_ms: u64,
-    /// The request headers, exactly (see [`encode_headers`]).
-    pub headers: Vec<u8>,
-    /// The request body, exactly.
-    pub body: Bytes,
-    /// Names of the routes the event matched (one job each).
-    pub routes: &'a [&'a str],
+    /// One job per matched route.
+    pub jobs: &'a [Job],
     /// The sender's delivery id and how long to remember it.
     pub dedupe: Option<(&'a str, std::time::Duration)>,
 }
@@ -113,13 +104,9 @@ impl Queue {
             .key(seen)
             .arg(if event.dedupe.is_some() { "1" } else { "0" })
             .arg(event.id)
-            .arg(event.dedupe.map_or(0, |(_, ttl)| ttl.as_millis() as u64))
-            .arg(event.source)
-            .arg(event.received_ms)
-            .arg(&event.headers[..])
-            .arg(&event.body[..]);
-        for route in event.routes {
-            invocation.arg(*route);
+            .arg(event.dedupe.map_or(0, |(_, ttl)| ttl.as_millis() as u64));
+        for job in event.jobs {
+            invocation.arg(job.encode());
         }
         let mut conn = self.conn.clone();
         let (accepted, id): (u8, String) = invocation

@@ -21,6 +21,26 @@ impl Keys {
         format!("{}:jobs", self.base)
     }
 
+    /// The retry schedule: jobs by due time (ms).
+    pub fn retry(&self) -> String {
+        format!("{}:retry", self.base)
+    }
+
+    /// One dead letter (a hash).
+    pub fn dead_letter(&self, id: &str) -> String {
+        format!("{}:dead:{id}", self.base)
+    }
+
+    /// Every dead letter by failure time (ms).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead", self.base)
+    }
+
+    /// Dead letters of one route, owner or source, by failure time (ms).
+    pub fn dead_by(&self, index: &str, value: &str) -> String {
+        format!("{}:dead-by-{index}:{value}", self.base)
+    }
+
     /// The dedupe record of one delivery id of one source.
     pub fn seen(&self, source: &str, delivery_id: &str) -> String {
         format!("{}:seen:{source}:{delivery_id}", self.base)

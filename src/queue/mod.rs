@@ -1,9 +1,17 @@
 //! Redis, the gateway's only state: the connection, its health, and (as the
 //! gateway grows) the jobs stream, retry schedule and dead-letter store.
 //!
-//! Layout (all keys under `{prefix}:`, see [`Keys`]): `jobs` is a stream
-//! with one entry per (event, route); `seen:<source>:<delivery id>` holds the
-//! first event id of a delivery id for `dedupe_window`.
+//! Layout (all keys under `{prefix}:`, see [`Keys`]):
+//! - `jobs`: stream, one entry per (event, route) job, read by the consumer
+//!   group `delivery`; an entry is deleted when its job leaves (delivered,
+//!   rescheduled or dead-lettered), so the stream holds only live work;
+//! - `retry`: sorted set of jobs by due time (ms), moved back to `jobs` when
+//!   due by a script;
+//! - `dead:<id>`: hash per dead letter; `dead`: sorted set of ids by failure
+//!   time; `dead-by-route:<r>`, `dead-by-owner:<o>`, `dead-by-source:<s>`:
+//!   the same, per route, owner and source;
+//! - `seen:<source>:<delivery id>`: the first event id of a delivery id, for
+//!   `dedupe_window`.
 //!
 //! One multiplexed connection serves the whole process: the redis crate's
 //! `ConnectionManager` pipelines concurrent commands over one socket and
@@ -11,14 +19,18 @@
 //! started while Redis is down comes up, answers `/readyz` with 503, and
 //! connects as soon as Redis is reachable.
 
+mod delivery;
 mod ingest;
+mod job;
 mod keys;
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use delivery::{Claimed, DeadReason, GROUP, JobReader, NewDeadLetter};
 pub use ingest::{Enqueued, NewEvent, decode_headers, encode_headers};
+pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::Keys;
 
 use crate::config::RedisConfig;
@@ -73,6 +85,7 @@ impl Persistence {
 /// Handle to the gateway's Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
+    client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
     display_url: String,
@@ -90,9 +103,10 @@ impl Queue {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(RECONNECT_RETRIES);
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(redis_error)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(redis_error)?;
         Ok(Self {
+            client,
             conn,
             keys: Keys::new(&config.prefix),
             display_url: config.display_url.clone(),

@@ -10,11 +10,16 @@ use sha2::Sha256;
 
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::redis::RedisServer;
+use switchyard::queue::Job;
 
 const SECRET: &str = "github-test-secret";
 const JOBS: &str = "{switchyard}:jobs";
 
+/// Ingest only: these tests inspect the stream, so no worker may take jobs.
 const SOURCES: &str = r#"
+[delivery]
+workers = false
+
 [owners.devex]
 team = "Developer Experience"
 contact = "devex@example.com"
@@ -100,11 +105,8 @@ impl Setup {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn jobs(&self) -> Vec<redis::streams::StreamId> {
-        let mut conn = self.redis.connection().await;
-        let reply: redis::streams::StreamRangeReply =
-            conn.xrange_all(JOBS).await.expect("XRANGE jobs");
-        reply.ids
+    async fn jobs(&self) -> Vec<Job> {
+        queued_jobs(&self.redis).await
     }
 
     async fn metrics(&self) -> String {
@@ -117,11 +119,18 @@ impl Setup {
     }
 }
 
-fn field(entry: &redis::streams::StreamId, name: &str) -> Vec<u8> {
-    match entry.map.get(name) {
-        Some(redis::Value::BulkString(bytes)) => bytes.clone(),
-        other => panic!("field {name}: {other:?}"),
-    }
+/// Every job in the stream, decoded.
+async fn queued_jobs(redis: &RedisServer) -> Vec<Job> {
+    let mut conn = redis.connection().await;
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(JOBS).await.expect("XRANGE jobs");
+    reply
+        .ids
+        .iter()
+        .map(|entry| match entry.map.get("job") {
+            Some(redis::Value::BulkString(bytes)) => Job::decode(bytes).expect("job decodes"),
+            other => panic!("entry without a job: {other:?}"),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -145,14 +154,11 @@ async fn a_signed_event_fans_out_to_every_matching_route_with_exact_bytes() {
     let jobs = s.jobs().await;
     assert_eq!(jobs.len(), 2, "one job per matched route");
     for job in &jobs {
-        assert_eq!(
-            field(job, "event"),
-            answer["id"].as_str().expect("id").as_bytes()
-        );
-        assert_eq!(field(job, "body"), body, "body bytes exact");
-        assert_eq!(field(job, "source"), b"github");
-        assert_eq!(field(job, "attempt"), b"1");
-        let headers = switchyard::queue::decode_headers(&field(job, "headers"));
+        assert_eq!(job.event_id, answer["id"].as_str().expect("id"));
+        assert_eq!(job.body, body, "body bytes exact");
+        assert_eq!(job.source, "github");
+        assert_eq!(job.attempt, 1);
+        let headers = switchyard::queue::decode_headers(&job.headers);
         assert!(headers.contains(&("x-github-delivery".to_owned(), b"delivery-1".to_vec())));
         assert!(headers.contains(&("content-type".to_owned(), b"application/json".to_vec())));
     }
@@ -236,9 +242,10 @@ async fn an_event_matching_no_route_is_accepted_and_counted_as_unrouted() {
         metrics.contains(r#"switchyard_unrouted_events_total{source="github"} 1"#),
         "{metrics}"
     );
-    let mut conn = redis.connection().await;
-    let len: usize = conn.xlen(JOBS).await.expect("XLEN");
-    assert_eq!(len, 0, "nothing enqueued for an unrouted event");
+    assert!(
+        queued_jobs(&redis).await.is_empty(),
+        "nothing enqueued for an unrouted event"
+    );
 }
 
 #[tokio::test]

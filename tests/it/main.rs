@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod crosscheck;
+mod delivery;
 mod health;
 mod ingest;
 mod lifecycle;

@@ -1,0 +1,229 @@
+//! Isolation between destinations: a per-destination in-flight limit and a
+//! circuit breaker (closed → open after N consecutive retryable failures →
+//! one probe after the cool-down → closed on success, open again on failure).
+//! State is per process; each gateway learns about a destination by itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::BreakerPolicy;
+
+/// Where a destination stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Requests flow.
+    Closed,
+    /// Requests wait until `until`.
+    Open {
+        /// When a probe may go.
+        until: Instant,
+    },
+    /// One probe is in flight; others wait.
+    HalfOpen,
+}
+
+/// The breaker's decision for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Go,
+    /// Do not send before this instant.
+    WaitUntil(Instant),
+}
+
+/// The circuit breaker of one destination.
+#[derive(Debug)]
+pub struct Breaker {
+    policy: BreakerPolicy,
+    failures: u32,
+    state: BreakerState,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(policy: BreakerPolicy) -> Self {
+        Self {
+            policy,
+            failures: 0,
+            state: BreakerState::Closed,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// May an attempt go at `now`? After the cool-down exactly one probe goes.
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        match self.state {
+            BreakerState::Closed => Admission::Go,
+            BreakerState::Open { until } if now >= until => {
+                self.state = BreakerState::HalfOpen;
+                Admission::Go
+            }
+            BreakerState::Open { until } => Admission::WaitUntil(until),
+            // Others wait a fraction of the cool-down for the probe's verdict.
+            BreakerState::HalfOpen => Admission::WaitUntil(now + self.policy.cooldown / 4),
+        }
+    }
+
+    /// Records an attempt's result: `healthy` is any answer that is not a
+    /// retryable failure (a 4xx rejection is the caller's problem, not an outage).
+    pub fn record(&mut self, healthy: bool, now: Instant) {
+        if healthy {
+            self.failures = 0;
+            self.state = BreakerState::Closed;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let probe_failed = self.state == BreakerState::HalfOpen;
+        if probe_failed || self.failures >= self.policy.failure_threshold {
+            self.state = BreakerState::Open {
+                until: now + self.policy.cooldown,
+            };
+        }
+    }
+}
+
+/// One destination's limits.
+pub struct DestinationGate {
+    in_flight: Arc<Semaphore>,
+    breaker: Mutex<Breaker>,
+}
+
+impl DestinationGate {
+    /// A slot for one request, if the destination has one free.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// Asks the breaker.
+    pub fn admit(&self, now: Instant) -> Admission {
+        self.lock().admit(now)
+    }
+
+    /// Tells the breaker.
+    pub fn record(&self, healthy: bool, now: Instant) {
+        self.lock().record(healthy, now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // The breaker holds plain counters; a panic elsewhere leaves them usable.
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Gates by destination key (scheme, host and port).
+pub struct Gates {
+    policy: BreakerPolicy,
+    gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
+}
+
+impl Gates {
+    /// No destinations yet.
+    pub fn new(policy: BreakerPolicy) -> Self {
+        Self {
+            policy,
+            gates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The gate of `key`, created with `max_in_flight` slots on first use.
+    pub fn gate(&self, key: &str, max_in_flight: usize) -> Arc<DestinationGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                Arc::new(DestinationGate {
+                    in_flight: Arc::new(Semaphore::new(max_in_flight)),
+                    breaker: Mutex::new(Breaker::new(self.policy)),
+                })
+            })
+            .clone()
+    }
+}
+
+/// A short, jittered wait for a destination with no free slot.
+pub fn saturated_wait(jitter_ms: u64) -> Duration {
+    Duration::from_millis(250 + jitter_ms % 500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Breaker {
+        Breaker::new(BreakerPolicy {
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(10),
+        })
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_only() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        b.record(false, t0);
+        b.record(false, t0);
+        b.record(true, t0);
+        b.record(false, t0);
+        b.record(false, t0);
+        assert_eq!(b.admit(t0), Admission::Go, "a success reset the count");
+        b.record(false, t0);
+        assert_eq!(
+            b.admit(t0),
+            Admission::WaitUntil(t0 + Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn one_probe_after_the_cooldown_then_closed_or_open_again() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.record(false, t0);
+        }
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(b.admit(later), Admission::Go, "the probe");
+        assert!(
+            matches!(b.admit(later), Admission::WaitUntil(_)),
+            "only one probe"
+        );
+        b.record(false, later);
+        assert_eq!(
+            b.admit(later),
+            Admission::WaitUntil(later + Duration::from_secs(10))
+        );
+
+        let again = later + Duration::from_secs(10);
+        assert_eq!(b.admit(again), Admission::Go);
+        b.record(true, again);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.admit(again), Admission::Go);
+    }
+
+    #[test]
+    fn gates_limit_in_flight_per_destination() {
+        let gates = Gates::new(BreakerPolicy {
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(1),
+        });
+        let slow = gates.gate("http://slow:80", 2);
+        let a = slow.try_slot().expect("first slot");
+        let _b = slow.try_slot().expect("second slot");
+        assert!(slow.try_slot().is_none(), "full");
+        assert!(
+            gates.gate("http://other:80", 2).try_slot().is_some(),
+            "others unaffected"
+        );
+        drop(a);
+        assert!(
+            gates.gate("http://slow:80", 2).try_slot().is_some(),
+            "freed"
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! One delivery attempt: the outbound request (original body and headers,
+//! Switchyard's headers, optional Standard Webhooks signature) and the
+//! classification of what came back.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sha2::Sha256;
+
+use super::backoff::parse_retry_after;
+use crate::config::{Destination, Secret};
+use crate::queue::{Job, decode_headers};
+
+/// Bytes of a failed answer's body kept in the attempt record for ops.
+const ERROR_BODY_SNIPPET: usize = 256;
+
+/// Headers that describe one hop, not the event: never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Delivered {
+        /// The status.
+        status: u16,
+    },
+    /// Worth retrying: 408, 425, 429, 5xx, `retry_on`, timeouts, connection errors.
+    Retryable {
+        /// The status, when there was an answer.
+        status: Option<u16>,
+        /// What went wrong, for the attempt record.
+        error: Option<String>,
+        /// The destination's `Retry-After` (429 and 503 only).
+        retry_after: Option<Duration>,
+    },
+    /// Any other status (3xx included: redirects are not followed).
+    Rejected {
+        /// The status.
+        status: u16,
+        /// The start of the answer's body.
+        error: Option<String>,
+    },
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retryable { .. } => "retryable",
+            Outcome::Rejected { .. } => "rejected",
+        }
+    }
+
+    /// The status, when the destination answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Outcome::Delivered { status } | Outcome::Rejected { status, .. } => Some(*status),
+            Outcome::Retryable { status, .. } => *status,
+        }
+    }
+}
+
+/// The pooled outbound client (HTTP/1.1 and HTTP/2, rustls).
+#[derive(Clone)]
+pub struct Outbound {
+    client: reqwest::Client,
+}
+
+impl Outbound {
+    /// A client that never follows redirects.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self { client })
+    }
+
+    /// Sends `job` to `destination` once; returns the outcome and latency.
+    pub async fn attempt(&self, destination: &Destination, job: &Job) -> (Outcome, Duration) {
+        let headers = outbound_headers(destination, job);
+        let started = Instant::now();
+        let request = self
+            .client
+            .post(destination.url.clone())
+            .headers(headers)
+            .timeout(destination.timeout)
+            .body(job.body.clone());
+        let outcome = match request.send().await {
+            Ok(response) => classify(destination, response).await,
+            Err(err) => Outcome::Retryable {
+                status: None,
+                error: Some(transport_error(&err)),
+                retry_after: None,
+            },
+        };
+        (outcome, started.elapsed())
+    }
+}
+
+/// The request headers: the original ones (all but hop-by-hop, or the
+/// configured list), Switchyard's, and the signature when configured.
+fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in decode_headers(&job.headers) {
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(&value))
+        else {
+            continue;
+        };
+        let wanted = match &destination.forward_headers {
+            Some(list) => list.contains(&name) || name == http::header::CONTENT_TYPE,
+            None => !HOP_BY_HOP.contains(&name.as_str()),
+        };
+        if wanted {
+            headers.append(name, value);
+        }
+    }
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("x-switchyard-event-id", &job.event_id);
+    set("x-switchyard-route", &job.route);
+    set("x-switchyard-attempt", &job.attempt.to_string());
+    if let Some(secret) = &destination.signing_secret {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        set("webhook-id", &job.id);
+        set("webhook-timestamp", &timestamp);
+        set(
+            "webhook-signature",
+            &sign(secret, &job.id, &timestamp, &job.body),
+        );
+    }
+    headers
+}
+
+/// Standard Webhooks: `v1,<base64 HMAC-SHA256("<id>.<ts>.<body>")>`.
+fn sign(secret: &Secret, id: &str, timestamp: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose()) else {
+        return String::new();
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+async fn classify(destination: &Destination, response: reqwest::Response) -> Outcome {
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        // Drain the body so the connection returns to the pool.
+        let _ = response.bytes().await;
+        return Outcome::Delivered { status };
+    }
+    let retry_after = matches!(status, 429 | 503)
+        .then(|| response.headers().get(http::header::RETRY_AFTER))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let snippet = response.bytes().await.ok().and_then(|body| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_owned())
+    });
+    let retryable =
+        matches!(status, 408 | 425 | 429 | 500..=599) || destination.retry_on.contains(&status);
+    if retryable {
+        Outcome::Retryable {
+            status: Some(status),
+            error: snippet,
+            retry_after,
+        }
+    } else {
+        Outcome::Rejected {
+            status,
+            error: snippet,
+        }
+    }
+}
+
+/// A short kind and message for a failed exchange, e.g. `timeout: …`.
+fn transport_error(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else if err.is_body() || err.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    format!("{kind}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_signature_follows_the_standard_webhooks_reference() {
+        use base64::Engine as _;
+        // The Standard Webhooks reference example, signed by our sender.
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .expect("reference key");
+        assert_eq!(
+            sign(
+                &Secret::new(key),
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! Delivery workers: read jobs from the stream through the consumer group,
+//! deliver each to its route's destination, and move it on (delivered,
+//! rescheduled, dead-lettered). Alongside, a scheduler moves due retries
+//! back to the stream and a reclaimer takes over jobs left pending by dead
+//! workers. Every state move is one atomic queue operation, so a crash can
+//! repeat a delivery but never lose one (at-least-once).
+
+mod backoff;
+mod breaker;
+mod client;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Route};
+use crate::queue::{AttemptRecord, Claimed, DeadReason, Job, NewDeadLetter, Queue, QueueError};
+use crate::telemetry::Metrics;
+
+pub use backoff::{next_delay, parse_retry_after};
+pub use breaker::{Admission, Breaker, BreakerState};
+pub use client::{Outbound, Outcome};
+
+use breaker::{Gates, saturated_wait};
+
+/// How long one read blocks waiting for new jobs; bounds how late shutdown
+/// notices, not how late jobs are seen (a new job wakes the read at once).
+const READ_BLOCK: Duration = Duration::from_secs(1);
+/// Jobs taken per read at most.
+const READ_BATCH: usize = 64;
+/// How often due retries are moved back; "a due retry starts within 1 s".
+const PROMOTE_INTERVAL: Duration = Duration::from_millis(200);
+/// Retries moved per script call, so one call never blocks Redis for long.
+const PROMOTE_BATCH: usize = 500;
+/// Pause after a Redis error before the loop tries again.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// The delivery engine of one gateway process.
+pub struct Engine {
+    config: Arc<Config>,
+    routes: HashMap<String, Route>,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+    outbound: Outbound,
+    gates: Gates,
+    slots: Arc<Semaphore>,
+    consumer: String,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    /// An engine for `config`; `consumer` names this process in the group.
+    pub fn new(
+        config: Arc<Config>,
+        queue: Queue,
+        metrics: Arc<Metrics>,
+        consumer: String,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
+        Ok(Arc::new(Self {
+            routes,
+            gates: Gates::new(config.delivery.breaker),
+            slots: Arc::new(Semaphore::new(config.delivery.concurrency)),
+            outbound: Outbound::new()?,
+            config,
+            queue,
+            metrics,
+            consumer,
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// Runs until `shutdown`; then stops reading and waits up to `deadline`
+    /// for attempts in flight. Jobs not finished stay pending in the group
+    /// and are reclaimed by the next worker after the visibility timeout.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, deadline: Duration) {
+        tracing::info!(consumer = %self.consumer, "delivery workers starting");
+        let loops = [
+            tokio::spawn(self.clone().read_loop(shutdown.clone())),
+            tokio::spawn(self.clone().reclaim_loop(shutdown.clone())),
+            tokio::spawn(self.clone().promote_loop(shutdown.clone())),
+        ];
+        for handle in loops {
+            if let Err(err) = handle.await {
+                tracing::error!(error = %err, "delivery loop ended abnormally");
+            }
+        }
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.tasks.len(),
+                "shutdown deadline passed; unfinished jobs stay pending for another worker"
+            );
+        }
+        tracing::info!("delivery workers stopped");
+    }
+
+    async fn read_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut reader = match self.queue.reader(&self.consumer, READ_BLOCK) {
+            Ok(reader) => reader,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot set up the job reader");
+                return;
+            }
+        };
+        let mut group_ready = false;
+        while !shutdown.is_cancelled() {
+            if !group_ready {
+                match self.queue.ensure_group().await {
+                    Ok(()) => group_ready = true,
+                    Err(err) => {
+                        self.redis_failed("ensure_group", &err, &shutdown).await;
+                        continue;
+                    }
+                }
+            }
+            let wanted = self.slots.available_permits().clamp(1, READ_BATCH);
+            let permits = tokio::select! {
+                () = shutdown.cancelled() => return,
+                permits = self.slots.clone().acquire_many_owned(wanted as u32) => match permits {
+                    Ok(permits) => permits,
+                    Err(_) => return,
+                },
+            };
+            let jobs = tokio::select! {
+                () = shutdown.cancelled() => return,
+                jobs = reader.read(wanted) => jobs,
+            };
+            match jobs {
+                Ok(jobs) => self.dispatch(jobs, permits),
+                Err(err) => {
+                    // A NOGROUP after a Redis restart without persistence, say.
+                    group_ready = false;
+                    self.redis_failed("read", &err, &shutdown).await;
+                }
+            }
+        }
+    }
+
+    async fn reclaim_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let visibility = self.config.delivery.visibility_timeout;
+        let every = (visibility / 4).clamp(Duration::from_millis(500), Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let wanted = self.slots.available_permits().min(READ_BATCH);
+            let Ok(permits) = self.slots.clone().try_acquire_many_owned(wanted as u32) else {
+                continue;
+            };
+            if wanted == 0 {
+                continue;
+            }
+            match self
+                .queue
+                .claim_stale(&self.consumer, visibility, wanted)
+                .await
+            {
+                Ok(jobs) => {
+                    if !jobs.is_empty() {
+                        tracing::warn!(
+                            count = jobs.len(),
+                            "took over jobs left pending by another worker"
+                        );
+                        self.metrics.jobs_reclaimed.inc_by(jobs.len() as u64);
+                    }
+                    self.dispatch(jobs, permits);
+                }
+                Err(err) => self.redis_failed("reclaim", &err, &shutdown).await,
+            }
+        }
+    }
+
+    async fn promote_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PROMOTE_INTERVAL) => {}
+            }
+            loop {
+                match self.queue.promote_due(now_ms(), PROMOTE_BATCH).await {
+                    Ok(moved) if moved == PROMOTE_BATCH => continue,
+                    Ok(_) => break,
+                    Err(err) => {
+                        self.redis_failed("promote", &err, &shutdown).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts one task per job, each holding one of `permits`.
+    fn dispatch(self: &Arc<Self>, jobs: Vec<Claimed>, mut permits: OwnedSemaphorePermit) {
+        for claimed in jobs {
+            let Some(permit) = permits.split(1) else {
+                // Never more jobs than permits were asked for; keep it safe anyway.
+                tracing::error!("more jobs than delivery slots; leaving the rest pending");
+                return;
+            };
+            let engine = self.clone();
+            self.tasks.spawn(async move {
+                engine.handle(claimed).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn redis_failed(&self, operation: &str, err: &QueueError, shutdown: &CancellationToken) {
+        self.metrics.redis_error(operation);
+        tracing::warn!(operation, error = %err, "delivery: redis operation failed; retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(ERROR_PAUSE) => {}
+        }
+    }
+
+    /// One job, from the stream to its next state.
+    async fn handle(&self, claimed: Claimed) {
+        let Claimed { entry_id, job } = claimed;
+        let mut job = match job {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(entry_id, error = %err, "undecodable job; dead-lettering it as is");
+                self.dead_letter_undecodable(&entry_id).await;
+                return;
+            }
+        };
+        let Some(route) = self.routes.get(&job.route) else {
+            self.dead_letter(&entry_id, &job, None, DeadReason::Unroutable, None)
+                .await;
+            return;
+        };
+        let destination = &route.destination;
+        let gate = self
+            .gates
+            .gate(origin(&destination.url).as_str(), destination.max_in_flight);
+        if let Admission::WaitUntil(until) = gate.admit(Instant::now()) {
+            let wait = until.saturating_duration_since(Instant::now()) + jitter(1000);
+            self.defer(&entry_id, &job, route, wait, "breaker_open")
+                .await;
+            return;
+        }
+        let Some(_slot) = gate.try_slot() else {
+            let wait = saturated_wait(rand::rng().random());
+            self.defer(&entry_id, &job, route, wait, "destination_saturated")
+                .await;
+            return;
+        };
+
+        let started_ms = now_ms();
+        let (outcome, latency) = self.outbound.attempt(destination, &job).await;
+        gate.record(
+            !matches!(outcome, Outcome::Retryable { .. }),
+            Instant::now(),
+        );
+        self.metrics.attempt(&route.name, outcome.label(), latency);
+        tracing::info!(
+            event_id = %job.event_id,
+            job_id = %job.id,
+            source = %job.source,
+            route = %route.name,
+            owner = %route.owner,
+            attempt = job.attempt,
+            outcome = outcome.label(),
+            status = outcome.status(),
+            latency_ms = latency.as_millis() as u64,
+            "delivery attempt"
+        );
+        let error = match &outcome {
+            Outcome::Retryable { error, .. } | Outcome::Rejected { error, .. } => error.clone(),
+            Outcome::Delivered { .. } => None,
+        };
+        job.history.push(AttemptRecord {
+            attempt: job.attempt,
+            at_ms: started_ms,
+            status: outcome.status(),
+            error,
+            latency_ms: latency.as_millis() as u64,
+        });
+
+        match outcome {
+            Outcome::Delivered { .. } => {
+                self.settle("complete", self.queue.complete(&entry_id).await);
+                self.metrics
+                    .delivered(&route.name, job.received_ms, now_ms());
+            }
+            Outcome::Rejected { status, .. } => {
+                self.dead_letter(
+                    &entry_id,
+                    &job,
+                    Some(route),
+                    DeadReason::Rejected,
+                    Some(status),
+                )
+                .await;
+            }
+            Outcome::Retryable {
+                status,
+                retry_after,
+                ..
+            } => {
+                if job.attempt >= route.retry.max_attempts {
+                    self.dead_letter(&entry_id, &job, Some(route), DeadReason::Exhausted, status)
+                        .await;
+                    return;
+                }
+                let delay = next_delay(&route.retry, job.attempt, retry_after, &mut rand::rng());
+                job.attempt += 1;
+                let due = now_ms() + delay.as_millis() as u64;
+                self.settle(
+                    "reschedule",
+                    self.queue.reschedule(&entry_id, &job, due).await,
+                );
+            }
+        }
+    }
+
+    /// Puts a job back in the schedule without spending an attempt.
+    async fn defer(
+        &self,
+        entry_id: &str,
+        job: &Job,
+        route: &Route,
+        wait: Duration,
+        reason: &'static str,
+    ) {
+        self.metrics.deferred(&route.name, reason);
+        let due = now_ms() + wait.as_millis() as u64;
+        self.settle("defer", self.queue.reschedule(entry_id, job, due).await);
+    }
+
+    async fn dead_letter(
+        &self,
+        entry_id: &str,
+        job: &Job,
+        route: Option<&Route>,
+        reason: DeadReason,
+        status: Option<u16>,
+    ) {
+        let owner = route.and_then(|r| self.config.owner_of(r));
+        let dead = NewDeadLetter {
+            id: &job.id,
+            job: job.encode(),
+            route: &job.route,
+            source: &job.source,
+            event_id: &job.event_id,
+            owner: route.map_or("", |r| r.owner.as_str()),
+            team: owner.map_or("", |o| o.team.as_str()),
+            contact: owner.map_or("", |o| o.contact.as_str()),
+            runbook: owner.and_then(|o| o.runbook.as_deref()).unwrap_or_default(),
+            destination: route.map_or("", |r| r.destination.url.as_str()),
+            reason,
+            status,
+            failed_ms: now_ms(),
+        };
+        tracing::warn!(
+            event_id = %job.event_id,
+            job_id = %job.id,
+            route = %job.route,
+            owner = dead.owner,
+            reason = reason.as_str(),
+            status,
+            attempts = job.history.len(),
+            "dead letter"
+        );
+        self.metrics
+            .dead_lettered(&job.route, dead.owner, reason.as_str());
+        self.settle("dead_letter", self.queue.dead_letter(entry_id, &dead).await);
+    }
+
+    async fn dead_letter_undecodable(&self, entry_id: &str) {
+        let dead = NewDeadLetter {
+            id: entry_id,
+            job: Vec::new(),
+            route: "",
+            source: "",
+            event_id: "",
+            owner: "",
+            team: "",
+            contact: "",
+            runbook: "",
+            destination: "",
+            reason: DeadReason::Undecodable,
+            status: None,
+            failed_ms: now_ms(),
+        };
+        self.metrics
+            .dead_lettered("", "", DeadReason::Undecodable.as_str());
+        self.settle("dead_letter", self.queue.dead_letter(entry_id, &dead).await);
+    }
+
+    /// Logs the end of a state move. `Ok(false)`: another worker had taken
+    /// the job over (ours ran past the visibility timeout) and moved it.
+    /// An error leaves the job pending; it is reclaimed and retried later.
+    fn settle(&self, operation: &str, result: Result<bool, QueueError>) {
+        match result {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(operation, "job already moved by another worker"),
+            Err(err) => {
+                self.metrics.redis_error(operation);
+                tracing::error!(operation, error = %err, "cannot move job; it stays pending and will be retried");
+            }
+        }
+    }
+}
+
+/// scheme://host:port of a URL: requests to one origin share limits.
+fn origin(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn jitter(max_ms: u64) -> Duration {
+    Duration::from_millis(rand::rng().random_range(0..=max_ms))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

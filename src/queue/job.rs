@@ -1,0 +1,99 @@
+//! A delivery job: one event for one route, with its attempt history. Jobs
+//! are stored as MessagePack with field names, so a job written by one
+//! version of the gateway is read by the next (new fields get defaults).
+
+use serde::{Deserialize, Serialize};
+
+/// One (event, route) delivery and everything needed to perform, retry or
+/// dead-letter it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique id of this job; a dead letter keeps it.
+    pub id: String,
+    /// The event's id (shared by the event's jobs).
+    pub event_id: String,
+    /// Route name.
+    pub route: String,
+    /// Source name.
+    pub source: String,
+    /// When the request arrived, Unix ms.
+    pub received_ms: u64,
+    /// Number of the next attempt, from 1.
+    pub attempt: u32,
+    /// The request headers exactly (see [`super::encode_headers`]).
+    #[serde(with = "serde_bytes")]
+    pub headers: Vec<u8>,
+    /// The request body exactly.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Every attempt so far, oldest first (across replays).
+    #[serde(default)]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// What one delivery attempt did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number (restarts at 1 after a replay).
+    pub attempt: u32,
+    /// When it started, Unix ms.
+    pub at_ms: u64,
+    /// The destination's status, when it answered.
+    pub status: Option<u16>,
+    /// What went wrong without a status (`timeout`, `connect`, …) and detail.
+    pub error: Option<String>,
+    /// How long it took, ms.
+    pub latency_ms: u64,
+}
+
+/// A job could not be decoded (written by an incompatible version, or corrupted).
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable job")]
+pub struct JobDecodeError(#[source] rmp_serde::decode::Error);
+
+impl Job {
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self)
+            .expect("a Job is strings, numbers and bytes, which always serialize")
+    }
+
+    /// Reads the stored form.
+    pub fn decode(bytes: &[u8]) -> Result<Self, JobDecodeError> {
+        rmp_serde::from_slice(bytes).map_err(JobDecodeError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn jobs_survive_encoding(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            headers in proptest::collection::vec(any::<u8>(), 0..100),
+            attempt in 1u32..20,
+            status in proptest::option::of(100u16..600),
+        ) {
+            let job = Job {
+                id: "01J".into(),
+                event_id: "01E".into(),
+                route: "r".into(),
+                source: "s".into(),
+                received_ms: 1,
+                attempt,
+                headers,
+                body,
+                history: vec![AttemptRecord { attempt: 1, at_ms: 2, status, error: None, latency_ms: 3 }],
+            };
+            prop_assert_eq!(Job::decode(&job.encode()).expect("decodes"), job);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Job::decode(b"\xc1 not msgpack").is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! The delivery engine against a real receiver: exact bytes, fan-out,
+//! retries with backoff and Retry-After, timeouts, rejections and dead letters.
+
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use redis::AsyncCommands;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::redis::RedisServer;
+
+const SECRET: &str = "delivery-test-secret";
+
+/// One source and `routes` routes named `r0…` to `<receiver>/r0…`, with a
+/// fast retry policy.
+fn config(receiver: &Receiver, routes: usize, route_extra: &str, delivery_extra: &str) -> String {
+    let mut toml = format!(
+        r#"
+[delivery]
+retry = {{ max_attempts = 3, initial_backoff = "200ms", max_backoff = "3s" }}
+{delivery_extra}
+
+[owners.devex]
+team = "Developer Experience"
+contact = "devex@example.com"
+runbook = "https://wiki.example.com/devex"
+
+[sources.github]
+path = "/hooks/github"
+scheme = "github"
+secrets = ["{SECRET}"]
+"#
+    );
+    for i in 0..routes {
+        toml.push_str(&format!(
+            r#"
+[[routes]]
+name = "r{i}"
+source = "github"
+owner = "devex"
+description = "route {i}"
+on_failure = "nothing real"
+destination = {{ url = "{}", timeout = "2s" }}
+{route_extra}
+"#,
+            receiver.url(&format!("/r{i}"))
+        ));
+    }
+    toml
+}
+
+struct Setup {
+    redis: RedisServer,
+    gateway: TestGateway,
+    receiver: Receiver,
+}
+
+async fn setup(routes: usize, route_extra: &str, delivery_extra: &str) -> Setup {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let toml = config_toml(
+        &redis.url(),
+        &config(&receiver, routes, route_extra, delivery_extra),
+    );
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    Setup {
+        redis,
+        gateway,
+        receiver,
+    }
+}
+
+impl Setup {
+    /// Posts a signed GitHub-style event; returns the event id.
+    async fn send(&self, delivery: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(body);
+        let response = reqwest::Client::new()
+            .post(self.gateway.public_url("/hooks/github"))
+            .header(
+                "X-Hub-Signature-256",
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            )
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-GitHub-Event", "push")
+            .header("Content-Type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("gateway answers");
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.expect("json");
+        answer["id"].as_str().expect("event id").to_owned()
+    }
+
+    /// The dead letter hashes in Redis.
+    async fn dead_letters(&self) -> Vec<std::collections::HashMap<String, Vec<u8>>> {
+        let mut conn = self.redis.connection().await;
+        let ids: Vec<String> = conn
+            .zrange("{switchyard}:dead", 0, -1)
+            .await
+            .expect("ZRANGE");
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(
+                conn.hgetall(format!("{{switchyard}}:dead:{id}"))
+                    .await
+                    .expect("HGETALL"),
+            );
+        }
+        out
+    }
+
+    /// Stream entries and scheduled retries left.
+    async fn live_work(&self) -> (usize, usize) {
+        let mut conn = self.redis.connection().await;
+        let stream: usize = conn.xlen("{switchyard}:jobs").await.expect("XLEN");
+        let retries: usize = conn.zcard("{switchyard}:retry").await.expect("ZCARD");
+        (stream, retries)
+    }
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("utf-8")
+}
+
+#[tokio::test]
+async fn an_event_is_delivered_once_to_each_route_with_its_bytes_and_headers() {
+    let s = setup(3, "", "").await;
+    let body = b"{\"ref\":\"main\",\"bytes\":\"\xc3\xa9\"}";
+    let event_id = s.send("d-1", body).await;
+
+    let requests = s.receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(requests.len(), 3);
+    let mut paths: Vec<&str> = requests.iter().map(|r| r.uri.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/r0", "/r1", "/r2"], "one delivery per route");
+    for request in &requests {
+        assert_eq!(&request.body[..], body, "body byte for byte");
+        assert_eq!(request.headers["content-type"], "application/json");
+        assert_eq!(
+            request.headers["x-github-event"], "push",
+            "event headers forwarded"
+        );
+        assert_eq!(request.headers["x-switchyard-event-id"], event_id.as_str());
+        assert_eq!(request.headers["x-switchyard-attempt"], "1");
+        let route = request.headers["x-switchyard-route"]
+            .to_str()
+            .expect("route");
+        assert_eq!(format!("/{route}"), request.uri);
+    }
+    // Nothing more arrives, and nothing is left in Redis.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.receiver.requests().len(), 3, "exactly once");
+    assert_eq!(
+        s.live_work().await,
+        (0, 0),
+        "delivered jobs leave the stream"
+    );
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_with_backoff_until_delivered() {
+    let s = setup(1, "", "").await;
+    s.receiver.then(Reply::status(503).times(2));
+    s.send("d-503", b"{}").await;
+    let requests = s.receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(requests.len(), 3);
+    let attempts: Vec<&str> = requests
+        .iter()
+        .map(|r| r.headers["x-switchyard-attempt"].to_str().expect("attempt"))
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    // Backoff: at least initial_backoff (200 ms) between attempts; the
+    // second wait is drawn from [200 ms, 400 ms].
+    let first_gap = requests[1].at - requests[0].at;
+    let second_gap = requests[2].at - requests[1].at;
+    assert!(first_gap >= Duration::from_millis(200), "{first_gap:?}");
+    assert!(second_gap >= Duration::from_millis(200), "{second_gap:?}");
+    assert!(
+        second_gap < Duration::from_millis(1600),
+        "a due retry starts within 1 s: {second_gap:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.receiver.requests().len(),
+        3,
+        "no attempt after the success"
+    );
+    assert_eq!(s.live_work().await, (0, 0));
+    assert!(s.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let s = setup(1, "", "").await;
+    s.receiver.then(Reply::status(429).retry_after("2"));
+    s.send("d-429", b"{}").await;
+    let requests = s.receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(requests.len(), 2);
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "waited {gap:?}, Retry-After said 2 s"
+    );
+    assert!(gap < Duration::from_secs(4), "{gap:?}");
+}
+
+#[tokio::test]
+async fn timeouts_and_dropped_connections_are_retried() {
+    let s = setup(1, "", "").await;
+    // The route's timeout is 2 s.
+    s.receiver
+        .then(Reply::ok().delay(Duration::from_secs(3)))
+        .then(Reply::close());
+    s.send("d-timeout", b"{}").await;
+    let requests = s.receiver.wait_for(3, Duration::from_secs(15)).await;
+    assert_eq!(
+        requests.len(),
+        3,
+        "timeout, then closed connection, then delivered"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.live_work().await, (0, 0));
+    assert!(s.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_rejection_is_dead_lettered_at_once_with_its_owner_and_bytes() {
+    let s = setup(1, "", "").await;
+    s.receiver.then(Reply::status(400));
+    let body = b"{\"amount\":42}";
+    let event_id = s.send("d-400", body).await;
+    assert_eq!(
+        s.receiver.wait_for(1, Duration::from_secs(5)).await.len(),
+        1
+    );
+    let mut dead = Vec::new();
+    for _ in 0..50 {
+        dead = s.dead_letters().await;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    let letter = &dead[0];
+    assert_eq!(text(&letter["reason"]), "rejected");
+    assert_eq!(text(&letter["status"]), "400");
+    assert_eq!(text(&letter["event_id"]), event_id);
+    assert_eq!(text(&letter["team"]), "Developer Experience");
+    assert_eq!(text(&letter["contact"]), "devex@example.com");
+    assert_eq!(text(&letter["runbook"]), "https://wiki.example.com/devex");
+    let job = switchyard::queue::Job::decode(&letter["job"]).expect("job");
+    assert_eq!(job.body, body);
+    assert_eq!(job.history.len(), 1);
+    assert_eq!(job.history[0].status, Some(400));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.receiver.requests().len(), 1, "a 400 is not retried");
+    assert_eq!(s.live_work().await, (0, 0));
+}
+
+#[tokio::test]
+async fn exhausted_jobs_are_dead_lettered_with_every_attempt() {
+    let s = setup(1, "", "").await;
+    s.receiver.otherwise(Reply::status(500));
+    s.send("d-500", b"{}").await;
+    assert_eq!(
+        s.receiver.wait_for(3, Duration::from_secs(10)).await.len(),
+        3
+    );
+    let mut dead = Vec::new();
+    for _ in 0..50 {
+        dead = s.dead_letters().await;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    assert_eq!(text(&dead[0]["reason"]), "exhausted");
+    let job = switchyard::queue::Job::decode(&dead[0]["job"]).expect("job");
+    let statuses: Vec<Option<u16>> = job.history.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [Some(500), Some(500), Some(500)],
+        "every attempt recorded"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.receiver.requests().len(), 3, "max_attempts = 3");
+}
