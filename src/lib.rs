@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod alerts;
 pub mod api_error;
 pub mod cli;
 pub mod config;

@@ -13,6 +13,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::admin::{self, AdminState};
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::delivery::Engine;
 use crate::ingest;
@@ -89,10 +90,13 @@ pub async fn run(
     let metrics = Metrics::new();
 
     let workers = if config.delivery.workers {
+        let alerts = Alerts::new(config.clone(), queue.clone()).map_err(ServerError::Outbound)?;
+        tokio::spawn(alerts.clone().run(shutdown.clone()));
         let engine = Engine::new(
             config.clone(),
             queue.clone(),
             metrics.clone(),
+            alerts,
             consumer_name(),
         )
         .map_err(ServerError::Outbound)?;
@@ -104,6 +108,7 @@ pub async fn run(
     };
 
     let admin_app = admin::router(AdminState {
+        config: config.clone(),
         queue: queue.clone(),
         metrics: metrics.clone(),
     })

@@ -1,5 +1,12 @@
-//! The admin listener: health and readiness probes, and (as the gateway
-//! grows) the admin API, metrics and the dashboard.
+//! The admin listener: probes (`/healthz`, `/readyz`), `/metrics`, and the
+//! admin API under `/admin/*`, where every request needs a bearer token.
+//! Admin and delivery meet only in the queue: a replay is a queue operation.
+
+mod auth;
+mod dead_letters;
+mod routes;
+
+pub use routes::inventory_json;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,12 +14,14 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::StatusCode;
 use serde_json::json;
 
 use crate::api_error::ApiError;
+use crate::config::Config;
 use crate::queue::Queue;
 use crate::telemetry::Metrics;
 
@@ -23,6 +32,8 @@ pub const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// State shared by admin handlers.
 #[derive(Clone)]
 pub struct AdminState {
+    /// The running configuration.
+    pub config: Arc<Config>,
     /// The gateway's Redis.
     pub queue: Queue,
     /// The gateway's metrics.
@@ -31,11 +42,34 @@ pub struct AdminState {
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
+    let tokens = Arc::new(auth::Tokens::new(&state.config.admin.tokens));
+    let admin_api = Router::new()
+        .route("/routes", get(routes::inventory))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/replay", post(dead_letters::replay_many))
+        .route(
+            "/dead-letters/{id}",
+            get(dead_letters::show).delete(dead_letters::delete),
+        )
+        .route("/dead-letters/{id}/replay", post(dead_letters::replay_one))
+        .route("/audit", get(dead_letters::audit_log))
+        .fallback(admin_not_found)
+        .layer(middleware::from_fn_with_state(tokens, auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .nest("/admin", admin_api)
         .with_state(state)
+}
+
+async fn admin_not_found(uri: http::Uri) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no admin endpoint at {}", uri.path()),
+    )
+    .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -71,6 +71,8 @@ pub struct AdminFile {
     /// Named bearer tokens accepted by the admin API.
     #[serde(default)]
     pub tokens: Vec<AdminTokenFile>,
+    /// The admin listener's URL as people reach it, for links in alerts.
+    pub public_url: Option<String>,
 }
 
 /// One entry of `[admin] tokens`.
@@ -141,6 +143,19 @@ pub struct OwnerFile {
     pub runbook: Option<String>,
     /// Told when dead letters land on this owner's routes.
     pub alert_url: Option<String>,
+    /// `json` (default) or `slack` (an incoming-webhook `text` payload).
+    pub alert_format: Option<AlertFormat>,
+}
+
+/// The body of owner alerts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    /// A JSON document with every field.
+    #[default]
+    Json,
+    /// Slack incoming-webhook `{"text": …}`.
+    Slack,
 }
 
 /// The signature schemes of DESIGN.md.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::HeaderName;
 use url::Url;
 
-pub use file::{HmacAlgorithm, SignatureEncoding};
+pub use file::{AlertFormat, HmacAlgorithm, SignatureEncoding};
 pub use secret::Secret;
 
 /// Where `switchyard` looks for its config when `--config` is not given.
@@ -86,6 +86,8 @@ pub struct RedisConfig {
 pub struct AdminConfig {
     /// Accepted bearer tokens.
     pub tokens: Vec<AdminToken>,
+    /// Base URL of the admin listener for links (alerts); `http://<admin_listen>` by default.
+    pub public_url: Option<Url>,
 }
 
 /// A named admin bearer token.
@@ -145,6 +147,8 @@ pub struct Owner {
     pub runbook: Option<String>,
     /// Where dead-letter alerts are posted.
     pub alert_url: Option<Url>,
+    /// The alert body's format.
+    pub alert_format: AlertFormat,
 }
 
 /// A webhook sender.

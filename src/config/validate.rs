@@ -348,7 +348,10 @@ fn admin(file: AdminFile, secrets: &mut SecretResolver<'_>) -> AdminConfig {
             tokens.push(AdminToken { name, secret });
         }
     }
-    AdminConfig { tokens }
+    let public_url = file
+        .public_url
+        .and_then(|url| http_url("admin.public_url", &url, secrets.problems));
+    AdminConfig { tokens, public_url }
 }
 
 fn retry_policy(
@@ -457,6 +460,7 @@ fn owners(file: BTreeMap<String, OwnerFile>, problems: &mut Problems) -> BTreeMa
                 contact,
                 runbook: owner.runbook,
                 alert_url,
+                alert_format: owner.alert_format.unwrap_or_default(),
             };
             (id, owner)
         })

@@ -117,7 +117,9 @@ impl DestinationGate {
     }
 }
 
-/// Gates by destination key (scheme, host and port).
+/// Gates by destination URL: routes to the same URL share one gate (and the
+/// `max_in_flight` of the first of them); other URLs, even on the same
+/// host, have their own.
 pub struct Gates {
     policy: BreakerPolicy,
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,

@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::Alerts;
 use crate::config::{Config, Route};
 use crate::queue::{AttemptRecord, Claimed, DeadReason, Job, NewDeadLetter, Queue, QueueError};
 use crate::telemetry::Metrics;
@@ -51,6 +52,7 @@ pub struct Engine {
     slots: Arc<Semaphore>,
     consumer: String,
     tasks: TaskTracker,
+    alerts: Arc<Alerts>,
 }
 
 impl Engine {
@@ -59,6 +61,7 @@ impl Engine {
         config: Arc<Config>,
         queue: Queue,
         metrics: Arc<Metrics>,
+        alerts: Arc<Alerts>,
         consumer: String,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let routes = config
@@ -76,6 +79,7 @@ impl Engine {
             metrics,
             consumer,
             tasks: TaskTracker::new(),
+            alerts,
         }))
     }
 
@@ -247,7 +251,7 @@ impl Engine {
         let destination = &route.destination;
         let gate = self
             .gates
-            .gate(origin(&destination.url).as_str(), destination.max_in_flight);
+            .gate(destination.url.as_str(), destination.max_in_flight);
         if let Admission::WaitUntil(until) = gate.admit(Instant::now()) {
             let wait = until.saturating_duration_since(Instant::now()) + jitter(1000);
             self.defer(&entry_id, &job, route, wait, "breaker_open")
@@ -294,7 +298,10 @@ impl Engine {
 
         match outcome {
             Outcome::Delivered { .. } => {
-                self.settle("complete", self.queue.complete(&entry_id).await);
+                self.settle(
+                    "complete",
+                    self.queue.complete(&entry_id, &route.name).await,
+                );
                 self.metrics
                     .delivered(&route.name, job.received_ms, now_ms());
             }
@@ -365,6 +372,7 @@ impl Engine {
             destination: route.map_or("", |r| r.destination.url.as_str()),
             reason,
             status,
+            attempts: job.history.len(),
             failed_ms: now_ms(),
         };
         tracing::warn!(
@@ -379,7 +387,15 @@ impl Engine {
         );
         self.metrics
             .dead_lettered(&job.route, dead.owner, reason.as_str());
-        self.settle("dead_letter", self.queue.dead_letter(entry_id, &dead).await);
+        let moved = self.queue.dead_letter(entry_id, &dead).await;
+        if let (Ok(true), Some(route)) = (&moved, route) {
+            let reason = match status {
+                Some(status) => format!("{} ({status})", reason.as_str()),
+                None => reason.as_str().to_owned(),
+            };
+            self.alerts.record(route, &reason);
+        }
+        self.settle("dead_letter", moved);
     }
 
     async fn dead_letter_undecodable(&self, entry_id: &str) {
@@ -396,6 +412,7 @@ impl Engine {
             destination: "",
             reason: DeadReason::Undecodable,
             status: None,
+            attempts: 0,
             failed_ms: now_ms(),
         };
         self.metrics
@@ -416,11 +433,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// scheme://host:port of a URL: requests to one origin share limits.
-fn origin(url: &url::Url) -> String {
-    url.origin().ascii_serialization()
 }
 
 fn jitter(max_ms: u64) -> Duration {

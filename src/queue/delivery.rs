@@ -81,14 +81,17 @@ pub struct NewDeadLetter<'a> {
     pub reason: DeadReason,
     /// Last status answered, if any.
     pub status: Option<u16>,
+    /// Attempts made, over every life of the job.
+    pub attempts: usize,
     /// When, Unix ms.
     pub failed_ms: u64,
 }
 
-/// KEYS: jobs. ARGV: entry id.
+/// KEYS: jobs, delivered counters. ARGV: entry id, route.
 const COMPLETE: &str = r"
 if redis.call('XACK', KEYS[1], 'delivery', ARGV[1]) == 1 then
   redis.call('XDEL', KEYS[1], ARGV[1])
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
   return 1
 end
 return 0
@@ -205,12 +208,14 @@ impl Queue {
         Ok(reply.claimed.into_iter().map(claimed).collect())
     }
 
-    /// The job was delivered: it leaves the stream.
-    pub async fn complete(&self, entry_id: &str) -> Result<bool, QueueError> {
+    /// The job was delivered: it leaves the stream and is counted.
+    pub async fn complete(&self, entry_id: &str, route: &str) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
         let moved: u8 = COMPLETE_SCRIPT
             .key(self.keys.jobs())
+            .key(self.keys.delivered())
             .arg(entry_id)
+            .arg(route)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.error(e))?;
@@ -245,6 +250,7 @@ impl Queue {
     ) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
         let status = dead.status.map(|s| s.to_string()).unwrap_or_default();
+        let attempts = dead.attempts.to_string();
         let mut invocation = DEAD_LETTER_SCRIPT.key(self.keys.jobs());
         invocation
             .key(self.keys.dead_letter(dead.id))
@@ -267,6 +273,7 @@ impl Queue {
             ("destination", dead.destination.as_bytes()),
             ("reason", dead.reason.as_str().as_bytes()),
             ("status", status.as_bytes()),
+            ("attempts", attempts.as_bytes()),
         ] {
             invocation.arg(field).arg(value);
         }

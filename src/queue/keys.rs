@@ -41,6 +41,21 @@ impl Keys {
         format!("{}:dead-by-{index}:{value}", self.base)
     }
 
+    /// Delivered jobs per route (a hash of counters).
+    pub fn delivered(&self) -> String {
+        format!("{}:stats:delivered", self.base)
+    }
+
+    /// Present while an alert for `route` was sent within the last interval.
+    pub fn alerted(&self, route: &str) -> String {
+        format!("{}:alerted:{route}", self.base)
+    }
+
+    /// The audit stream of admin actions.
+    pub fn audit(&self) -> String {
+        format!("{}:audit", self.base)
+    }
+
     /// The dedupe record of one delivery id of one source.
     pub fn seen(&self, source: &str, delivery_id: &str) -> String {
         format!("{}:seen:{source}:{delivery_id}", self.base)

@@ -10,6 +10,7 @@
 //! - `dead:<id>`: hash per dead letter; `dead`: sorted set of ids by failure
 //!   time; `dead-by-route:<r>`, `dead-by-owner:<o>`, `dead-by-source:<s>`:
 //!   the same, per route, owner and source;
+//! - `audit`: stream of admin actions (replay, delete) with the token name;
 //! - `seen:<source>:<delivery id>`: the first event id of a delivery id, for
 //!   `dedupe_window`.
 //!
@@ -19,6 +20,7 @@
 //! started while Redis is down comes up, answers `/readyz` with 503, and
 //! connects as soon as Redis is reachable.
 
+mod dead;
 mod delivery;
 mod ingest;
 mod job;
@@ -28,6 +30,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use dead::{
+    AuditEntry, AuditRecord, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed,
+};
 pub use delivery::{Claimed, DeadReason, GROUP, JobReader, NewDeadLetter};
 pub use ingest::{Enqueued, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};

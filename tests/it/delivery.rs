@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use redis::AsyncCommands;
-use serde_json::Value;
-use sha2::Sha256;
 
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
 
@@ -76,23 +74,17 @@ async fn setup(routes: usize, route_extra: &str, delivery_extra: &str) -> Setup 
 impl Setup {
     /// Posts a signed GitHub-style event; returns the event id.
     async fn send(&self, delivery: &str, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-        mac.update(body);
-        let response = reqwest::Client::new()
-            .post(self.gateway.public_url("/hooks/github"))
-            .header(
-                "X-Hub-Signature-256",
-                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
-            )
-            .header("X-GitHub-Delivery", delivery)
-            .header("X-GitHub-Event", "push")
-            .header("Content-Type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("gateway answers");
-        assert_eq!(response.status(), 202);
-        let answer: Value = response.json().await.expect("json");
+        let url = self.gateway.public_url("/hooks/github");
+        let (status, answer) = github::post(
+            &reqwest::Client::new(),
+            &url,
+            SECRET,
+            "push",
+            delivery,
+            body,
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
         answer["id"].as_str().expect("event id").to_owned()
     }
 
@@ -291,4 +283,46 @@ async fn exhausted_jobs_are_dead_lettered_with_every_attempt() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(s.receiver.requests().len(), 3, "max_attempts = 3");
+}
+
+#[tokio::test]
+async fn ingest_only_and_delivery_only_processes_split_the_work() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let routes = config(&receiver, 1, "", "");
+    let ingest_only = TestGateway::start(parse_config(&config_toml(
+        &redis.url(),
+        &routes.replace("[delivery]\n", "[delivery]\nworkers = false\n"),
+    )))
+    .await;
+    let s = Setup {
+        redis,
+        gateway: ingest_only,
+        receiver,
+    };
+    s.send("d-roles", b"{}").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        s.receiver.requests().is_empty(),
+        "an ingest-only process delivers nothing"
+    );
+    assert_eq!(s.live_work().await, (1, 0), "the job waits in the stream");
+
+    let server = config_toml(&s.redis.url(), &routes).replace(
+        "shutdown_timeout = \"5s\"",
+        "shutdown_timeout = \"5s\"\ningest = false",
+    );
+    let delivery_only = TestGateway::start(parse_config(&server)).await;
+    assert_eq!(
+        s.receiver.wait_for(1, Duration::from_secs(5)).await.len(),
+        1
+    );
+    let refused = reqwest::Client::new()
+        .post(delivery_only.public_url("/hooks/github"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a delivery-only process serves no public listener"
+    );
 }

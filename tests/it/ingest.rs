@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use redis::AsyncCommands;
 use serde_json::Value;
-use sha2::Sha256;
 
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::github;
 use crate::support::redis::RedisServer;
 use switchyard::queue::Job;
 
@@ -57,9 +56,7 @@ destination = { url = "http://127.0.0.1:9/tracker" }
 "#;
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    github::signature(SECRET, body)
 }
 
 struct Setup {

@@ -5,8 +5,10 @@ mod support;
 
 mod cli;
 mod crosscheck;
+mod dead_letters;
 mod delivery;
 mod health;
 mod ingest;
 mod lifecycle;
 mod receiver;
+mod recovery;

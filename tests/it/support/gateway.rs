@@ -101,6 +101,7 @@ pub struct GatewayProcess {
     /// Admin listener.
     pub admin: SocketAddr,
     _dir: TempDir,
+    config_path: PathBuf,
     log: PathBuf,
 }
 
@@ -123,33 +124,67 @@ impl GatewayProcess {
         let config_path = dir.path().join("switchyard.toml");
         std::fs::write(&config_path, toml).expect("write config");
         let log = dir.path().join("gateway.log");
+        let mut process = Self {
+            child: None,
+            public,
+            admin,
+            _dir: dir,
+            config_path,
+            log,
+        };
+        process.spawn().await;
+        process
+    }
+
+    /// Starts the process again on the same config and ports, killing it
+    /// first if it still runs (as a supervisor would after a crash); returns
+    /// once `/healthz` answers. The log keeps every run's lines.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .arg("serve")
             .arg("--config")
-            .arg(&config_path)
+            .arg(&self.config_path)
             .env("RUST_LOG", "info")
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("spawn switchyard");
-        let process = Self {
-            child: Some(child),
-            public,
-            admin,
-            _dir: dir,
-            log,
-        };
+        self.child = Some(child);
         let client = reqwest::Client::new();
-        let url = format!("http://{admin}/healthz");
+        let url = format!("http://{}/healthz", self.admin);
         let up = super::eventually(Duration::from_secs(15), || {
             let request = client.get(&url).send();
             async move { request.await.is_ok_and(|r| r.status().is_success()) }
         })
         .await;
-        assert!(up, "gateway did not come up; log:\n{}", process.log());
-        process
+        assert!(up, "gateway did not come up; log:\n{}", self.log());
+    }
+
+    /// `http://<public><path>`
+    pub fn public_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    /// The Prometheus text of `/metrics` on the admin listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// What the gateway wrote to stderr so far.
@@ -179,13 +214,18 @@ impl GatewayProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
 
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
+    /// SIGKILL (if still running) and reap.
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

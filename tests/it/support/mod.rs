@@ -4,8 +4,10 @@
 //! fails.
 
 pub mod gateway;
+pub mod github;
 pub mod receiver;
 pub mod redis;
+pub mod sender;
 
 use std::net::TcpListener;
 use std::time::Duration;

@@ -86,6 +86,18 @@ pub struct Recorded {
     pub body: Bytes,
     /// When it arrived.
     pub at: Instant,
+    /// The answer, once it is ready to go (after the scripted delay); `None`
+    /// while delayed, and for a closed or abandoned request.
+    pub answered: Option<Answered>,
+}
+
+/// The answer the receiver gave to one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    /// The status sent.
+    pub status: StatusCode,
+    /// When it was sent.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -156,6 +168,16 @@ impl Receiver {
         self.lock().recorded.clone()
     }
 
+    /// The requests answered with a 2xx so far: what the destination took.
+    pub fn accepted(&self) -> Vec<Recorded> {
+        self.lock()
+            .recorded
+            .iter()
+            .filter(|r| r.answered.is_some_and(|a| a.status.is_success()))
+            .cloned()
+            .collect()
+    }
+
     /// Waits until at least `n` requests arrived or `within` passed, and
     /// returns what arrived.
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Recorded> {
@@ -222,7 +244,7 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let reply = {
+    let (index, reply) = {
         let mut script = script.lock().unwrap_or_else(|e| e.into_inner());
         script.recorded.push(Recorded {
             method: parts.method,
@@ -230,15 +252,22 @@ async fn answer(
             headers: parts.headers,
             body,
             at: Instant::now(),
+            answered: None,
         });
-        script.next_reply()
+        (script.recorded.len() - 1, script.next_reply())
     };
     arrived.notify_waiters();
+    // If hyper drops this future because the client went away, the request
+    // stays unanswered.
     tokio::time::sleep(reply.delay).await;
     if reply.close {
         close.notify_one();
         std::future::pending::<()>().await;
     }
+    script.lock().unwrap_or_else(|e| e.into_inner()).recorded[index].answered = Some(Answered {
+        status: reply.status,
+        at: Instant::now(),
+    });
     let mut response = Response::builder().status(reply.status);
     if let Some(retry_after) = &reply.retry_after {
         response = response.header(http::header::RETRY_AFTER, retry_after);

@@ -1,4 +1,7 @@
-//! Command-line interface: `serve` (the default) and `check`.
+//! Command-line interface: `serve` (the default), `check`, and the ops
+//! commands (`routes`, `dlq …`) that talk to a running gateway.
+
+mod ops;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +37,17 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the configuration and print the route inventory.
     Check,
+    /// Show the live route inventory of a running gateway.
+    Routes(ops::AdminArgs),
+    /// Inspect, replay and delete dead letters of a running gateway.
+    Dlq {
+        /// Where the admin API is.
+        #[command(flatten)]
+        admin: ops::AdminArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: ops::DlqCommand,
+    },
 }
 
 /// Roles of a `serve` process, so ingest and delivery scale separately.
@@ -52,6 +66,8 @@ pub async fn main(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(&cli.config, &args).await,
         Command::Check => check(&cli.config),
+        Command::Routes(admin) => ops::routes(&admin).await,
+        Command::Dlq { admin, command } => ops::dlq(&admin, command).await,
     }
 }
 

@@ -1,0 +1,382 @@
+//! `/admin/dead-letters`: list, show, replay (one or by filter), delete; and
+//! `/admin/audit`. Every replay and delete is written to the audit stream
+//! with the caller's token name.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AdminState;
+use super::auth::Caller;
+use crate::api_error::ApiError;
+use crate::queue::{
+    AuditEntry, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, QueueError, Replayed,
+    decode_headers,
+};
+
+/// Page size when the client asks for none.
+const DEFAULT_LIMIT: usize = 50;
+/// Largest page; more is what cursors are for.
+const MAX_LIMIT: usize = 500;
+
+/// Filter fields shared by the list query and the bulk-replay body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterParams {
+    route: Option<String>,
+    owner: Option<String>,
+    source: Option<String>,
+    reason: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl FilterParams {
+    fn into_filter(self) -> Result<DeadLetterFilter, ApiError> {
+        let now = SystemTime::now();
+        let time = |name: &str, text: Option<String>| {
+            match text {
+            None => Ok(None),
+            Some(text) => parse_time(&text, now).map(Some).ok_or_else(|| {
+                bad_request(format!(
+                    "{name}: {text:?} is neither an RFC 3339 time nor a duration like \"2h\" (meaning ago)"
+                ))
+            }),
+        }
+        };
+        Ok(DeadLetterFilter {
+            since_ms: time("since", self.since)?,
+            until_ms: time("until", self.until)?,
+            route: self.route.filter(|v| !v.is_empty()),
+            owner: self.owner.filter(|v| !v.is_empty()),
+            source: self.source.filter(|v| !v.is_empty()),
+            reason: self.reason.filter(|v| !v.is_empty()),
+        })
+    }
+}
+
+/// `since`/`until`: an RFC 3339 time, Unix ms, or a duration meaning "ago".
+pub fn parse_time(text: &str, now: SystemTime) -> Option<u64> {
+    let ms = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64)
+    };
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return ms(at);
+    }
+    if let Ok(unix_ms) = text.parse::<u64>() {
+        return Some(unix_ms);
+    }
+    let ago: Duration = humantime::parse_duration(text).ok()?;
+    ms(now.checked_sub(ago)?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    #[serde(flatten)]
+    filter: FilterParams,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no dead letter {id:?} (never existed, or already replayed or deleted)"),
+    )
+}
+
+fn unavailable(err: &QueueError) -> ApiError {
+    tracing::error!(error = %err, "admin: redis operation failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_unavailable",
+        "Redis did not answer; try again",
+    )
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn summary_json(letter: &DeadLetterSummary) -> Value {
+    json!({
+        "id": letter.id,
+        "event_id": letter.event_id,
+        "route": letter.route,
+        "source": letter.source,
+        "owner": {
+            "id": letter.owner,
+            "team": letter.team,
+            "contact": letter.contact,
+            "runbook": letter.runbook,
+        },
+        "destination": letter.destination,
+        "reason": letter.reason,
+        "status": letter.status,
+        "attempts": letter.attempts,
+        "failed_at": rfc3339(letter.failed_ms),
+    })
+}
+
+fn letter_json(letter: &DeadLetter) -> Value {
+    let mut value = summary_json(&letter.summary);
+    if let Some(job) = &letter.job {
+        let headers: Vec<Value> = decode_headers(&job.headers)
+            .into_iter()
+            .map(|(name, value)| json!([name, String::from_utf8_lossy(&value)]))
+            .collect();
+        let (body, encoding) = match std::str::from_utf8(&job.body) {
+            Ok(text) => (text.to_owned(), "utf8"),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(&job.body),
+                "base64",
+            ),
+        };
+        value["received_at"] = json!(rfc3339(job.received_ms));
+        value["request"] = json!({
+            "headers": headers,
+            "body": body,
+            "body_encoding": encoding,
+        });
+        value["history"] = job
+            .history
+            .iter()
+            .map(|a| {
+                json!({
+                    "attempt": a.attempt,
+                    "at": rfc3339(a.at_ms),
+                    "status": a.status,
+                    "error": a.error,
+                    "latency_ms": a.latency_ms,
+                })
+            })
+            .collect();
+    }
+    value
+}
+
+pub async fn list(State(state): State<AdminState>, Query(params): Query<ListParams>) -> Response {
+    let filter = match params.filter.into_filter() {
+        Ok(filter) => filter,
+        Err(err) => return err.into_response(),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let cursor = match params.cursor.as_deref().map(Cursor::decode) {
+        None => None,
+        Some(Some(cursor)) => Some(cursor),
+        Some(None) => return bad_request("cursor: not a cursor this API returned").into_response(),
+    };
+    match state
+        .queue
+        .list_dead_letters(&filter, limit, cursor.as_ref())
+        .await
+    {
+        Ok((items, next)) => Json(json!({
+            "items": items.iter().map(summary_json).collect::<Vec<_>>(),
+            "next_cursor": next.map(|c| c.encode()),
+        }))
+        .into_response(),
+        Err(err) => unavailable(&err).into_response(),
+    }
+}
+
+pub async fn show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    match state.queue.get_dead_letter(&id).await {
+        Ok(Some(letter)) => Json(letter_json(&letter)).into_response(),
+        Ok(None) => not_found(&id).into_response(),
+        Err(err) => unavailable(&err).into_response(),
+    }
+}
+
+async fn audit(state: &AdminState, caller: &Caller, action: &str, target: &str, count: usize) {
+    let entry = AuditEntry {
+        token: &caller.token,
+        action,
+        target,
+        count,
+        at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    tracing::info!(token = %caller.token, action, target, count, "admin action");
+    if let Err(err) = state.queue.audit(&entry).await {
+        tracing::error!(error = %err, token = %caller.token, action, target, "cannot write the audit log");
+    }
+}
+
+pub async fn replay_one(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let letter = match state.queue.get_dead_letter(&id).await {
+        Ok(Some(letter)) => letter,
+        Ok(None) => return not_found(&id).into_response(),
+        Err(err) => return unavailable(&err).into_response(),
+    };
+    if !state
+        .config
+        .routes
+        .iter()
+        .any(|r| r.name == letter.summary.route)
+    {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "route_not_configured",
+            format!(
+                "route {:?} is not in the current config; add it back, or delete the dead letter",
+                letter.summary.route
+            ),
+        )
+        .into_response();
+    }
+    match state.queue.replay_dead_letter(&id).await {
+        Ok(Replayed::Yes) => {
+            audit(&state, &caller, "replay", &id, 1).await;
+            (StatusCode::ACCEPTED, Json(json!({"replayed": 1}))).into_response()
+        }
+        Ok(Replayed::NotFound) => not_found(&id).into_response(),
+        Ok(Replayed::Undecodable) => ApiError::new(
+            StatusCode::CONFLICT,
+            "undecodable",
+            "the stored job cannot be decoded and cannot be replayed; inspect and delete it",
+        )
+        .into_response(),
+        Err(err) => unavailable(&err).into_response(),
+    }
+}
+
+/// Body of `POST /admin/dead-letters/replay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkReplay {
+    #[serde(flatten)]
+    filter: FilterParams,
+    /// Must be true to replay without a route, owner or source.
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn replay_many(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<BulkReplay>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return bad_request(rejection.body_text()).into_response(),
+    };
+    let all = request.all;
+    let filter = match request.filter.into_filter() {
+        Ok(filter) => filter,
+        Err(err) => return err.into_response(),
+    };
+    if !filter.is_scoped() && !all {
+        return bad_request(
+            "a bulk replay needs route, owner or source (or \"all\": true to replay every team's dead letters)",
+        )
+        .into_response();
+    }
+    let configured: Vec<&str> = state
+        .config
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    match state.queue.replay_matching(&filter, &configured).await {
+        Ok((replayed, skipped)) => {
+            let target = filter_json(&filter).to_string();
+            audit(&state, &caller, "bulk_replay", &target, replayed).await;
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"replayed": replayed, "skipped_unconfigured_routes": skipped})),
+            )
+                .into_response()
+        }
+        Err(err) => unavailable(&err).into_response(),
+    }
+}
+
+fn filter_json(filter: &DeadLetterFilter) -> Value {
+    json!({
+        "route": filter.route,
+        "owner": filter.owner,
+        "source": filter.source,
+        "reason": filter.reason,
+        "since": filter.since_ms.map(rfc3339),
+        "until": filter.until_ms.map(rfc3339),
+    })
+}
+
+pub async fn delete(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match state.queue.delete_dead_letter(&id).await {
+        Ok(true) => {
+            audit(&state, &caller, "delete", &id, 1).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => not_found(&id).into_response(),
+        Err(err) => unavailable(&err).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    limit: Option<usize>,
+}
+
+pub async fn audit_log(
+    State(state): State<AdminState>,
+    Query(params): Query<AuditParams>,
+) -> Response {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    match state.queue.audit_log(limit).await {
+        Ok(records) => Json(json!({
+            "items": records.iter().map(|r| json!({
+                "at": rfc3339(r.at_ms),
+                "token": r.token,
+                "action": r.action,
+                "target": r.target,
+                "count": r.count,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(err) => unavailable(&err).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_unix_ms_or_ago() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z", now),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(parse_time("1700000000000", now), Some(1_700_000_000_000));
+        assert_eq!(parse_time("1h", now), Some(1_700_000_000_000 - 3_600_000));
+        assert_eq!(parse_time("yesterday-ish", now), None);
+    }
+}

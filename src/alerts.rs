@@ -1,0 +1,206 @@
+//! Owner alerts: when dead letters land on a route whose owner has an
+//! `alert_url`, the owner is told: at once for the first, then at most once
+//! per route per minute with the count of the rest. Across gateway
+//! processes, a Redis key with a one-minute TTL decides who sends. Sending
+//! runs on its own task and never blocks delivery; failures are logged and
+//! retried a few times.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AlertFormat, Config, Owner, Route};
+use crate::queue::Queue;
+
+/// One alert per route per this long at most.
+pub const ALERT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often pending alerts are looked at: the first one goes within this.
+const TICK: Duration = Duration::from_secs(1);
+/// Tries of one alert POST.
+const SEND_ATTEMPTS: u32 = 3;
+/// Wait before the second try; doubles after.
+const SEND_BACKOFF: Duration = Duration::from_secs(1);
+/// Bound on one alert POST.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Dead letters of one route not yet told.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    count: u64,
+    first_reason: String,
+    last_reason: String,
+}
+
+/// Collects dead letters and tells their owners.
+pub struct Alerts {
+    config: Arc<Config>,
+    queue: Queue,
+    client: reqwest::Client,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl Alerts {
+    /// Alerts for `config`'s owners.
+    pub fn new(config: Arc<Config>, queue: Queue) -> Result<Arc<Self>, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Arc::new(Self {
+            config,
+            queue,
+            client,
+            pending: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Notes a dead letter on `route` (no-op when its owner has no alert_url).
+    pub fn record(&self, route: &Route, reason: &str) {
+        let has_alert_url = self
+            .config
+            .owner_of(route)
+            .is_some_and(|o| o.alert_url.is_some());
+        if !has_alert_url {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(route.name.clone()).or_default();
+        if entry.count == 0 {
+            entry.first_reason = reason.to_owned();
+        }
+        entry.count += 1;
+        entry.last_reason = reason.to_owned();
+    }
+
+    /// Sends pending alerts until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            let routes: Vec<String> = {
+                let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                pending.keys().cloned().collect()
+            };
+            for route_name in routes {
+                match self
+                    .queue
+                    .claim_alert_slot(&route_name, ALERT_INTERVAL)
+                    .await
+                {
+                    Ok(true) => {}
+                    // Sent within the last minute (by us or another process): keep counting.
+                    Ok(false) => continue,
+                    Err(err) => {
+                        tracing::warn!(error = %err, route = %route_name, "cannot coordinate alerts; trying next tick");
+                        continue;
+                    }
+                }
+                let taken = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&route_name);
+                let route = self.config.routes.iter().find(|r| r.name == route_name);
+                if let (Some(pending), Some(route)) = (taken, route)
+                    && let Some(owner) = self.config.owner_of(route)
+                {
+                    tokio::spawn(self.clone().send(route.clone(), owner.clone(), pending));
+                }
+            }
+        }
+    }
+
+    async fn send(self: Arc<Self>, route: Route, owner: Owner, pending: Pending) {
+        let Some(url) = owner.alert_url.clone() else {
+            return;
+        };
+        let body = match owner.alert_format {
+            AlertFormat::Json => self.json_body(&route, &owner, &pending),
+            AlertFormat::Slack => self.slack_body(&route, &owner, &pending),
+        };
+        let mut wait = SEND_BACKOFF;
+        for attempt in 1..=SEND_ATTEMPTS {
+            match self.client.post(url.clone()).json(&body).send().await {
+                Ok(response) if response.status().is_success() => {
+                    tracing::info!(route = %route.name, owner = %owner.id, count = pending.count, "owner alerted");
+                    return;
+                }
+                Ok(response) => tracing::warn!(
+                    route = %route.name, owner = %owner.id, attempt, status = response.status().as_u16(),
+                    "owner alert refused"
+                ),
+                Err(err) => tracing::warn!(
+                    route = %route.name, owner = %owner.id, attempt, error = %err,
+                    "owner alert failed"
+                ),
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        tracing::error!(route = %route.name, owner = %owner.id, count = pending.count, "gave up alerting the owner");
+    }
+
+    fn admin_url(&self) -> String {
+        match &self.config.admin.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.config.server.admin_listen),
+        }
+    }
+
+    fn links(&self, route: &Route) -> (String, String) {
+        let encoded: String = form_urlencoded::byte_serialize(route.name.as_bytes()).collect();
+        let base = self.admin_url();
+        (
+            format!("{base}/?route={encoded}"),
+            format!("{base}/admin/dead-letters?route={encoded}"),
+        )
+    }
+
+    fn json_body(&self, route: &Route, owner: &Owner, pending: &Pending) -> Value {
+        let (dashboard, api) = self.links(route);
+        json!({
+            "type": "dead_letters",
+            "route": route.name,
+            "source": route.source,
+            "description": route.description,
+            "on_failure": route.on_failure,
+            "owner": {
+                "id": owner.id,
+                "team": owner.team,
+                "contact": owner.contact,
+                "runbook": owner.runbook,
+            },
+            "count": pending.count,
+            "first_reason": pending.first_reason,
+            "last_reason": pending.last_reason,
+            "dashboard_url": dashboard,
+            "dead_letters_url": api,
+        })
+    }
+
+    fn slack_body(&self, route: &Route, owner: &Owner, pending: &Pending) -> Value {
+        let (dashboard, _) = self.links(route);
+        let plural = if pending.count == 1 { "" } else { "s" };
+        let mut text = format!(
+            ":rotating_light: {count} dead letter{plural} on route *{route}* ({team}).\n\
+             What breaks: {on_failure}\n\
+             First: {first}; last: {last}.\n",
+            count = pending.count,
+            route = route.name,
+            team = owner.team,
+            on_failure = route.on_failure,
+            first = pending.first_reason,
+            last = pending.last_reason,
+        );
+        if let Some(runbook) = &owner.runbook {
+            text.push_str(&format!("Runbook: {runbook}\n"));
+        }
+        text.push_str(&format!("Dead letters: {dashboard}"));
+        json!({ "text": text })
+    }
+}

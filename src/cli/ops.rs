@@ -1,0 +1,419 @@
+//! The ops subcommands (`routes`, `dlq …`): clients of a running gateway's
+//! admin API. Human tables by default, `--json` for scripts.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use comfy_table::{ContentArrangement, Table, presets};
+use serde_json::{Value, json};
+
+/// The admin API a command talks to.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Base URL of the gateway's admin listener.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub admin: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `switchyard dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, newest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// How many at most.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Continue after a previous page (its next_cursor).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one dead letter: request headers and body, every attempt.
+    Show {
+        /// Dead-letter id.
+        id: String,
+    },
+    /// Replay one dead letter by id, or every one a filter selects.
+    Replay {
+        /// Dead-letter id (or use a filter).
+        id: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Replay every dead letter of every team (needed without route, owner or source).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete one dead letter.
+    Delete {
+        /// Dead-letter id.
+        id: String,
+    },
+}
+
+/// Which dead letters.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// Route name.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Owner id.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Source name.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Reason: exhausted, rejected, unroutable.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Failed since: RFC 3339 time or a duration meaning ago ("2h").
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Failed until: RFC 3339 time or a duration meaning ago.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+impl FilterArgs {
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("route", &self.route),
+            ("owner", &self.owner),
+            ("source", &self.source),
+            ("reason", &self.reason),
+            ("since", &self.since),
+            ("until", &self.until),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pairs().is_empty()
+    }
+}
+
+/// Talks to the admin API with the token from `SWITCHYARD_ADMIN_TOKEN`.
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(admin: &AdminArgs) -> anyhow::Result<Self> {
+        let token = std::env::var("SWITCHYARD_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                anyhow!("set SWITCHYARD_ADMIN_TOKEN to an admin token of the gateway")
+            })?;
+        Ok(Self {
+            base: admin.admin.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Sends a request; returns the JSON body of a success (Null for 204),
+    /// or an error that says what to do.
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .query(query);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {}; is the gateway running (--admin)?",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status == http::StatusCode::UNAUTHORIZED {
+            bail!("the admin API refused the token (401): check SWITCHYARD_ADMIN_TOKEN");
+        }
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .with_context(|| format!("{status} from {url} is not JSON"))?
+        };
+        if !status.is_success() {
+            let code = value["error"].as_str().unwrap_or("error");
+            let message = value["message"].as_str().unwrap_or(&text);
+            bail!("{status} {code}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    table
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `switchyard routes`.
+pub async fn routes(admin: &AdminArgs) -> ExitCode {
+    report(async {
+        let client = Client::new(admin)?;
+        let value = client
+            .call(http::Method::GET, "/admin/routes", &[], None)
+            .await?;
+        if admin.json {
+            return Ok(value.to_string());
+        }
+        let mut t = table(&[
+            "route",
+            "source",
+            "owner",
+            "contact",
+            "destination",
+            "delivered",
+            "dead letters",
+            "on failure",
+        ]);
+        for route in value["routes"].as_array().into_iter().flatten() {
+            t.add_row(vec![
+                text(&route["name"]),
+                text(&route["source"]),
+                text(&route["owner"]["team"]),
+                text(&route["owner"]["contact"]),
+                text(&route["destination"]["url"]),
+                text(&route["delivered"]),
+                text(&route["dead_letters"]),
+                text(&route["on_failure"]),
+            ]);
+        }
+        Ok(t.to_string())
+    })
+    .await
+}
+
+/// `switchyard dlq …`.
+pub async fn dlq(admin: &AdminArgs, command: DlqCommand) -> ExitCode {
+    report(async {
+        let client = Client::new(admin)?;
+        match command {
+            DlqCommand::List {
+                filter,
+                limit,
+                cursor,
+            } => {
+                let limit = limit.to_string();
+                let mut query = filter.pairs();
+                query.push(("limit", &limit));
+                if let Some(cursor) = &cursor {
+                    query.push(("cursor", cursor));
+                }
+                let value = client
+                    .call(http::Method::GET, "/admin/dead-letters", &query, None)
+                    .await?;
+                if admin.json {
+                    return Ok(value.to_string());
+                }
+                let mut t = table(&[
+                    "id",
+                    "failed at",
+                    "route",
+                    "owner",
+                    "reason",
+                    "status",
+                    "attempts",
+                ]);
+                for item in value["items"].as_array().into_iter().flatten() {
+                    t.add_row(vec![
+                        text(&item["id"]),
+                        text(&item["failed_at"]),
+                        text(&item["route"]),
+                        text(&item["owner"]["team"]),
+                        text(&item["reason"]),
+                        text(&item["status"]),
+                        text(&item["attempts"]),
+                    ]);
+                }
+                let mut out = t.to_string();
+                if let Some(next) = value["next_cursor"].as_str() {
+                    out.push_str(&format!("\nmore: switchyard dlq list --cursor {next}"));
+                }
+                Ok(out)
+            }
+            DlqCommand::Show { id } => {
+                let value = client
+                    .call(
+                        http::Method::GET,
+                        &format!("/admin/dead-letters/{}", encode(&id)),
+                        &[],
+                        None,
+                    )
+                    .await?;
+                if admin.json {
+                    return Ok(value.to_string());
+                }
+                Ok(show_text(&value))
+            }
+            DlqCommand::Replay {
+                id: Some(id),
+                filter,
+                all,
+            } => {
+                if !filter.is_empty() || all {
+                    bail!("give an id or a filter, not both");
+                }
+                let value = client
+                    .call(
+                        http::Method::POST,
+                        &format!("/admin/dead-letters/{}/replay", encode(&id)),
+                        &[],
+                        None,
+                    )
+                    .await?;
+                Ok(if admin.json {
+                    value.to_string()
+                } else {
+                    format!("replayed {id}")
+                })
+            }
+            DlqCommand::Replay {
+                id: None,
+                filter,
+                all,
+            } => {
+                if filter.is_empty() && !all {
+                    bail!("give an id, or a filter (--route, --owner, --source, …), or --all");
+                }
+                let mut body: serde_json::Map<String, Value> = filter
+                    .pairs()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), json!(v)))
+                    .collect();
+                if all {
+                    body.insert("all".to_owned(), json!(true));
+                }
+                let value = client
+                    .call(
+                        http::Method::POST,
+                        "/admin/dead-letters/replay",
+                        &[],
+                        Some(Value::Object(body)),
+                    )
+                    .await?;
+                Ok(if admin.json {
+                    value.to_string()
+                } else {
+                    format!(
+                        "replayed {} dead letters ({} skipped: route no longer configured)",
+                        text(&value["replayed"]),
+                        text(&value["skipped_unconfigured_routes"])
+                    )
+                })
+            }
+            DlqCommand::Delete { id } => {
+                client
+                    .call(
+                        http::Method::DELETE,
+                        &format!("/admin/dead-letters/{}", encode(&id)),
+                        &[],
+                        None,
+                    )
+                    .await?;
+                Ok(if admin.json {
+                    json!({"deleted": id}).to_string()
+                } else {
+                    format!("deleted {id}")
+                })
+            }
+        }
+    })
+    .await
+}
+
+fn encode(segment: &str) -> String {
+    form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+fn show_text(value: &Value) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, label: &str, v: &Value| {
+        out.push_str(&format!("{label:<12} {}\n", text(v)));
+    };
+    line(&mut out, "id", &value["id"]);
+    line(&mut out, "event", &value["event_id"]);
+    line(&mut out, "route", &value["route"]);
+    line(&mut out, "source", &value["source"]);
+    line(&mut out, "owner", &value["owner"]["team"]);
+    line(&mut out, "contact", &value["owner"]["contact"]);
+    line(&mut out, "runbook", &value["owner"]["runbook"]);
+    line(&mut out, "destination", &value["destination"]);
+    line(&mut out, "reason", &value["reason"]);
+    line(&mut out, "status", &value["status"]);
+    line(&mut out, "received", &value["received_at"]);
+    line(&mut out, "failed", &value["failed_at"]);
+    let mut attempts = table(&["attempt", "at", "status", "latency ms", "error"]);
+    for a in value["history"].as_array().into_iter().flatten() {
+        attempts.add_row(vec![
+            text(&a["attempt"]),
+            text(&a["at"]),
+            text(&a["status"]),
+            text(&a["latency_ms"]),
+            text(&a["error"]),
+        ]);
+    }
+    out.push_str(&format!("\nattempts:\n{attempts}\n\nheaders:\n"));
+    for header in value["request"]["headers"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {}: {}\n", text(&header[0]), text(&header[1])));
+    }
+    out.push_str(&format!(
+        "\nbody ({}):\n{}\n",
+        text(&value["request"]["body_encoding"]),
+        text(&value["request"]["body"])
+    ));
+    out
+}
+
+/// Prints the result or the error; exit 0 or 1.
+async fn report(work: impl std::future::Future<Output = anyhow::Result<String>>) -> ExitCode {
+    match work.await {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(super::EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! Dead letters end to end: what they keep, the admin API (auth, list with
+//! filters and stable cursors, show, replay one or by owner, delete), the
+//! audit log, owner alerts, and the ops CLI.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::eventually;
+use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::github;
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::redis::RedisServer;
+
+const SECRET: &str = "dlq-test-secret";
+const TOKEN: &str = "test-admin-token";
+
+/// Two owners, two routes (`payments-route` of `payments`, `devex-route` of
+/// `devex`), both to `receiver`; payments alerts go to `alerts`.
+fn config(receiver: &Receiver, alerts: &Receiver, max_attempts: u32) -> String {
+    format!(
+        r#"
+[delivery]
+retry = {{ max_attempts = {max_attempts}, initial_backoff = "100ms", max_backoff = "1s" }}
+# These tests fail destinations on purpose; the breaker would defer them.
+breaker = {{ failure_threshold = 100000 }}
+
+[owners.payments]
+team = "Payments"
+contact = "payments-oncall@example.com"
+runbook = "https://wiki.example.com/runbooks/payments"
+alert_url = "{alert_url}"
+
+[owners.devex]
+team = "Developer Experience"
+contact = "devex@example.com"
+
+[sources.github]
+path = "/hooks/github"
+scheme = "github"
+secrets = ["{SECRET}"]
+
+[[routes]]
+name = "payments-route"
+source = "github"
+owner = "payments"
+description = "Payments"
+on_failure = "Invoices stay unpaid"
+filter = {{ header = "X-GitHub-Event", equals = "payments" }}
+destination = {{ url = "{payments_url}", timeout = "2s" }}
+
+[[routes]]
+name = "devex-route"
+source = "github"
+owner = "devex"
+description = "Devex"
+on_failure = "CI does not start"
+filter = {{ header = "X-GitHub-Event", equals = "devex" }}
+destination = {{ url = "{devex_url}", timeout = "2s" }}
+"#,
+        alert_url = alerts.url("/alerts"),
+        payments_url = receiver.url("/payments"),
+        devex_url = receiver.url("/devex"),
+    )
+}
+
+struct Setup {
+    _redis: RedisServer,
+    gateway: TestGateway,
+    receiver: Receiver,
+    alerts: Receiver,
+    client: reqwest::Client,
+}
+
+async fn setup(max_attempts: u32) -> Setup {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let alerts = Receiver::start().await;
+    let toml = config_toml(&redis.url(), &config(&receiver, &alerts, max_attempts));
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    Setup {
+        _redis: redis,
+        gateway,
+        receiver,
+        alerts,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    async fn send(&self, event: &str, delivery: &str, body: &[u8]) -> String {
+        let url = self.gateway.public_url("/hooks/github");
+        let (status, answer) =
+            github::post(&self.client, &url, SECRET, event, delivery, body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().expect("event id").to_owned()
+    }
+
+    async fn admin(&self, method: http::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.gateway.admin_url(path))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every dead letter matching `query`, following cursors.
+    async fn all_dead_letters(&self, query: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/admin/dead-letters?limit=100&{query}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = self.admin(http::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
+    async fn wait_dead_letters(&self, query: &str, n: usize) -> Vec<Value> {
+        let mut items = Vec::new();
+        for _ in 0..150 {
+            items = self.all_dead_letters(query).await;
+            if items.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        items
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_delivery_keeps_request_owner_and_attempts() {
+    let s = setup(3).await;
+    s.receiver.then(Reply::status(400));
+    let body = b"{\"invoice\":\"in_1\",\"raw\":\"\xff\"}";
+    let event_id = s.send("payments", "d-400", body).await;
+    let items = s.wait_dead_letters("route=payments-route", 1).await;
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!(item["reason"], "rejected");
+    assert_eq!(item["status"], 400);
+    assert_eq!(item["event_id"], event_id.as_str());
+    assert_eq!(item["owner"]["team"], "Payments");
+    assert_eq!(item["owner"]["contact"], "payments-oncall@example.com");
+    assert_eq!(
+        item["owner"]["runbook"],
+        "https://wiki.example.com/runbooks/payments"
+    );
+
+    let id = item["id"].as_str().expect("id");
+    let (status, letter) = s
+        .admin(
+            http::Method::GET,
+            &format!("/admin/dead-letters/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Not UTF-8, so base64: the bytes come back exactly.
+    use base64::Engine as _;
+    assert_eq!(letter["request"]["body_encoding"], "base64");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(letter["request"]["body"].as_str().expect("body"))
+        .expect("base64");
+    assert_eq!(decoded, body);
+    let headers = letter["request"]["headers"].as_array().expect("headers");
+    assert!(headers.contains(&json!(["x-github-delivery", "d-400"])));
+    assert_eq!(letter["history"].as_array().map(Vec::len), Some(1));
+    assert_eq!(letter["history"][0]["status"], 400);
+}
+
+#[tokio::test]
+async fn exhausted_deliveries_record_every_attempt_and_a_burst_alerts_once() {
+    let s = setup(3).await;
+    s.receiver.otherwise(Reply::status(500));
+    for i in 0..50 {
+        s.send("payments", &format!("burst-{i}"), b"{}").await;
+    }
+    let items = s.wait_dead_letters("owner=payments", 50).await;
+    assert_eq!(items.len(), 50);
+    assert!(
+        items
+            .iter()
+            .all(|i| i["reason"] == "exhausted" && i["attempts"] == 3)
+    );
+    let id = items[0]["id"].as_str().expect("id");
+    let (_, letter) = s
+        .admin(
+            http::Method::GET,
+            &format!("/admin/dead-letters/{id}"),
+            None,
+        )
+        .await;
+    let statuses: Vec<&Value> = letter["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(500), &json!(500), &json!(500)]);
+
+    // One alert for the first, and the rest wait for the next minute.
+    let alerts = s.alerts.wait_for(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alerts_now = s.alerts.requests();
+    assert_eq!(
+        alerts_now.len(),
+        1,
+        "at most one alert per route per minute"
+    );
+    let alert: Value = serde_json::from_slice(&alerts[0].body).expect("json alert");
+    assert_eq!(alert["route"], "payments-route");
+    assert_eq!(alert["owner"]["team"], "Payments");
+    assert_eq!(
+        alert["owner"]["runbook"],
+        "https://wiki.example.com/runbooks/payments"
+    );
+    assert!(
+        alert["first_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("exhausted"))
+    );
+    assert!(
+        alert["dead_letters_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("route=payments-route"))
+    );
+}
+
+#[tokio::test]
+async fn bulk_replay_by_owner_replays_exactly_that_owners_dead_letters() {
+    let s = setup(1).await;
+    s.receiver.otherwise(Reply::status(503));
+    let mut sent: HashMap<&str, HashSet<String>> = HashMap::new();
+    for i in 0..1000 {
+        let event = if i % 2 == 0 { "payments" } else { "devex" };
+        let id = s
+            .send(
+                event,
+                &format!("bulk-{i}"),
+                format!("{{\"n\":{i}}}").as_bytes(),
+            )
+            .await;
+        sent.entry(event).or_default().insert(id);
+    }
+    assert_eq!(s.wait_dead_letters("", 1000).await.len(), 1000);
+    let before = s.receiver.requests().len();
+
+    s.receiver.otherwise(Reply::ok());
+    let (status, answer) = s
+        .admin(
+            http::Method::POST,
+            "/admin/dead-letters/replay",
+            Some(json!({"owner": "payments"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["replayed"], 500);
+
+    let delivered = s
+        .receiver
+        .wait_for(before + 500, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let replayed: Vec<_> = s.receiver.requests()[before..].to_vec();
+    assert_eq!(
+        replayed.len(),
+        500,
+        "each once: {} arrived",
+        delivered.len() - before
+    );
+    let ids: HashSet<String> = replayed
+        .iter()
+        .map(|r| {
+            r.headers["x-switchyard-event-id"]
+                .to_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, sent["payments"], "exactly the payments events");
+    assert!(replayed.iter().all(|r| r.uri == "/payments"));
+    assert_eq!(
+        s.all_dead_letters("owner=devex").await.len(),
+        500,
+        "devex untouched"
+    );
+    assert!(s.all_dead_letters("owner=payments").await.is_empty());
+
+    // An unscoped bulk replay is refused: no team replays everyone's by accident.
+    let (status, answer) = s
+        .admin(
+            http::Method::POST,
+            "/admin/dead-letters/replay",
+            Some(json!({"reason": "exhausted"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+}
+
+#[tokio::test]
+async fn concurrent_replays_of_one_id_deliver_once() {
+    let s = setup(1).await;
+    s.receiver.then(Reply::status(400));
+    s.send("devex", "race", b"{}").await;
+    let items = s.wait_dead_letters("", 1).await;
+    let id = items[0]["id"].as_str().expect("id").to_owned();
+    let path = format!("/admin/dead-letters/{id}/replay");
+    let (a, b) = tokio::join!(
+        s.admin(http::Method::POST, &path, None),
+        s.admin(http::Method::POST, &path, None)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 404], "one replays, the other finds nothing");
+    assert_eq!(
+        s.receiver.wait_for(2, Duration::from_secs(5)).await.len(),
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        s.receiver.requests().len(),
+        2,
+        "first attempt + exactly one replay"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_that_fails_again_keeps_the_history_of_both_lives() {
+    let s = setup(1).await;
+    s.receiver.otherwise(Reply::status(422));
+    s.send("devex", "twice", b"{}").await;
+    let id = s.wait_dead_letters("", 1).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, _) = s
+        .admin(
+            http::Method::POST,
+            &format!("/admin/dead-letters/{id}/replay"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            s.admin(
+                http::Method::GET,
+                &format!("/admin/dead-letters/{id}"),
+                None,
+            )
+            .await
+            .1["history"]
+                .as_array()
+                .is_some_and(|h| h.len() == 2)
+        })
+        .await,
+        "the dead letter returns with both attempts"
+    );
+}
+
+#[tokio::test]
+async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
+    let s = setup(1).await;
+    let paths = [
+        (http::Method::GET, "/admin/routes"),
+        (http::Method::GET, "/admin/dead-letters"),
+        (http::Method::GET, "/admin/dead-letters/x"),
+        (http::Method::POST, "/admin/dead-letters/x/replay"),
+        (http::Method::POST, "/admin/dead-letters/replay"),
+        (http::Method::DELETE, "/admin/dead-letters/x"),
+        (http::Method::GET, "/admin/audit"),
+        (http::Method::GET, "/admin/nonexistent"),
+    ];
+    for (method, path) in &paths {
+        for token in [
+            None,
+            Some("wrong"),
+            Some("test-admin-toke"),
+            Some("test-admin-token-2"),
+        ] {
+            let mut request = s.client.request(method.clone(), s.gateway.admin_url(path));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("answers");
+            assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["error"], "unauthorized");
+            assert!(!body.to_string().contains(TOKEN), "no token echoed");
+        }
+    }
+
+    s.receiver.otherwise(Reply::status(400));
+    s.send("devex", "audit-1", b"{}").await;
+    s.send("devex", "audit-2", b"{}").await;
+    let items = s.wait_dead_letters("", 2).await;
+    let (first, second) = (
+        items[0]["id"].as_str().expect("id"),
+        items[1]["id"].as_str().expect("id"),
+    );
+    assert_eq!(
+        s.admin(
+            http::Method::POST,
+            &format!("/admin/dead-letters/{first}/replay"),
+            None
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        s.admin(
+            http::Method::DELETE,
+            &format!("/admin/dead-letters/{second}"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        s.admin(
+            http::Method::DELETE,
+            &format!("/admin/dead-letters/{second}"),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (status, audit) = s.admin(http::Method::GET, "/admin/audit", None).await;
+    assert_eq!(status, 200);
+    let entries = audit["items"].as_array().expect("items");
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert_eq!(entries[0]["action"], "delete");
+    assert_eq!(entries[0]["target"], second);
+    assert_eq!(entries[1]["action"], "replay");
+    assert_eq!(entries[1]["target"], first);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["token"] == "test-ops" && e["count"] == 1)
+    );
+}
+
+#[tokio::test]
+async fn cursor_pages_stay_stable_while_new_dead_letters_arrive() {
+    let s = setup(1).await;
+    s.receiver.otherwise(Reply::status(400));
+    for i in 0..30 {
+        s.send("devex", &format!("page-{i}"), b"{}").await;
+    }
+    s.wait_dead_letters("", 30).await;
+    let (_, first) = s
+        .admin(http::Method::GET, "/admin/dead-letters?limit=10", None)
+        .await;
+    let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
+    for i in 0..10 {
+        s.send("devex", &format!("late-{i}"), b"{}").await;
+    }
+    s.wait_dead_letters("", 40).await;
+    let mut seen: Vec<String> = first["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect();
+    let mut next = Some(cursor);
+    while let Some(cursor) = next {
+        let (_, page) = s
+            .admin(
+                http::Method::GET,
+                &format!("/admin/dead-letters?limit=10&cursor={cursor}"),
+                None,
+            )
+            .await;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["id"].as_str().expect("id").to_owned()),
+        );
+        next = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(
+        seen.len(),
+        30,
+        "the first 30, each once, none of the late ones"
+    );
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 30);
+}
+
+#[tokio::test]
+async fn the_cli_drives_the_dead_letter_lifecycle() {
+    let s = setup(1).await;
+    s.receiver.then(Reply::status(400).times(2));
+    s.send("devex", "cli-1", b"{\"cli\":1}").await;
+    s.send("devex", "cli-2", b"{\"cli\":2}").await;
+    s.wait_dead_letters("", 2).await;
+    let admin = format!("http://{}", s.gateway.admin);
+    // The CLI blocks; run it off the runtime so the gateway keeps serving.
+    let cli = |args: Vec<String>, token: &'static str| {
+        let admin = admin.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                    .args(&args)
+                    .env("SWITCHYARD_ADMIN_URL", &admin)
+                    .env("SWITCHYARD_ADMIN_TOKEN", token)
+                    .output()
+                    .expect("run the CLI");
+                (
+                    output.status.code(),
+                    String::from_utf8_lossy(&output.stdout).into_owned(),
+                    String::from_utf8_lossy(&output.stderr).into_owned(),
+                )
+            })
+            .await
+            .expect("CLI task")
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let (code, out, err) = cli(
+        args(&["dlq", "list", "--json", "--route", "devex-route"]),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    let ids: Vec<String> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    let (code, out, _) = cli(args(&["dlq", "list"]), TOKEN).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&ids[0]) && out.contains("Developer Experience"),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(args(&["dlq", "show", &ids[0]]), TOKEN).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("rejected") && out.contains("\"cli\""), "{out}");
+
+    let (code, out, _) = cli(args(&["routes"]), TOKEN).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("payments-route") && out.contains("Payments"),
+        "{out}"
+    );
+
+    let (code, _, err) = cli(args(&["dlq", "replay", &ids[0]]), TOKEN).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cli(args(&["dlq", "delete", &ids[1]]), TOKEN).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        s.receiver.wait_for(3, Duration::from_secs(5)).await.len(),
+        3,
+        "the replay arrived"
+    );
+    assert!(s.all_dead_letters("").await.is_empty());
+
+    let (code, _, err) = cli(args(&["dlq", "list"]), "wrong-token").await;
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("401") && err.contains("SWITCHYARD_ADMIN_TOKEN"),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        args(&["dlq", "list", "--admin", "http://127.0.0.1:9"]),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot reach the admin API"), "{err}");
+}
