@@ -23,6 +23,7 @@ pub mod api_error;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod housekeeping;
 pub mod ingest;
 pub mod queue;
 pub mod server;

@@ -16,9 +16,9 @@ use crate::admin::{self, AdminState};
 use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::delivery::Engine;
-use crate::ingest;
 use crate::queue::{Queue, QueueError};
 use crate::telemetry::Metrics;
+use crate::{housekeeping, ingest};
 
 /// How often the Redis watcher checks the connection; a state change is
 /// logged once, so this only bounds how late the log line comes.
@@ -88,6 +88,12 @@ pub async fn run(
     let queue = Queue::connect_lazy(&config.redis)?;
     let watcher = tokio::spawn(watch_redis(queue.clone(), shutdown.clone()));
     let metrics = Metrics::new();
+    tokio::spawn(housekeeping::run(
+        config.clone(),
+        queue.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     let workers = if config.delivery.workers {
         let alerts = Alerts::new(config.clone(), queue.clone()).map_err(ServerError::Outbound)?;

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use prometheus_client::registry::Unit;
@@ -111,6 +112,8 @@ pub struct Metrics {
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     /// Jobs taken over from workers that stopped answering.
     pub jobs_reclaimed: Counter,
+    /// Dead letters stored (all routes, all processes).
+    pub dead_letters_stored: Gauge,
 }
 
 impl Metrics {
@@ -180,7 +183,14 @@ impl Metrics {
             "Jobs taken over from workers that stopped answering",
             jobs_reclaimed.clone(),
         );
+        let dead_letters_stored = Gauge::default();
+        registry.register(
+            "dead_letters_stored",
+            "Dead letters stored now, all routes",
+            dead_letters_stored.clone(),
+        );
         Arc::new(Self {
+            dead_letters_stored,
             registry,
             ingest_requests,
             jobs_enqueued,

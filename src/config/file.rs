@@ -32,6 +32,20 @@ pub struct ConfigFile {
     /// Where events of each source go.
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// How long dead letters are kept and when their number is alarming.
+    #[serde(default)]
+    pub dead_letters: DeadLettersFile,
+}
+
+/// `[dead_letters]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLettersFile {
+    /// Delete dead letters older than this; absent: keep until deleted.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// Warn (log and metric) when more dead letters than this are stored.
+    pub warn_above: Option<u64>,
 }
 
 /// `[server]`

@@ -51,6 +51,17 @@ pub struct Config {
     pub sources: BTreeMap<String, Source>,
     /// Routes in file order.
     pub routes: Vec<Route>,
+    /// Dead-letter retention and size warning.
+    pub dead_letters: DeadLetterConfig,
+}
+
+/// `[dead_letters]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterConfig {
+    /// Delete dead letters older than this; `None`: keep until deleted.
+    pub retention: Option<Duration>,
+    /// Warn when more dead letters than this are stored.
+    pub warn_above: u64,
 }
 
 /// `[server]`, validated.

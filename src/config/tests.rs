@@ -1508,3 +1508,51 @@ fn shipped_multi_team_example_names_each_missing_variable() {
         show(&problems)
     );
 }
+
+#[test]
+fn dead_letter_retention_is_explicit_and_positive() {
+    let config = expect_ok(load(BASE));
+    assert_eq!(
+        config.dead_letters.retention, None,
+        "kept until deleted by default"
+    );
+    assert_eq!(config.dead_letters.warn_above, 10_000);
+    let text = append(BASE, "[dead_letters]\nretention = \"0s\"");
+    assert_only_problem(load(&text), "dead_letters.retention", "longer than 0s");
+    let text = append(BASE, "[dead_letters]\nretention = \"30d\"\nwarn_above = 5");
+    let config = expect_ok(load(&text));
+    assert_eq!(config.dead_letters.retention, Some(secs(30 * 24 * 3600)));
+    assert_eq!(config.dead_letters.warn_above, 5);
+}
+
+#[test]
+fn destination_delivery_settings_are_validated() {
+    let text = route0(
+        BASE,
+        "destination = { url = \"http://127.0.0.1:9000/x\", max_in_flight = 0, retry_on = [409, 700], forward_headers = [\"bad header\"] }",
+    );
+    let text = text.replace(ROUTE0_DESTINATION, "");
+    let problems = expect_invalid(load(&text));
+    assert_problem(
+        &problems,
+        "routes[0].destination.max_in_flight",
+        "at least 1",
+    );
+    assert_problem(&problems, "routes[0].destination.retry_on[1]", "700");
+    assert_problem(
+        &problems,
+        "routes[0].destination.forward_headers[0]",
+        "header name",
+    );
+
+    let text = route0(
+        BASE,
+        "destination = { url = \"http://127.0.0.1:9000/x\", timeout = \"90s\" }",
+    )
+    .replace(ROUTE0_DESTINATION, "");
+    assert_only_problem(
+        load(&text),
+        "routes[0].destination.timeout",
+        "visibility_timeout",
+    );
+}

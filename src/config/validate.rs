@@ -53,6 +53,8 @@ const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 /// Probe a failing destination twice a minute.
 const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+/// A backlog this large means a route has been failing unattended.
+const DEFAULT_DEAD_LETTER_WARN_ABOVE: u64 = 10_000;
 /// Most receivers answer in well under a second; 10 s leaves room for slow ones.
 const DEFAULT_DESTINATION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -133,8 +135,23 @@ pub(super) fn validate(
         }
     }
 
+    if file.dead_letters.retention.is_some_and(|r| r.is_zero()) {
+        problems.add(
+            "dead_letters.retention",
+            "must be longer than 0s (omit it to keep dead letters until deleted)",
+        );
+    }
+    let dead_letters = DeadLetterConfig {
+        retention: file.dead_letters.retention,
+        warn_above: file
+            .dead_letters
+            .warn_above
+            .unwrap_or(DEFAULT_DEAD_LETTER_WARN_ABOVE),
+    };
+
     match (server, redis) {
         (Some(server), Some(redis)) if problems.list.is_empty() => Ok(Config {
+            dead_letters,
             server,
             redis,
             admin,

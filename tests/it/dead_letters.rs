@@ -596,3 +596,53 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot reach the admin API"), "{err}");
 }
+
+#[tokio::test]
+async fn the_backlog_is_measured_and_expires_only_when_retention_says_so() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let alerts = Receiver::start().await;
+    let toml = config_toml(&redis.url(), &config(&receiver, &alerts, 1))
+        + "\n[dead_letters]\nretention = \"3s\"\nwarn_above = 1\n";
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    let s = Setup {
+        _redis: redis,
+        gateway,
+        receiver,
+        alerts,
+        client: reqwest::Client::new(),
+    };
+    s.receiver.otherwise(Reply::status(400));
+    s.send("devex", "old-1", b"{}").await;
+    s.send("devex", "old-2", b"{}").await;
+    assert_eq!(s.wait_dead_letters("", 2).await.len(), 2);
+    let metrics_url = s.gateway.admin_url("/metrics");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            reqwest::get(&metrics_url)
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+                .contains("switchyard_dead_letters_stored 2")
+        })
+        .await,
+        "the stored count is a metric"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            s.all_dead_letters("").await.is_empty()
+        })
+        .await,
+        "expired after the retention"
+    );
+    let (_, audit) = s.admin(http::Method::GET, "/admin/audit", None).await;
+    let expired: Vec<&Value> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["action"] == "expire" && e["token"] == "retention")
+        .collect();
+    assert_eq!(expired.len(), 2, "every expiry is audited: {audit}");
+}
