@@ -1,23 +1,13 @@
 //! Fuzzes the github verifier's header parsing.
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
-
-use libfuzzer_sys::fuzz_target;
-use switchyard::signature::Verifier;
-
-static VERIFIER: LazyLock<Arc<dyn Verifier>> = LazyLock::new(|| {
-    switchyard_fuzz::verifier(
-        r#"
+switchyard_fuzz::verify_target!(
+    r#"
 [sources.fuzz]
 path = "/hooks/fuzz"
 scheme = "github"
 secrets = ["fuzz-secret"]
 
 "#,
-    )
-});
-
-fuzz_target!(|data: &[u8]| {
-    switchyard_fuzz::run(VERIFIER.as_ref(), &["x-hub-signature-256", "x-github-delivery"], data);
-});
+    ["x-hub-signature-256", "x-github-delivery"]
+);

@@ -33,3 +33,17 @@ pub fn run(verifier: &dyn Verifier, names: &[&'static str], data: &[u8]) {
     assert!(verifier.verify(&request, now).is_err(), "fuzz input verified");
     let _ = verifier.delivery_id(&request);
 }
+
+/// Declares a fuzz target for the verifier of `$source_toml`, feeding it the
+/// headers `$names` and a body.
+#[macro_export]
+macro_rules! verify_target {
+    ($source_toml:expr, [$($name:expr),* $(,)?]) => {
+        static VERIFIER: std::sync::LazyLock<std::sync::Arc<dyn switchyard::signature::Verifier>> =
+            std::sync::LazyLock::new(|| $crate::verifier($source_toml));
+
+        libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+            $crate::run(VERIFIER.as_ref(), &[$($name),*], data);
+        });
+    };
+}

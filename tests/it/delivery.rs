@@ -106,6 +106,18 @@ impl Setup {
         out
     }
 
+    /// The dead letters once there are any (waits up to 5 s).
+    async fn first_dead_letters(&self) -> Vec<std::collections::HashMap<String, Vec<u8>>> {
+        for _ in 0..50 {
+            let dead = self.dead_letters().await;
+            if !dead.is_empty() {
+                return dead;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Vec::new()
+    }
+
     /// Stream entries and scheduled retries left.
     async fn live_work(&self) -> (usize, usize) {
         let mut conn = self.redis.connection().await;
@@ -230,14 +242,7 @@ async fn a_rejection_is_dead_lettered_at_once_with_its_owner_and_bytes() {
         s.receiver.wait_for(1, Duration::from_secs(5)).await.len(),
         1
     );
-    let mut dead = Vec::new();
-    for _ in 0..50 {
-        dead = s.dead_letters().await;
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dead = s.first_dead_letters().await;
     assert_eq!(dead.len(), 1);
     let letter = &dead[0];
     assert_eq!(text(&letter["reason"]), "rejected");
@@ -264,14 +269,7 @@ async fn exhausted_jobs_are_dead_lettered_with_every_attempt() {
         s.receiver.wait_for(3, Duration::from_secs(10)).await.len(),
         3
     );
-    let mut dead = Vec::new();
-    for _ in 0..50 {
-        dead = s.dead_letters().await;
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dead = s.first_dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(text(&dead[0]["reason"]), "exhausted");
     let job = switchyard::queue::Job::decode(&dead[0]["job"]).expect("job");
