@@ -204,3 +204,96 @@ impl Alerts {
         json!({ "text": text })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn alerts(format: &str) -> Arc<Alerts> {
+        let toml = format!(
+            r#"
+[server]
+admin_listen = "127.0.0.1:8081"
+[admin]
+public_url = "https://switchyard.example.com/"
+[owners.payments]
+team = "Payments"
+contact = "payments-oncall@example.com"
+runbook = "https://wiki.example.com/runbooks/stripe"
+alert_url = "https://hooks.example.com/alerts"
+alert_format = "{format}"
+[sources.stripe]
+path = "/hooks/stripe"
+scheme = "none"
+[[routes]]
+name = "stripe invoices"
+source = "stripe"
+owner = "payments"
+description = "Invoices"
+on_failure = "Invoices stay unpaid"
+destination = {{ url = "http://127.0.0.1:9/x" }}
+"#
+        );
+        let config =
+            crate::config::from_toml(&toml, Path::new("t.toml"), Path::new("."), &|_| None)
+                .expect("valid config");
+        let queue = Queue::connect_lazy(&config.redis).expect("lazy client");
+        Alerts::new(Arc::new(config), queue).expect("client")
+    }
+
+    fn pending() -> Pending {
+        Pending {
+            count: 3,
+            first_reason: "rejected (400)".into(),
+            last_reason: "exhausted (503)".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn slack_alerts_say_what_breaks_whose_it_is_and_where_to_look() {
+        let alerts = alerts("slack");
+        let route = &alerts.config.routes[0];
+        let owner = alerts.config.owner_of(route).expect("owner");
+        let body = alerts.slack_body(route, owner, &pending());
+        let text = body["text"].as_str().expect("a Slack text payload");
+        for expected in [
+            "3 dead letters",
+            "*stripe invoices*",
+            "(Payments)",
+            "Invoices stay unpaid",
+            "First: rejected (400); last: exhausted (503)",
+            "Runbook: https://wiki.example.com/runbooks/stripe",
+            "https://switchyard.example.com/?route=stripe+invoices",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn json_alerts_carry_every_field() {
+        let alerts = alerts("json");
+        let route = &alerts.config.routes[0];
+        let owner = alerts.config.owner_of(route).expect("owner");
+        let body = alerts.json_body(route, owner, &pending());
+        assert_eq!(body["count"], 3);
+        assert_eq!(body["owner"]["contact"], "payments-oncall@example.com");
+        assert_eq!(
+            body["dead_letters_url"],
+            "https://switchyard.example.com/admin/dead-letters?route=stripe+invoices"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_owners_with_an_alert_url_collect_alerts() {
+        let alerts = alerts("json");
+        alerts.record(&alerts.config.routes[0], "rejected (400)");
+        alerts.record(&alerts.config.routes[0], "exhausted (503)");
+        let pending = alerts.pending.lock().expect("lock");
+        let entry = &pending["stripe invoices"];
+        assert_eq!(entry.count, 2);
+        assert_eq!(entry.first_reason, "rejected (400)");
+        assert_eq!(entry.last_reason, "exhausted (503)");
+    }
+}

@@ -12,9 +12,14 @@ use crate::support::redis::RedisServer;
 
 const SECRET: &str = "delivery-test-secret";
 
-/// One source and `routes` routes named `r0…` to `<receiver>/r0…`, with a
-/// fast retry policy.
-fn config(receiver: &Receiver, routes: usize, route_extra: &str, delivery_extra: &str) -> String {
+/// One source and `routes` routes named `r0…` to `<receiver>/r0…` (with
+/// `destination_extra` keys), with a fast retry policy.
+fn config(
+    receiver: &Receiver,
+    routes: usize,
+    destination_extra: &str,
+    delivery_extra: &str,
+) -> String {
     let mut toml = format!(
         r#"
 [delivery]
@@ -41,8 +46,11 @@ source = "github"
 owner = "devex"
 description = "route {i}"
 on_failure = "nothing real"
-destination = {{ url = "{}", timeout = "2s" }}
-{route_extra}
+
+[routes.destination]
+url = "{}"
+timeout = "2s"
+{destination_extra}
 "#,
             receiver.url(&format!("/r{i}"))
         ));
@@ -56,12 +64,12 @@ struct Setup {
     receiver: Receiver,
 }
 
-async fn setup(routes: usize, route_extra: &str, delivery_extra: &str) -> Setup {
+async fn setup(routes: usize, destination_extra: &str, delivery_extra: &str) -> Setup {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
     let toml = config_toml(
         &redis.url(),
-        &config(&receiver, routes, route_extra, delivery_extra),
+        &config(&receiver, routes, destination_extra, delivery_extra),
     );
     let gateway = TestGateway::start(parse_config(&toml)).await;
     Setup {
@@ -323,4 +331,48 @@ async fn ingest_only_and_delivery_only_processes_split_the_work() {
         refused.is_err(),
         "a delivery-only process serves no public listener"
     );
+}
+
+#[tokio::test]
+async fn signed_destinations_get_standard_webhooks_headers_that_verify() {
+    // "whsec_" + base64 of the key, as the receiver would be configured.
+    let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let s = setup(1, &format!("signing_secret = \"{whsec}\""), "").await;
+    s.send("d-signed", b"{\"signed\":true}").await;
+    let requests = s.receiver.wait_for(1, Duration::from_secs(5)).await;
+    let request = &requests[0];
+    // Verify with the gateway's own inbound Standard Webhooks verifier.
+    let toml = format!(
+        "[sources.sw]\npath = \"/sw\"\nscheme = \"standard-webhooks\"\nsecrets = [\"{whsec}\"]\n"
+    );
+    let config = parse_config(&config_toml(&s.redis.url(), &toml));
+    let verifier = switchyard::signature::verifier_for(&config.sources["sw"]);
+    let uri: http::Uri = "/sw".parse().expect("uri");
+    let signed = switchyard::signature::SignedRequest {
+        headers: &request.headers,
+        uri: &uri,
+        body: &request.body,
+    };
+    assert_eq!(
+        verifier.verify(&signed, std::time::SystemTime::now()),
+        Ok(())
+    );
+    let job_id = request.headers["webhook-id"].to_str().expect("id");
+    assert_eq!(verifier.delivery_id(&signed).as_deref(), Some(job_id));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_retry_on_adds_statuses() {
+    let s = setup(1, "retry_on = [409]", "").await;
+    s.receiver.then(Reply::status(409)).then(Reply::status(302));
+    s.send("d-302", b"{}").await;
+    assert_eq!(
+        s.receiver.wait_for(2, Duration::from_secs(5)).await.len(),
+        2,
+        "409 retried"
+    );
+    let dead = s.first_dead_letters().await;
+    assert_eq!(dead.len(), 1, "a 302 is a rejection");
+    assert_eq!(text(&dead[0]["status"]), "302");
+    assert_eq!(text(&dead[0]["reason"]), "rejected");
 }
