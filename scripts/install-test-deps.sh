@@ -48,3 +48,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   (cd "$crosscheck" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" >"$stamp"
 fi
+
+# The dashboard test (tests/it/dashboard.rs) drives the page in Debian's
+# Chromium through playwright-core, which never downloads a browser of its own.
+[ -x /usr/bin/chromium ] || apt_install chromium
+browser="$root/tests/browser"
+want="$(sha256sum "$browser/package-lock.json" | cut -d' ' -f1)"
+stamp="$browser/node_modules/.package-lock.sha256"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+fi

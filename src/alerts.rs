@@ -1,6 +1,7 @@
 //! Owner alerts: when dead letters land on a route whose owner has an
 //! `alert_url`, the owner is told: at once for the first, then at most once
-//! per route per minute with the count of the rest. Across gateway
+//! per route per minute with the count of the rest. Silence (no event within
+//! a route's `expect_within`) and its end are told at once. Across gateway
 //! processes, a Redis key with a one-minute TTL decides who sends. Sending
 //! runs on its own task and never blocks delivery; failures are logged and
 //! retried a few times.
@@ -109,40 +110,92 @@ impl Alerts {
                 if let (Some(pending), Some(route)) = (taken, route)
                     && let Some(owner) = self.config.owner_of(route)
                 {
-                    tokio::spawn(self.clone().send(route.clone(), owner.clone(), pending));
+                    let body = match owner.alert_format {
+                        AlertFormat::Json => self.json_body(route, owner, &pending),
+                        AlertFormat::Slack => self.slack_body(route, owner, &pending),
+                    };
+                    tokio::spawn(self.clone().send(route.name.clone(), owner.clone(), body));
                 }
             }
         }
     }
 
-    async fn send(self: Arc<Self>, route: Route, owner: Owner, pending: Pending) {
-        let Some(url) = owner.alert_url.clone() else {
+    /// Tells `route`'s owner that it went silent (no event for `quiet_for`)
+    /// or, with `silent == false`, that events arrive again. Sent at once.
+    pub fn silence(self: &Arc<Self>, route: &Route, silent: bool, quiet_for: Duration) {
+        let Some(owner) = self.config.owner_of(route) else {
             return;
         };
+        if owner.alert_url.is_none() {
+            return;
+        }
+        let (dashboard, _) = self.links(route);
+        let quiet = humantime::format_duration(Duration::from_secs(quiet_for.as_secs()));
         let body = match owner.alert_format {
-            AlertFormat::Json => self.json_body(&route, &owner, &pending),
-            AlertFormat::Slack => self.slack_body(&route, &owner, &pending),
+            AlertFormat::Json => json!({
+                "type": if silent { "silent" } else { "resumed" },
+                "route": route.name,
+                "source": route.source,
+                "on_failure": route.on_failure,
+                "owner": {
+                    "id": owner.id,
+                    "team": owner.team,
+                    "contact": owner.contact,
+                    "runbook": owner.runbook,
+                },
+                "expect_within": route.expect_within.map(|d| humantime::format_duration(d).to_string()),
+                "quiet_for": quiet.to_string(),
+                "dashboard_url": dashboard,
+            }),
+            AlertFormat::Slack => {
+                let text = if silent {
+                    format!(
+                        ":mute: Route *{}* ({}) has had no event for {quiet}; it expects one within {}.\n\
+                         Is the sender still subscribed? What breaks: {}\nDashboard: {dashboard}",
+                        route.name,
+                        owner.team,
+                        route
+                            .expect_within
+                            .map(|d| humantime::format_duration(d).to_string())
+                            .unwrap_or_default(),
+                        route.on_failure,
+                    )
+                } else {
+                    format!(
+                        ":white_check_mark: Route *{}* ({}) receives events again.\nDashboard: {dashboard}",
+                        route.name, owner.team
+                    )
+                };
+                json!({ "text": text })
+            }
+        };
+        tokio::spawn(self.clone().send(route.name.clone(), owner.clone(), body));
+    }
+
+    async fn send(self: Arc<Self>, route: String, owner: Owner, body: Value) {
+        let Some(url) = owner.alert_url.clone() else {
+            return;
         };
         let mut wait = SEND_BACKOFF;
         for attempt in 1..=SEND_ATTEMPTS {
             match self.client.post(url.clone()).json(&body).send().await {
                 Ok(response) if response.status().is_success() => {
-                    tracing::info!(route = %route.name, owner = %owner.id, count = pending.count, "owner alerted");
+                    tracing::info!(route = %route, owner = %owner.id, "owner alerted");
                     return;
                 }
                 Ok(response) => tracing::warn!(
-                    route = %route.name, owner = %owner.id, attempt, status = response.status().as_u16(),
+                    route = %route, owner = %owner.id, attempt, status = response.status().as_u16(),
                     "owner alert refused"
                 ),
                 Err(err) => tracing::warn!(
-                    route = %route.name, owner = %owner.id, attempt, error = %err,
+                    route = %route, owner = %owner.id, attempt, error = %err,
                     "owner alert failed"
                 ),
             }
             tokio::time::sleep(wait).await;
             wait *= 2;
         }
-        tracing::error!(route = %route.name, owner = %owner.id, count = pending.count, "gave up alerting the owner");
+        tracing::error!(route = %route, owner = %owner.id, "gave up alerting the owner");
     }
 
     fn admin_url(&self) -> String {

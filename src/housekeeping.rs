@@ -1,15 +1,21 @@
-//! Dead-letter housekeeping: the stored count as a metric, a loud warning
-//! when it passes `dead_letters.warn_above`, and (only when configured)
-//! deletion of dead letters older than `dead_letters.retention`. Nothing
-//! expires silently: every deletion is logged and audited.
+//! Periodic checks of the whole gateway's state:
+//! - dead letters: the stored count as a metric, a loud warning when it
+//!   passes `dead_letters.warn_above`, and (only when configured) deletion of
+//!   dead letters older than `dead_letters.retention`, each logged and audited;
+//! - the retry schedule's size as a metric;
+//! - silence: a route with `expect_within` that has had no event for longer
+//!   is marked silent (inventory, metric) and its owner told once, and again
+//!   when events resume. The silent set lives in Redis, so exactly one
+//!   gateway process reports each change.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::config::Config;
-use crate::queue::{AuditEntry, Queue};
+use crate::queue::{AuditEntry, Queue, Stat};
 use crate::telemetry::Metrics;
 
 /// How often the count is read (and retention applied).
@@ -24,15 +30,27 @@ pub async fn run(
     config: Arc<Config>,
     queue: Queue,
     metrics: Arc<Metrics>,
+    alerts: Arc<Alerts>,
     shutdown: CancellationToken,
 ) {
-    let interval = match config.dead_letters.retention {
-        // A short retention (tests, or a strict policy) is applied promptly.
-        Some(retention) => (retention / 4).clamp(Duration::from_secs(1), WATCH_INTERVAL),
-        None => WATCH_INTERVAL,
-    };
+    // Short windows (tests, or strict policies) are checked promptly.
+    let interval = config
+        .routes
+        .iter()
+        .filter_map(|r| r.expect_within)
+        .chain(config.dead_letters.retention)
+        .map(|window| (window / 4).clamp(Duration::from_secs(1), WATCH_INTERVAL))
+        .min()
+        .unwrap_or(WATCH_INTERVAL);
     let mut warned = false;
     loop {
+        watch_silence(&config, &queue, &metrics, &alerts).await;
+        match queue.retry_schedule_size().await {
+            Ok(size) => {
+                metrics.retry_scheduled.set(size as i64);
+            }
+            Err(err) => tracing::debug!(error = %err, "cannot read the retry schedule size"),
+        }
         if let Some(retention) = config.dead_letters.retention {
             expire(&queue, retention).await;
         }
@@ -56,6 +74,51 @@ pub async fn run(
             () = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+async fn watch_silence(config: &Config, queue: &Queue, metrics: &Metrics, alerts: &Arc<Alerts>) {
+    let now = now_ms();
+    for route in &config.routes {
+        let Some(expect_within) = route.expect_within else {
+            continue;
+        };
+        let since = match queue.watch_since(&route.name, now).await {
+            Ok(since) => since,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot watch routes for silence now");
+                return;
+            }
+        };
+        let last = queue
+            .stats(Stat::LastReceived, &[&route.name])
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().next().flatten())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_default();
+        let quiet_for = Duration::from_millis(now.saturating_sub(last.max(since)));
+        let silent = quiet_for > expect_within;
+        metrics.silent(&route.name, silent);
+        match queue.set_silent(&route.name, silent).await {
+            Ok(true) => {
+                let quiet = humantime::format_duration(Duration::from_secs(quiet_for.as_secs()));
+                if silent {
+                    tracing::warn!(route = %route.name, quiet_for = %quiet, "route is silent");
+                } else {
+                    tracing::info!(route = %route.name, "route receives events again");
+                }
+                alerts.silence(route, silent, quiet_for);
+            }
+            Ok(false) => {}
+            Err(err) => tracing::debug!(error = %err, "cannot record silence"),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn expire(queue: &Queue, retention: Duration) {

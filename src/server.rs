@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::admin::{self, AdminState};
@@ -88,15 +89,16 @@ pub async fn run(
     let queue = Queue::connect_lazy(&config.redis)?;
     let watcher = tokio::spawn(watch_redis(queue.clone(), shutdown.clone()));
     let metrics = Metrics::new();
+    let alerts = Alerts::new(config.clone(), queue.clone()).map_err(ServerError::Outbound)?;
     tokio::spawn(housekeeping::run(
         config.clone(),
         queue.clone(),
         metrics.clone(),
+        alerts.clone(),
         shutdown.clone(),
     ));
 
     let workers = if config.delivery.workers {
-        let alerts = Alerts::new(config.clone(), queue.clone()).map_err(ServerError::Outbound)?;
         tokio::spawn(alerts.clone().run(shutdown.clone()));
         let engine = Engine::new(
             config.clone(),
@@ -129,7 +131,12 @@ pub async fn run(
                 http::StatusCode::REQUEST_TIMEOUT,
                 config.server.request_timeout,
             ))
+            // Outermost: every request gets an id (or keeps the sender's),
+            // which is logged, stored with the event, sent downstream and
+            // echoed back.
             .layer(TraceLayer::new_for_http())
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(CatchPanicLayer::new());
         let public_addr = local_addr(&listeners.public, "public")?;
         tracing::info!(public = %public_addr, "ingest listening");

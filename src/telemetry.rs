@@ -114,6 +114,19 @@ pub struct Metrics {
     pub jobs_reclaimed: Counter,
     /// Dead letters stored (all routes, all processes).
     pub dead_letters_stored: Gauge,
+    /// Jobs waiting in the retry schedule (all routes).
+    pub retry_scheduled: Gauge,
+    /// 1 while a destination's breaker is open (0 closed, 0.5 half-open).
+    pub breaker_open: Family<DestinationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while a route is silent past its `expect_within`.
+    pub route_silent: Family<RouteLabels, Gauge>,
+}
+
+/// Labels of per-destination gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    /// Destination URL (from config, so bounded).
+    pub destination: String,
 }
 
 impl Metrics {
@@ -189,7 +202,28 @@ impl Metrics {
             "Dead letters stored now, all routes",
             dead_letters_stored.clone(),
         );
+        let retry_scheduled = Gauge::default();
+        registry.register(
+            "retry_scheduled",
+            "Jobs waiting in the retry schedule, all routes",
+            retry_scheduled.clone(),
+        );
+        let breaker_open = Family::default();
+        registry.register(
+            "breaker_open",
+            "Circuit breaker per destination as seen by this process: 1 open, 0.5 half-open, 0 closed",
+            breaker_open.clone(),
+        );
+        let route_silent = Family::default();
+        registry.register(
+            "route_silent",
+            "1 while a route has had no event for longer than its expect_within",
+            route_silent.clone(),
+        );
         Arc::new(Self {
+            retry_scheduled,
+            breaker_open,
+            route_silent,
             dead_letters_stored,
             registry,
             ingest_requests,
@@ -257,6 +291,24 @@ impl Metrics {
                 outcome: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Records a destination's breaker: 1 open, 0.5 half-open, 0 closed.
+    pub fn breaker(&self, destination: &str, openness: f64) {
+        self.breaker_open
+            .get_or_create(&DestinationLabels {
+                destination: destination.to_owned(),
+            })
+            .set(openness);
+    }
+
+    /// Records whether a route is silent.
+    pub fn silent(&self, route: &str, silent: bool) {
+        self.route_silent
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .set(i64::from(silent));
     }
 
     /// Counts a new dead letter.

@@ -3,6 +3,7 @@
 //! Admin and delivery meet only in the queue: a replay is a queue operation.
 
 mod auth;
+mod dashboard;
 mod dead_letters;
 mod routes;
 
@@ -59,6 +60,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::style))
         .nest("/admin", admin_api)
         .with_state(state)
 }

@@ -271,6 +271,9 @@ pub struct RouteFile {
     /// Overrides of the default retry policy.
     #[serde(default)]
     pub retry: RetryFile,
+    /// Events are expected at least this often; longer silence is reported.
+    #[serde(default, with = "humantime_serde")]
+    pub expect_within: Option<Duration>,
 }
 
 /// A route filter: a leaf test (`json_pointer` or `header` with one of

@@ -256,6 +256,8 @@ pub struct Route {
     pub destination: Destination,
     /// Effective retry policy (route override over the default).
     pub retry: RetryPolicy,
+    /// Longest expected gap between events; longer is reported as silence.
+    pub expect_within: Option<Duration>,
 }
 
 /// A route's downstream.

@@ -712,6 +712,15 @@ fn routes(
     for (i, route) in file.into_iter().enumerate() {
         let key = format!("routes[{i}]");
         let name = problems.required(&format!("{key}.name"), route.name);
+        if name.chars().any(char::is_control) {
+            problems.add(
+                format!("{key}.name"),
+                format!("{name:?} contains control characters"),
+            );
+        }
+        if route.expect_within.is_some_and(|d| d.is_zero()) {
+            problems.add(format!("{key}.expect_within"), "must be longer than 0s");
+        }
         if !name.is_empty()
             && let Some(first) = names.insert(name.clone(), i)
         {
@@ -770,6 +779,7 @@ fn routes(
             continue;
         };
         out.push(Route {
+            expect_within: route.expect_within,
             name,
             source,
             owner,

@@ -101,19 +101,52 @@ impl DestinationGate {
         self.in_flight.clone().try_acquire_owned().ok()
     }
 
-    /// Asks the breaker.
-    pub fn admit(&self, now: Instant) -> Admission {
-        self.lock().admit(now)
+    /// Asks the breaker; also returns the new state when asking changed it
+    /// (open → half-open).
+    pub fn admit(&self, now: Instant) -> (Admission, Option<BreakerState>) {
+        let mut breaker = self.lock();
+        let before = breaker.state();
+        let admission = breaker.admit(now);
+        (admission, changed(before, breaker.state()))
     }
 
-    /// Tells the breaker.
-    pub fn record(&self, healthy: bool, now: Instant) {
-        self.lock().record(healthy, now);
+    /// Tells the breaker; returns the new state when it changed.
+    pub fn record(&self, healthy: bool, now: Instant) -> Option<BreakerState> {
+        let mut breaker = self.lock();
+        let before = breaker.state();
+        breaker.record(healthy, now);
+        changed(before, breaker.state())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         // The breaker holds plain counters; a panic elsewhere leaves them usable.
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `Some(after)` when the breaker moved to another kind of state (a new
+/// open-until instant is not a change).
+fn changed(before: BreakerState, after: BreakerState) -> Option<BreakerState> {
+    (std::mem::discriminant(&before) != std::mem::discriminant(&after)).then_some(after)
+}
+
+impl BreakerState {
+    /// As a gauge: 1 open, 0.5 half-open, 0 closed.
+    pub fn openness(&self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open { .. } => 1.0,
+            BreakerState::HalfOpen => 0.5,
+        }
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
     }
 }
 

@@ -126,7 +126,9 @@ fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
             continue;
         };
         let wanted = match &destination.forward_headers {
-            Some(list) => list.contains(&name) || name == http::header::CONTENT_TYPE,
+            Some(list) => {
+                list.contains(&name) || name == http::header::CONTENT_TYPE || name == "x-request-id"
+            }
             None => !HOP_BY_HOP.contains(&name.as_str()),
         };
         if wanted {

@@ -20,7 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::Alerts;
 use crate::config::{Config, Route};
-use crate::queue::{AttemptRecord, Claimed, DeadReason, Job, NewDeadLetter, Queue, QueueError};
+use crate::queue::{
+    AttemptRecord, Claimed, DeadReason, Job, NewDeadLetter, Queue, QueueError, Stat,
+};
 use crate::telemetry::Metrics;
 
 pub use backoff::{next_delay, parse_retry_after};
@@ -252,7 +254,9 @@ impl Engine {
         let gate = self
             .gates
             .gate(destination.url.as_str(), destination.max_in_flight);
-        if let Admission::WaitUntil(until) = gate.admit(Instant::now()) {
+        let (admission, change) = gate.admit(Instant::now());
+        self.breaker_changed(destination.url.as_str(), change).await;
+        if let Admission::WaitUntil(until) = admission {
             let wait = until.saturating_duration_since(Instant::now()) + jitter(1000);
             self.defer(&entry_id, &job, route, wait, "breaker_open")
                 .await;
@@ -267,10 +271,20 @@ impl Engine {
 
         let started_ms = now_ms();
         let (outcome, latency) = self.outbound.attempt(destination, &job).await;
-        gate.record(
+        let change = gate.record(
             !matches!(outcome, Outcome::Retryable { .. }),
             Instant::now(),
         );
+        self.breaker_changed(destination.url.as_str(), change).await;
+        if !matches!(outcome, Outcome::Delivered { .. })
+            && let Err(err) = self
+                .queue
+                .set_stat(Stat::LastFailure, &route.name, &started_ms.to_string())
+                .await
+        {
+            self.metrics.redis_error("stats");
+            tracing::debug!(error = %err, "cannot record the last failure");
+        }
         self.metrics.attempt(&route.name, outcome.label(), latency);
         tracing::info!(
             event_id = %job.event_id,
@@ -333,6 +347,27 @@ impl Engine {
                     self.queue.reschedule(&entry_id, &job, due).await,
                 );
             }
+        }
+    }
+
+    /// Logs, counts and publishes (for the inventory) a breaker's new state.
+    async fn breaker_changed(&self, destination: &str, change: Option<BreakerState>) {
+        let Some(state) = change else {
+            return;
+        };
+        tracing::warn!(
+            destination,
+            breaker = state.as_str(),
+            "circuit breaker changed"
+        );
+        self.metrics.breaker(destination, state.openness());
+        if let Err(err) = self
+            .queue
+            .set_stat(Stat::Breaker, destination, state.as_str())
+            .await
+        {
+            self.metrics.redis_error("stats");
+            tracing::debug!(error = %err, "cannot publish the breaker state");
         }
     }
 

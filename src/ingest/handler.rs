@@ -84,7 +84,14 @@ pub(super) async fn accept(
                     .inc();
                 tracing::warn!(event_id = %id, source = %state.name, "event matched no route (unrouted)");
             } else {
-                tracing::info!(event_id = %id, source = %state.name, routes = ?routes, "event accepted");
+                tracing::info!(
+                    event_id = %id,
+                    source = %state.name,
+                    routes = ?routes,
+                    request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default(),
+                    delivery_id = verified.delivery_id.as_deref().unwrap_or_default(),
+                    "event accepted"
+                );
             }
             answer(
                 StatusCode::ACCEPTED,

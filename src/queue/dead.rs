@@ -428,18 +428,6 @@ impl Queue {
         pipe.query_async(&mut conn).await.map_err(|e| self.error(e))
     }
 
-    /// How many jobs of each route were delivered, across all processes.
-    pub async fn delivered_per_route(&self, routes: &[&str]) -> Result<Vec<u64>, QueueError> {
-        let mut conn = self.conn.clone();
-        let counts: Vec<Option<u64>> = redis::cmd("HMGET")
-            .arg(self.keys.delivered())
-            .arg(routes)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
-    }
-
     /// True when no alert for `route` was sent within `interval` (and marks
     /// one as sent now), across every gateway process.
     pub async fn claim_alert_slot(

@@ -7,12 +7,13 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use super::{Job, Queue, QueueError};
+use super::{Job, Queue, QueueError, Stat};
 
 /// Writes the jobs, then the dedupe record; or returns the first event's id.
 ///
-/// KEYS: jobs stream, seen key. ARGV: has_dedupe, event id, dedupe TTL (ms),
-/// then one encoded job per matched route.
+/// KEYS: jobs stream, seen key, received counters, last-received times.
+/// ARGV: has_dedupe, event id, dedupe TTL (ms), now (ms), then per matched
+/// route its name and its encoded job.
 ///
 /// The first write is the OOM check: Redis refuses a script's first write
 /// when over `maxmemory`, and lets a script that has written finish, so the
@@ -22,8 +23,10 @@ if ARGV[1] == '1' then
   local first = redis.call('GET', KEYS[2])
   if first then return {0, first} end
 end
-for i = 4, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'job', ARGV[i])
+for i = 5, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], '*', 'job', ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[3], ARGV[i], 1)
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[4])
 end
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -102,11 +105,14 @@ impl Queue {
         let mut invocation = ENQUEUE_SCRIPT.key(self.keys.jobs());
         invocation
             .key(seen)
+            .key(self.keys.stat(Stat::Received))
+            .key(self.keys.stat(Stat::LastReceived))
             .arg(if event.dedupe.is_some() { "1" } else { "0" })
             .arg(event.id)
-            .arg(event.dedupe.map_or(0, |(_, ttl)| ttl.as_millis() as u64));
+            .arg(event.dedupe.map_or(0, |(_, ttl)| ttl.as_millis() as u64))
+            .arg(super::now_ms());
         for job in event.jobs {
-            invocation.arg(job.encode());
+            invocation.arg(&job.route).arg(job.encode());
         }
         let mut conn = self.conn.clone();
         let (accepted, id): (u8, String) = invocation

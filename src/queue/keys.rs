@@ -2,6 +2,43 @@
 //! `{prefix}:`; the braces are a cluster hash tag, so every key lands in one
 //! slot and multi-key scripts work on Redis Cluster.
 
+/// The per-route figures kept in Redis for the inventory, shared by every
+/// gateway process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Jobs enqueued per route.
+    Received,
+    /// Jobs delivered per route.
+    Delivered,
+    /// Jobs waiting in the retry schedule per route.
+    Retrying,
+    /// Last job enqueued per route, Unix ms.
+    LastReceived,
+    /// Last delivery per route, Unix ms.
+    LastSuccess,
+    /// Last failed attempt per route, Unix ms.
+    LastFailure,
+    /// Breaker state per destination URL.
+    Breaker,
+    /// Since when a route's silence is watched, Unix ms.
+    WatchSince,
+}
+
+impl Stat {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stat::Received => "received",
+            Stat::Delivered => "delivered",
+            Stat::Retrying => "retrying",
+            Stat::LastReceived => "last_received",
+            Stat::LastSuccess => "last_success",
+            Stat::LastFailure => "last_failure",
+            Stat::Breaker => "breaker",
+            Stat::WatchSince => "watch_since",
+        }
+    }
+}
+
 /// Key names under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -41,14 +78,19 @@ impl Keys {
         format!("{}:dead-by-{index}:{value}", self.base)
     }
 
-    /// Delivered jobs per route (a hash of counters).
-    pub fn delivered(&self) -> String {
-        format!("{}:stats:delivered", self.base)
+    /// A per-route (or per-destination) statistic: a hash keyed by route.
+    pub fn stat(&self, stat: Stat) -> String {
+        format!("{}:stats:{}", self.base, stat.as_str())
     }
 
     /// Present while an alert for `route` was sent within the last interval.
     pub fn alerted(&self, route: &str) -> String {
         format!("{}:alerted:{route}", self.base)
+    }
+
+    /// Routes currently silent (no event within `expect_within`).
+    pub fn silent(&self) -> String {
+        format!("{}:silent", self.base)
     }
 
     /// The audit stream of admin actions.

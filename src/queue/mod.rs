@@ -36,7 +36,7 @@ pub use dead::{
 pub use delivery::{Claimed, DeadReason, GROUP, JobReader, NewDeadLetter};
 pub use ingest::{Enqueued, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};
-pub use keys::Keys;
+pub use keys::{Keys, Stat};
 
 use crate::config::RedisConfig;
 
@@ -85,6 +85,13 @@ impl Persistence {
     pub fn is_none(&self) -> bool {
         !self.aof && !self.rdb
     }
+}
+
+/// Now, Unix ms.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Handle to the gateway's Redis; cheap to clone.
@@ -165,5 +172,89 @@ impl Queue {
             aof: value(&appendonly) == "yes",
             rdb: !value(&save).trim().is_empty(),
         })
+    }
+}
+
+impl Queue {
+    /// One statistic for each of `fields` (routes, or destination URLs).
+    pub async fn stats(
+        &self,
+        stat: Stat,
+        fields: &[&str],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        if fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("HMGET")
+            .arg(self.keys.stat(stat))
+            .arg(fields)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Sets one statistic (a last-failure time, a breaker state).
+    pub async fn set_stat(&self, stat: Stat, field: &str, value: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HSET")
+            .arg(self.keys.stat(stat))
+            .arg(field)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Jobs waiting in the retry schedule, all routes.
+    pub async fn retry_schedule_size(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZCARD")
+            .arg(self.keys.retry())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))
+    }
+}
+
+impl Queue {
+    /// Starts watching `route` for silence now, unless already watched.
+    pub async fn watch_since(&self, route: &str, now_ms: u64) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let (_, since): (u8, u64) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(self.keys.stat(Stat::WatchSince))
+            .arg(route)
+            .arg(now_ms)
+            .cmd("HGET")
+            .arg(self.keys.stat(Stat::WatchSince))
+            .arg(route)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(since)
+    }
+
+    /// Records whether `route` is silent; true when that changed (so exactly
+    /// one gateway process reports each change).
+    pub async fn set_silent(&self, route: &str, silent: bool) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let changed: u8 = redis::cmd(if silent { "SADD" } else { "SREM" })
+            .arg(self.keys.silent())
+            .arg(route)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(changed == 1)
+    }
+
+    /// Routes currently reported silent.
+    pub async fn silent_routes(&self) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SMEMBERS")
+            .arg(self.keys.silent())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))
     }
 }

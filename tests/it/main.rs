@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod crosscheck;
+mod dashboard;
 mod dead_letters;
 mod delivery;
 mod health;
@@ -12,3 +13,4 @@ mod ingest;
 mod lifecycle;
 mod receiver;
 mod recovery;
+mod visibility;

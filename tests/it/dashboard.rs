@@ -1,0 +1,341 @@
+//! The ops dashboard at `GET /` on the admin listener: served without a token
+//! under a strict Content-Security-Policy (the data behind it still needs
+//! one), and driven end to end in real headless Chromium by
+//! tests/browser/dashboard.mjs (playwright-core on Debian's chromium; both
+//! installed by `scripts/install-test-deps.sh`): sign in, see the failing
+//! route and its dead letter, open it, replay it, and the destination gets it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::github;
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::redis::RedisServer;
+
+const SECRET: &str = "dashboard-test-secret";
+const TOKEN: &str = "test-admin-token";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// A header value that would become elements if the page wrote HTML.
+const MARKUP: &str = r#"<img src=x id=injected onerror="document.title='injected'"><b>bold?</b>"#;
+/// Bound on the browser run (it takes a few seconds).
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Two owners and two routes on one GitHub source: `payments-route` (owned by
+/// Payments, with a runbook) and `devex-route`, to the receiver's `/payments`
+/// and `/devex`.
+fn config(receiver: &Receiver) -> String {
+    format!(
+        r#"
+[delivery]
+retry = {{ max_attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }}
+# The destination fails on purpose; the breaker must not defer the replay.
+breaker = {{ failure_threshold = 100000 }}
+
+[owners.payments]
+team = "Payments"
+contact = "payments-oncall@example.com"
+runbook = "https://wiki.example.com/runbooks/stripe-invoices"
+
+[owners.devex]
+team = "Developer Experience"
+contact = "devex@example.com"
+
+[sources.github]
+path = "/hooks/github"
+scheme = "github"
+secrets = ["{SECRET}"]
+
+[[routes]]
+name = "payments-route"
+source = "github"
+owner = "payments"
+description = "Invoice events mark invoices paid in billing-service"
+on_failure = "Invoices stay unpaid in the UI until the dead letter is replayed"
+filter = {{ header = "X-GitHub-Event", equals = "payments" }}
+destination = {{ url = "{payments_url}", timeout = "2s" }}
+
+[[routes]]
+name = "devex-route"
+source = "github"
+owner = "devex"
+description = "Push events start CI builds"
+on_failure = "CI does not start for new commits"
+filter = {{ header = "X-GitHub-Event", equals = "devex" }}
+destination = {{ url = "{devex_url}", timeout = "2s" }}
+"#,
+        payments_url = receiver.url("/payments"),
+        devex_url = receiver.url("/devex"),
+    )
+}
+
+async fn admin_get(client: &reqwest::Client, url: String) -> (u16, Value) {
+    let response = client
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("admin answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A path that `scripts/install-test-deps.sh` creates; panics naming it.
+fn installed(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} is missing ({}): run scripts/install-test-deps.sh",
+        path.display()
+    );
+    path
+}
+
+/// How the browser run ended, with everything it printed.
+struct Finished {
+    success: bool,
+    status: String,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `command` with output to files in `dir`, without blocking the runtime
+/// the gateway runs on; killed after [`BROWSER_TIMEOUT`].
+async fn run(mut command: Command, dir: &Path) -> Finished {
+    let stdout_path = dir.join("dashboard.stdout");
+    let stderr_path = dir.join("dashboard.stderr");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start node ({command:?}): {e}; run scripts/install-test-deps.sh")
+        });
+    let deadline = tokio::time::Instant::now() + BROWSER_TIMEOUT;
+    let (success, status) = loop {
+        match child.try_wait().expect("wait for node") {
+            Some(status) => {
+                break (
+                    status.success(),
+                    format!("dashboard.mjs exited with {status}"),
+                );
+            }
+            None if tokio::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break (
+                    false,
+                    format!("dashboard.mjs killed after {BROWSER_TIMEOUT:?} without finishing"),
+                );
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    Finished {
+        success,
+        status,
+        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+    }
+}
+
+#[tokio::test]
+async fn the_page_needs_no_token_but_its_data_does() {
+    let redis = RedisServer::start();
+    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), ""))).await;
+    let client = reqwest::Client::new();
+
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+    ] {
+        let response = client
+            .get(gateway.admin_url(path))
+            .send()
+            .await
+            .expect("admin answers");
+        assert_eq!(response.status(), 200, "GET {path} without a token");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            header("content-type").starts_with(content_type),
+            "GET {path}: content-type {:?}",
+            header("content-type")
+        );
+        let csp = header("content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "GET {path}: CSP {csp:?}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        let body = response.text().await.expect("body");
+        assert!(!body.contains(TOKEN), "no token in the static assets");
+        if path == "/" {
+            assert!(body.contains("<title>Switchyard</title>"), "{body}");
+        }
+    }
+
+    let response = client
+        .get(gateway.admin_url("/admin/routes"))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(response.status(), 401, "the data still needs the token");
+    let (status, _) = admin_get(&client, gateway.admin_url("/admin/routes")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser = root.join("tests/browser");
+    installed(
+        browser.join("node_modules/playwright-core"),
+        "the npm package playwright-core",
+    );
+    installed(PathBuf::from(CHROMIUM), "Debian's chromium");
+
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    // The first delivery is rejected (a dead letter at once); the rest succeed.
+    receiver.then(Reply::status(400));
+    let gateway =
+        TestGateway::start(parse_config(&config_toml(&redis.url(), &config(&receiver)))).await;
+    let client = reqwest::Client::new();
+    let hook = gateway.public_url("/hooks/github");
+
+    let body =
+        br#"{"type":"invoice.payment_succeeded","invoice":"in_1042","amount_paid":4200,"currency":"eur"}"#;
+    // Markup in what the sender sent must reach the page as text
+    // (dashboard.mjs checks no element came of it).
+    let response = client
+        .post(&hook)
+        .header("X-Hub-Signature-256", github::signature(SECRET, body))
+        .header("X-GitHub-Delivery", "delivery-1042")
+        .header("X-GitHub-Event", "payments")
+        .header("X-Customer-Note", MARKUP)
+        .header("Content-Type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.expect("json answer");
+    let event_id = answer["id"].as_str().expect("event id").to_owned();
+
+    let list_url = gateway.admin_url("/admin/dead-letters?route=payments-route");
+    let mut items = Vec::new();
+    for _ in 0..100 {
+        items = admin_get(&client, list_url.clone()).await.1["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !items.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(items.len(), 1, "one dead letter on payments-route");
+    let dead_letter = items[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(items[0]["event_id"], event_id.as_str());
+
+    // The other route delivers, so the page shows one red and one green route.
+    let (status, answer) = github::post(
+        &client,
+        &hook,
+        SECRET,
+        "devex",
+        "delivery-7",
+        br#"{"ref":"main"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        receiver.wait_for(2, Duration::from_secs(10)).await.len(),
+        2,
+        "the devex event was delivered"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let screenshot = dir.path().join("dashboard.png");
+    // Also kept where a person can look at it after the run.
+    let kept = root.join("target/dashboard.png");
+    let mut node = Command::new("node");
+    node.arg(browser.join("dashboard.mjs"))
+        .args(["--url", &format!("http://{}", gateway.admin)])
+        .args(["--route", "payments-route"])
+        .args(["--healthy-route", "devex-route"])
+        .args(["--team", "Payments"])
+        .args(["--dead-letter", &dead_letter])
+        .args(["--markup", MARKUP])
+        // The first path also names the screenshot of a failure: keep it.
+        .arg("--screenshot")
+        .arg(&kept)
+        .arg("--screenshot")
+        .arg(&screenshot)
+        .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
+        .current_dir(&browser);
+    let report = run(node, dir.path()).await;
+    // Shown on failure, or with --nocapture.
+    println!("{report}");
+    assert!(
+        report.success,
+        "the browser run failed ({}); its output is printed above",
+        report.status
+    );
+    let png = std::fs::read(&screenshot).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the screenshot is a PNG"
+    );
+
+    // The click really replayed it: the destination got the same event again...
+    let requests = receiver.wait_for(3, Duration::from_secs(10)).await;
+    let replayed: Vec<_> = requests
+        .iter()
+        .skip(1)
+        .filter(|r| {
+            r.uri == "/payments"
+                && r.headers
+                    .get("x-switchyard-event-id")
+                    .is_some_and(|v| v.as_bytes() == event_id.as_bytes())
+        })
+        .collect();
+    assert_eq!(replayed.len(), 1, "the replay reached the destination once");
+    assert_eq!(replayed[0].body.as_ref(), body, "with the original body");
+    // ...and the dead letter is gone.
+    let (status, _) = admin_get(
+        &client,
+        gateway.admin_url(&format!("/admin/dead-letters/{dead_letter}")),
+    )
+    .await;
+    assert_eq!(status, 404, "the dead letter is gone");
+    let (_, page) = admin_get(&client, list_url).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+}
