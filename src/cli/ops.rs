@@ -198,23 +198,41 @@ pub async fn routes(admin: &AdminArgs) -> ExitCode {
         }
         let mut t = table(&[
             "route",
-            "source",
             "owner",
             "contact",
             "destination",
+            "received",
             "delivered",
+            "retrying",
             "dead letters",
+            "state",
             "on failure",
         ]);
         for route in value["routes"].as_array().into_iter().flatten() {
+            let mut state = Vec::new();
+            if route["breaker"].as_str().is_some_and(|b| b != "closed") {
+                state.push(format!("breaker {}", text(&route["breaker"])));
+            }
+            if route["silent"] == json!(true) {
+                state.push(format!(
+                    "silent (expects an event within {})",
+                    text(&route["expect_within"])
+                ));
+            }
             t.add_row(vec![
                 text(&route["name"]),
-                text(&route["source"]),
                 text(&route["owner"]["team"]),
                 text(&route["owner"]["contact"]),
                 text(&route["destination"]["url"]),
+                text(&route["received"]),
                 text(&route["delivered"]),
+                text(&route["retrying"]),
                 text(&route["dead_letters"]),
+                if state.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    state.join(", ")
+                },
                 text(&route["on_failure"]),
             ]);
         }
