@@ -7,11 +7,12 @@
 //! with the right code. `scripts/install-test-deps.sh` installs the libraries.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::eventually;
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::process::run;
 use crate::support::redis::RedisServer;
 
 /// What Twilio would be configured to call. Twilio signs this URL (plus the
@@ -166,60 +167,6 @@ fn secrets_json() -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// How a helper process ended, with everything it printed.
-struct Finished {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Finished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `command` with output to files in `dir` (no pipe to fill up), without
-/// blocking the runtime the gateway runs on; killed after [`PROCESS_TIMEOUT`].
-async fn run(mut command: Command, dir: &Path, label: &str) -> Finished {
-    let stdout_path = dir.join(format!("{label}.stdout"));
-    let stderr_path = dir.join(format!("{label}.stderr"));
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))
-        .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {label} ({command:?}): {e}; run scripts/install-test-deps.sh")
-        });
-    let deadline = tokio::time::Instant::now() + PROCESS_TIMEOUT;
-    let (success, status) = loop {
-        match child.try_wait().expect("wait for helper process") {
-            Some(status) => break (status.success(), format!("{label} exited with {status}")),
-            None if tokio::time::Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break (
-                    false,
-                    format!("{label} killed after {PROCESS_TIMEOUT:?} without finishing"),
-                );
-            }
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    Finished {
-        success,
-        status,
-        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
-    }
-}
-
 /// A path that `scripts/install-test-deps.sh` creates; panics naming it.
 fn installed(path: PathBuf, what: &str) -> PathBuf {
     assert!(
@@ -262,7 +209,7 @@ async fn official_library_signatures_verify_and_tampering_is_refused() {
     node.arg(crosscheck.join("github.mjs"))
         .arg(&github_signed)
         .env("CROSSCHECK_SECRETS", &secrets);
-    let signer = run(node, dir.path(), "github.mjs").await;
+    let signer = run(node, dir.path(), "github.mjs", PROCESS_TIMEOUT).await;
     assert!(signer.success, "GitHub signing failed: {signer}");
 
     let mut driver = Command::new(&python);
@@ -276,7 +223,7 @@ async fn official_library_signatures_verify_and_tampering_is_refused() {
         .arg(TWILIO_PUBLIC_URL)
         .env("CROSSCHECK_SECRETS", &secrets)
         .env("PYTHONDONTWRITEBYTECODE", "1");
-    let report = run(driver, dir.path(), "crosscheck.py").await;
+    let report = run(driver, dir.path(), "crosscheck.py", PROCESS_TIMEOUT).await;
     // Shown on failure, or with --nocapture.
     println!("{report}");
     let summary = report

@@ -6,13 +6,14 @@
 //! route and its dead letter, open it, replay it, and the destination gets it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::github;
+use crate::support::process::run;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
 
@@ -91,65 +92,6 @@ fn installed(path: PathBuf, what: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// How the browser run ended, with everything it printed.
-struct Finished {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Finished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `command` with output to files in `dir`, without blocking the runtime
-/// the gateway runs on; killed after [`BROWSER_TIMEOUT`].
-async fn run(mut command: Command, dir: &Path) -> Finished {
-    let stdout_path = dir.join("dashboard.stdout");
-    let stderr_path = dir.join("dashboard.stderr");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))
-        .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start node ({command:?}): {e}; run scripts/install-test-deps.sh")
-        });
-    let deadline = tokio::time::Instant::now() + BROWSER_TIMEOUT;
-    let (success, status) = loop {
-        match child.try_wait().expect("wait for node") {
-            Some(status) => {
-                break (
-                    status.success(),
-                    format!("dashboard.mjs exited with {status}"),
-                );
-            }
-            None if tokio::time::Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break (
-                    false,
-                    format!("dashboard.mjs killed after {BROWSER_TIMEOUT:?} without finishing"),
-                );
-            }
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    Finished {
-        success,
-        status,
-        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
-    }
 }
 
 #[tokio::test]
@@ -301,7 +243,7 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
         .arg(&screenshot)
         .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
         .current_dir(&browser);
-    let report = run(node, dir.path()).await;
+    let report = run(node, dir.path(), "dashboard.mjs", BROWSER_TIMEOUT).await;
     // Shown on failure, or with --nocapture.
     println!("{report}");
     assert!(

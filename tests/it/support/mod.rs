@@ -5,6 +5,7 @@
 
 pub mod gateway;
 pub mod github;
+pub mod process;
 pub mod receiver;
 pub mod redis;
 pub mod sender;
