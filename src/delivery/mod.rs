@@ -40,6 +40,11 @@ const READ_BATCH: usize = 64;
 const PROMOTE_INTERVAL: Duration = Duration::from_millis(200);
 /// Retries moved per script call, so one call never blocks Redis for long.
 const PROMOTE_BATCH: usize = 500;
+/// A consumer idle this long with no pending job belongs to a process that
+/// is gone (a live one reads every second); it is removed from the group.
+const CONSUMER_GONE_AFTER: Duration = Duration::from_secs(3600);
+/// How often gone consumers are looked for.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 /// Pause after a Redis error before the loop tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -158,7 +163,18 @@ impl Engine {
     async fn reclaim_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let visibility = self.config.delivery.visibility_timeout;
         let every = (visibility / 4).clamp(Duration::from_millis(500), Duration::from_secs(15));
+        let mut last_prune = Instant::now();
         loop {
+            if last_prune.elapsed() >= PRUNE_INTERVAL {
+                last_prune = Instant::now();
+                match self.queue.prune_consumers(CONSUMER_GONE_AFTER).await {
+                    Ok(gone) if !gone.is_empty() => {
+                        tracing::info!(consumers = ?gone, "removed consumers of processes that are gone");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::debug!(error = %err, "cannot prune consumers now"),
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}

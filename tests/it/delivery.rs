@@ -376,3 +376,47 @@ async fn redirects_are_not_followed_and_retry_on_adds_statuses() {
     assert_eq!(text(&dead[0]["status"]), "302");
     assert_eq!(text(&dead[0]["reason"]), "rejected");
 }
+
+#[tokio::test]
+async fn consumers_of_gone_processes_are_pruned_but_not_those_holding_jobs() {
+    let redis = RedisServer::start();
+    let config = parse_config(&config_toml(&redis.url(), ""));
+    let queue = switchyard::queue::Queue::connect_lazy(&config.redis).expect("client");
+    queue.ensure_group().await.expect("group");
+    let mut conn = redis.connection().await;
+    let _: String = redis::cmd("XADD")
+        .arg("{switchyard}:jobs")
+        .arg("*")
+        .arg("job")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    // "holder" takes the entry (pending); "idle" holds nothing.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("delivery")
+        .arg("holder")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("{switchyard}:jobs")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("XREADGROUP");
+    let _: u8 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg("{switchyard}:jobs")
+        .arg("delivery")
+        .arg("idle")
+        .query_async(&mut conn)
+        .await
+        .expect("CREATECONSUMER");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pruned = queue
+        .prune_consumers(Duration::from_millis(10))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, ["idle"], "the holder keeps its pending job");
+}
