@@ -1,5 +1,7 @@
 //! The JSON body every generated request carries, and its parsing on the
-//! receiving side: `{"lt_id":"<run>-<seq>","lt_sent_ns":<unix ns>,"pad":"…"}`.
+//! receiving side: `{"id":"evt_<run>-<seq>","lt_id":"<run>-<seq>","lt_sent_ns":<unix ns>,"pad":"…"}`.
+//! `id` is where Stripe puts its event id (the gateway's dedupe key for
+//! Stripe), so every request is a fresh event for every scheme.
 
 use serde::Deserialize;
 
@@ -12,7 +14,7 @@ pub fn request_id(run: &str, seq: u64) -> String {
 /// A body of exactly `size` bytes when `size` is at least the bare JSON
 /// (about 60 bytes); never shorter than that.
 pub fn build(id: &str, sent_ns: u64, size: usize) -> Vec<u8> {
-    let head = format!(r#"{{"lt_id":"{id}","lt_sent_ns":{sent_ns},"pad":""#);
+    let head = format!(r#"{{"id":"evt_{id}","lt_id":"{id}","lt_sent_ns":{sent_ns},"pad":""#);
     let tail = b"\"}";
     let pad = size.saturating_sub(head.len() + tail.len());
     let mut body = Vec::with_capacity(head.len() + pad + tail.len());

@@ -195,7 +195,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
     };
     let generator = Generator::new(Target {
         uri,
-        signer: Signer::new(cli.scheme, cli.secret.as_bytes()),
+        signer: Signer::new(cli.scheme, cli.secret.as_bytes())?,
         body_bytes: plan.body_bytes,
         timeout: cli.timeout,
         run: run_tag,
