@@ -131,6 +131,7 @@ pub async fn run(
                 http::StatusCode::REQUEST_TIMEOUT,
                 config.server.request_timeout,
             ))
+            .layer(axum::middleware::map_response(ingest::json_errors))
             // Outermost: every request gets an id (or keeps the sender's),
             // which is logged, stored with the event, sent downstream and
             // echoed back.

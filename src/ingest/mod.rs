@@ -75,10 +75,7 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             .layer(middleware::from_fn_with_state(state, count_outcome));
         router = router.route(&source.path, endpoint);
     }
-    router
-        .fallback(unknown_source)
-        .with_state(metrics)
-        .layer(middleware::map_response(json_errors))
+    router.fallback(unknown_source).with_state(metrics)
 }
 
 /// Counts every answer of a source by outcome.
@@ -125,8 +122,9 @@ fn error_code(status: StatusCode) -> &'static str {
 }
 
 /// Gives error answers of tower-http layers (413 from the body limit, 408
-/// from the timeout) the JSON body every other error has.
-async fn json_errors(response: Response) -> Response {
+/// from the timeout) the JSON body every other error has. It must wrap those
+/// layers, so the server applies it outside the request timeout.
+pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

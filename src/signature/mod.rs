@@ -136,7 +136,17 @@ pub fn verifier_for(source: &Source) -> Arc<dyn Verifier> {
 /// A header as text, or the right rejection. Names are prepared
 /// `HeaderName`s: looking up by `&str` would parse the name on every request.
 fn header<'a>(headers: &'a HeaderMap, name: &'static HeaderName) -> Result<&'a str, Rejection> {
-    header_text(name, headers.get(name))
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    // Two values of one signature header are ambiguous (which one was
+    // checked?); refuse rather than pick.
+    if values.next().is_some() {
+        return Err(Rejection::MalformedSignature {
+            header: name.as_str(),
+            reason: "sent more than once",
+        });
+    }
+    header_text(name, first)
 }
 
 /// The text of header `name`'s value, or the right rejection.

@@ -9,6 +9,7 @@ mod dashboard;
 mod dead_letters;
 mod delivery;
 mod health;
+mod hostile;
 mod ingest;
 mod lifecycle;
 mod receiver;
