@@ -141,7 +141,12 @@ pub async fn run(
             .layer(CatchPanicLayer::new());
         let public_addr = local_addr(&listeners.public, "public")?;
         tracing::info!(public = %public_addr, "ingest listening");
-        Some(serve("public", listeners.public, public_app, &shutdown))
+        Some(serve_public(
+            listeners.public,
+            public_app,
+            shutdown.clone(),
+            config.server.request_timeout,
+        ))
     } else {
         // A delivery-only process: the public socket is closed unused.
         drop(listeners.public);
@@ -220,6 +225,56 @@ fn serve(
             source,
         })
     }
+}
+
+/// Serves the public listener with hyper directly (not `axum::serve`): senders
+/// are untrusted, so a client must finish its headers within
+/// `header_timeout` (hyper closes the connection otherwise), or one slow
+/// client could hold a connection open forever (slowloris). On shutdown it
+/// stops accepting and waits for open connections to finish.
+async fn serve_public(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) -> Result<(), ServerError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors, say: pause instead of spinning.
+                    tracing::warn!(error = %err, "public listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away or breaks HTTP ends only its connection.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Names this process in the consumer group: host, pid and a random suffix,

@@ -230,6 +230,9 @@ enum Send {
     Whole(Vec<u8>),
     /// Everything at once, then the write side is shut down.
     ThenClose(Vec<u8>),
+    /// The bytes, then one more byte of `trickle` every 100 ms, never ending
+    /// the headers (slowloris).
+    Trickle(Vec<u8>, Vec<u8>),
 }
 
 /// What the gateway did.
@@ -342,6 +345,15 @@ async fn run_case(gateway: &TestGateway, send: Send) -> Outcome {
             Send::ThenClose(bytes) => {
                 let _ = writer.write_all(&bytes).await;
                 let _ = writer.shutdown().await;
+            }
+            Send::Trickle(head, trickle) => {
+                let _ = writer.write_all(&head).await;
+                for byte in trickle {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if writer.write_all(&[byte]).await.is_err() {
+                        break;
+                    }
+                }
             }
         }
         // Keep the write half open until the case is over.
@@ -602,6 +614,15 @@ fn cases() -> Vec<Case> {
             Error(408, "request_timeout"),
         ),
         case("invalid chunk framing", Whole(bad_chunk), CloseOr(&[400])),
+        case(
+            "slowloris: headers trickled a byte per 100 ms, never finished",
+            Trickle(
+                b"POST /hooks/github HTTP/1.1\r\nHost: x\r\n".to_vec(),
+                "X-Slow: ".bytes().chain(std::iter::repeat_n(b'a', 140)).collect(),
+            ),
+            // hyper's header-read timeout (request_timeout, 2 s here) closes it.
+            CloseOr(&[408]),
+        ),
         case(
             "both Content-Length and Transfer-Encoding",
             Whole(both_framings),
