@@ -67,16 +67,55 @@ fn sample(metrics: &str, line_start: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn metrics_and_inventory_read_exactly_what_happened() {
+struct Setup {
+    _redis: RedisServer,
+    receiver: Receiver,
+    alerts: Receiver,
+    gateway: TestGateway,
+}
+
+async fn setup() -> Setup {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
     let alerts = Receiver::start().await;
-    let gateway = TestGateway::start(parse_config(&config_toml(
-        &redis.url(),
-        &config(&receiver, &alerts),
-    )))
-    .await;
+    let toml = config_toml(&redis.url(), &config(&receiver, &alerts));
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    Setup {
+        _redis: redis,
+        receiver,
+        alerts,
+        gateway,
+    }
+}
+
+/// One route of the inventory.
+async fn inventory_route(gateway: &TestGateway, name: &str) -> Value {
+    let inventory: Value = reqwest::Client::new()
+        .get(gateway.admin_url("/admin/routes"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .expect("inventory")
+        .json()
+        .await
+        .expect("json");
+    inventory["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .expect("route in the inventory")
+}
+
+#[tokio::test]
+async fn metrics_and_inventory_read_exactly_what_happened() {
+    let Setup {
+        _redis,
+        receiver,
+        alerts: _alerts,
+        gateway,
+    } = setup().await;
     let client = reqwest::Client::new();
     let url = gateway.public_url("/hooks/github");
     receiver.then(Reply::status(503)); // the flaky route's first attempt
@@ -192,25 +231,11 @@ async fn metrics_and_inventory_read_exactly_what_happened() {
         assert_eq!(sample(&metrics, line), value, "{line}\n{metrics}");
     }
 
-    let inventory: Value = client
-        .get(gateway.admin_url("/admin/routes"))
-        .bearer_auth("test-admin-token")
-        .send()
-        .await
-        .expect("inventory")
-        .json()
-        .await
-        .expect("json");
-    let route = |name: &str| {
-        inventory["routes"]
-            .as_array()
-            .expect("routes")
-            .iter()
-            .find(|r| r["name"] == name)
-            .cloned()
-            .expect("route")
-    };
-    let (ok, flaky, bad) = (route("ok"), route("flaky"), route("bad"));
+    let (ok, flaky, bad) = (
+        inventory_route(&gateway, "ok").await,
+        inventory_route(&gateway, "flaky").await,
+        inventory_route(&gateway, "bad").await,
+    );
     assert_eq!(
         (
             ok["received"].as_u64(),
@@ -243,33 +268,14 @@ async fn metrics_and_inventory_read_exactly_what_happened() {
 
 #[tokio::test]
 async fn a_route_that_goes_quiet_is_reported_once_and_again_when_it_resumes() {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let alerts = Receiver::start().await;
-    let gateway = TestGateway::start(parse_config(&config_toml(
-        &redis.url(),
-        &config(&receiver, &alerts),
-    )))
-    .await;
+    let Setup {
+        _redis,
+        receiver: _receiver,
+        alerts,
+        gateway,
+    } = setup().await;
     let client = reqwest::Client::new();
-    let inventory = || async {
-        let value: Value = client
-            .get(gateway.admin_url("/admin/routes"))
-            .bearer_auth("test-admin-token")
-            .send()
-            .await
-            .expect("inventory")
-            .json()
-            .await
-            .expect("json");
-        value["routes"]
-            .as_array()
-            .expect("routes")
-            .iter()
-            .find(|r| r["name"] == "quiet")
-            .cloned()
-            .expect("quiet route")
-    };
+    let inventory = || inventory_route(&gateway, "quiet");
     assert!(
         eventually(Duration::from_secs(8), || async {
             inventory().await["silent"] == true
@@ -314,14 +320,12 @@ async fn a_route_that_goes_quiet_is_reported_once_and_again_when_it_resumes() {
 
 #[tokio::test]
 async fn request_ids_reach_the_destination_and_come_back_to_the_sender() {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let alerts = Receiver::start().await;
-    let gateway = TestGateway::start(parse_config(&config_toml(
-        &redis.url(),
-        &config(&receiver, &alerts),
-    )))
-    .await;
+    let Setup {
+        _redis,
+        receiver,
+        alerts: _alerts,
+        gateway,
+    } = setup().await;
     let body = b"{}";
     let response = reqwest::Client::new()
         .post(gateway.public_url("/hooks/github"))
