@@ -7,8 +7,6 @@ mod dashboard;
 mod dead_letters;
 mod routes;
 
-pub use routes::inventory_json;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -16,7 +16,7 @@ use crate::queue::{Queue, QueueError, Stat};
 
 /// Live figures of one route.
 #[derive(Debug, Clone, Default)]
-pub struct RouteFigures {
+struct RouteFigures {
     /// Jobs enqueued.
     pub received: u64,
     /// Jobs delivered.
@@ -38,7 +38,7 @@ pub struct RouteFigures {
 }
 
 /// Reads every route's figures (config order).
-pub async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, QueueError> {
+async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, QueueError> {
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     let urls: Vec<&str> = config
         .routes
@@ -82,7 +82,7 @@ fn rfc3339(ms: Option<u64>) -> Value {
 
 /// The inventory as JSON; `figures` per route in config order (empty when
 /// Redis could not be read: the owners are what someone paged needs first).
-pub fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
+fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
     let routes: Vec<Value> = config
         .routes
