@@ -39,7 +39,9 @@ pub(super) async fn accept(
     let received_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let encoded_headers = encode_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let encoded_headers = Bytes::from(encode_headers(
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+    ));
     let jobs: Vec<Job> = routes
         .iter()
         .map(|route| Job {
@@ -50,7 +52,7 @@ pub(super) async fn accept(
             received_ms,
             attempt: 1,
             headers: encoded_headers.clone(),
-            body: body.to_vec(),
+            body: body.clone(),
             history: Vec::new(),
         })
         .collect();
@@ -63,7 +65,7 @@ pub(super) async fn accept(
             .as_deref()
             .map(|delivery_id| (delivery_id, state.dedupe_window)),
     };
-    match state.queue.enqueue_event(&event).await {
+    match state.writer.enqueue(&event).await {
         Ok(Enqueued::Accepted) => {
             for route in &routes {
                 state

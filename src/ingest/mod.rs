@@ -18,7 +18,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::api_error::ApiError;
 use crate::config::{Config, Filter};
-use crate::queue::Queue;
+use crate::queue::{EventWriter, Queue};
 use crate::signature::{self, Refused, VerifyLayer};
 use crate::telemetry::Metrics;
 
@@ -39,7 +39,7 @@ struct SourceState {
     name: String,
     dedupe_window: std::time::Duration,
     routes: Vec<RouteMatch>,
-    queue: Queue,
+    writer: EventWriter,
     metrics: Arc<Metrics>,
 }
 
@@ -55,13 +55,14 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
                 filter: route.filter.clone(),
             });
     }
+    let writer = queue.event_writer();
     let mut router = Router::new();
     for source in config.sources.values() {
         let state = Arc::new(SourceState {
             name: source.name.clone(),
             dedupe_window: source.dedupe_window,
             routes: by_source.remove(source.name.as_str()).unwrap_or_default(),
-            queue: queue.clone(),
+            writer: writer.clone(),
             metrics: metrics.clone(),
         });
         let endpoint = post(handler::accept)

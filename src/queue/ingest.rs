@@ -2,41 +2,70 @@
 //! in a single Lua script, so "duplicate" is only ever answered for an event
 //! that really is queued (DESIGN.md invariant 1), and a crash can never leave
 //! a dedupe record without its jobs.
+//!
+//! Concurrent requests are written in batches: one task takes every event
+//! waiting and writes them with one script call, and each request is answered
+//! from that call's result. Under load this turns thousands of Redis calls a
+//! second into a few hundred larger ones; an event alone is written at once.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use redis::Script;
+use redis::{ErrorKind, RedisError, Script};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Job, Queue, QueueError, Stat};
 
-/// Writes the jobs, then the dedupe record; or returns the first event's id.
+/// Writes each event's jobs, then its dedupe record; or returns the first
+/// event's id for a delivery id seen before.
 ///
-/// KEYS: jobs stream, seen key, received counters, last-received times.
-/// ARGV: has_dedupe, event id, dedupe TTL (ms), now (ms), then per matched
-/// route its name and its encoded job.
+/// KEYS: jobs stream, received counters, last-received times, then one seen
+/// key per event (in ARGV order).
+/// ARGV: now (ms), then per event: has_dedupe, event id, dedupe TTL (ms),
+/// number of jobs, and per job its route name and encoded job.
+/// Returns per event `{1, id}` (queued) or `{0, first id}` (duplicate).
 ///
 /// The first write is the OOM check: Redis refuses a script's first write
-/// when over `maxmemory`, and lets a script that has written finish, so the
-/// jobs and the record are written all or none.
-const ENQUEUE_EVENT: &str = r"
-if ARGV[1] == '1' then
-  local first = redis.call('GET', KEYS[2])
-  if first then return {0, first} end
+/// when over `maxmemory`, and lets a script that has written finish, so a
+/// batch is written all or none. Counters are added once per route per batch.
+const ENQUEUE_EVENTS: &str = r"
+local results, received = {}, {}
+local a, e = 2, 0
+while a <= #ARGV do
+  e = e + 1
+  local dedupe, id, ttl, jobs = ARGV[a] == '1', ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  a = a + 4
+  local first = dedupe and redis.call('GET', KEYS[3 + e])
+  if first then
+    results[e] = {0, first}
+  else
+    for j = a, a + 2 * jobs - 1, 2 do
+      redis.call('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
+      received[ARGV[j]] = (received[ARGV[j]] or 0) + 1
+    end
+    if dedupe then
+      redis.call('SET', KEYS[3 + e], id, 'PX', ttl)
+    end
+    results[e] = {1, id}
+  end
+  a = a + 2 * jobs
 end
-for i = 5, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], '*', 'job', ARGV[i + 1])
-  redis.call('HINCRBY', KEYS[3], ARGV[i], 1)
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[4])
+for route, count in pairs(received) do
+  redis.call('HINCRBY', KEYS[2], route, count)
+  redis.call('HSET', KEYS[3], route, ARGV[1])
 end
-if ARGV[1] == '1' then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-end
-return {1, ARGV[2]}
+return results
 ";
 
 /// Compiled once; `invoke` sends EVALSHA and falls back to EVAL after a
 /// Redis restart flushed the script cache.
-static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_EVENT));
+static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_EVENTS));
+
+/// Most events written by one script call.
+const MAX_BATCH_EVENTS: usize = 128;
+/// Script calls under way at once; while they run, the next batch gathers.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Events waiting for a batch; beyond this, requests wait to be taken.
+const WAITING_EVENTS: usize = 4096;
 
 /// An accepted event and the jobs it makes.
 #[derive(Debug, Clone)]
@@ -93,37 +122,135 @@ pub fn decode_headers(encoded: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// One event on its way to Redis, with its jobs encoded.
+struct PendingEvent {
+    seen_key: String,
+    dedupe_ttl_ms: Option<u64>,
+    id: String,
+    jobs: Vec<(String, Vec<u8>)>,
+    answer: oneshot::Sender<Result<Enqueued, QueueError>>,
+}
+
+/// Writes accepted events in batches (see the module docs); cheap to clone.
+#[derive(Clone)]
+pub struct EventWriter {
+    events: mpsc::Sender<PendingEvent>,
+    queue: Queue,
+}
+
 impl Queue {
+    /// Starts the batching task on the current runtime; it ends when the
+    /// last clone of the writer is dropped, after writing what it holds.
+    pub fn event_writer(&self) -> EventWriter {
+        let (events, waiting) = mpsc::channel(WAITING_EVENTS);
+        tokio::spawn(write_batches(self.clone(), waiting));
+        EventWriter {
+            events,
+            queue: self.clone(),
+        }
+    }
+}
+
+impl EventWriter {
     /// Durably queues one job per route of `event` and records its delivery
     /// id, atomically; or reports the earlier event with the same delivery id.
-    pub async fn enqueue_event(&self, event: &NewEvent<'_>) -> Result<Enqueued, QueueError> {
-        let seen = match event.dedupe {
-            Some((delivery_id, _)) => self.keys.seen(event.source, delivery_id),
-            // The key must still be in the hash slot; it is never touched.
-            None => self.keys.seen(event.source, ""),
+    pub async fn enqueue(&self, event: &NewEvent<'_>) -> Result<Enqueued, QueueError> {
+        let keys = &self.queue.keys;
+        let (answer, answered) = oneshot::channel();
+        let pending = PendingEvent {
+            // Without dedupe the key is still passed (it must be declared);
+            // it is never touched.
+            seen_key: keys.seen(event.source, event.dedupe.map_or("", |(id, _)| id)),
+            dedupe_ttl_ms: event.dedupe.map(|(_, ttl)| ttl.as_millis() as u64),
+            id: event.id.to_owned(),
+            jobs: event
+                .jobs
+                .iter()
+                .map(|job| (job.route.clone(), job.encode()))
+                .collect(),
+            answer,
         };
+        let stopped = || {
+            self.queue.error(RedisError::from((
+                ErrorKind::Client,
+                "the event writer has stopped",
+            )))
+        };
+        self.events.send(pending).await.map_err(|_| stopped())?;
+        answered.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// The batching task: takes what is waiting, writes it, answers each event.
+async fn write_batches(queue: Queue, mut waiting: mpsc::Receiver<PendingEvent>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
+        if waiting.recv_many(&mut batch, MAX_BATCH_EVENTS).await == 0 {
+            return;
+        }
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let results = queue.write_batch(&batch).await;
+            for (event, result) in batch.into_iter().zip(results) {
+                // The sender may have gone; its retry will be answered `duplicate`.
+                let _ = event.answer.send(result);
+            }
+            drop(permit);
+        });
+    }
+}
+
+impl Queue {
+    /// One script call for `batch`; one result per event, in order.
+    async fn write_batch(&self, batch: &[PendingEvent]) -> Vec<Result<Enqueued, QueueError>> {
         let mut invocation = ENQUEUE_SCRIPT.key(self.keys.jobs());
         invocation
-            .key(seen)
             .key(self.keys.stat(Stat::Received))
-            .key(self.keys.stat(Stat::LastReceived))
-            .arg(if event.dedupe.is_some() { "1" } else { "0" })
-            .arg(event.id)
-            .arg(event.dedupe.map_or(0, |(_, ttl)| ttl.as_millis() as u64))
-            .arg(super::now_ms());
-        for job in event.jobs {
-            invocation.arg(&job.route).arg(job.encode());
+            .key(self.keys.stat(Stat::LastReceived));
+        for event in batch {
+            invocation.key(&event.seen_key);
+        }
+        invocation.arg(super::now_ms());
+        for event in batch {
+            invocation
+                .arg(if event.dedupe_ttl_ms.is_some() { "1" } else { "0" })
+                .arg(&event.id)
+                .arg(event.dedupe_ttl_ms.unwrap_or(0))
+                .arg(event.jobs.len());
+            for (route, job) in &event.jobs {
+                invocation.arg(route).arg(job);
+            }
         }
         let mut conn = self.conn.clone();
-        let (accepted, id): (u8, String) = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(if accepted == 1 {
-            Enqueued::Accepted
-        } else {
-            Enqueued::Duplicate { first_id: id }
-        })
+        let outcome: Result<Vec<(u8, String)>, RedisError> =
+            invocation.invoke_async(&mut conn).await;
+        match outcome {
+            Ok(results) if results.len() == batch.len() => results
+                .into_iter()
+                .map(|(queued, id)| {
+                    Ok(if queued == 1 {
+                        Enqueued::Accepted
+                    } else {
+                        Enqueued::Duplicate { first_id: id }
+                    })
+                })
+                .collect(),
+            Ok(_) => {
+                let error = self.error(RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "the enqueue script answered for a different number of events",
+                )));
+                batch.iter().map(|_| Err(error.clone())).collect()
+            }
+            Err(source) => {
+                let error = self.error(source);
+                batch.iter().map(|_| Err(error.clone())).collect()
+            }
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub use dead::{
     AuditEntry, AuditRecord, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed,
 };
 pub use delivery::{Claimed, DeadReason, GROUP, JobReader, NewDeadLetter};
-pub use ingest::{Enqueued, NewEvent, decode_headers, encode_headers};
+pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::{Keys, Stat};
 
@@ -49,7 +49,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_RETRIES: usize = 2;
 
 /// Errors talking to Redis.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// Redis refused or failed the command, or the connection is down.
     #[error("redis at {url}: {source}")]

@@ -260,7 +260,7 @@ async fn a_rejection_is_dead_lettered_at_once_with_its_owner_and_bytes() {
     assert_eq!(text(&letter["contact"]), "devex@example.com");
     assert_eq!(text(&letter["runbook"]), "https://wiki.example.com/devex");
     let job = switchyard::queue::Job::decode(&letter["job"]).expect("job");
-    assert_eq!(job.body, body);
+    assert_eq!(job.body, body[..]);
     assert_eq!(job.history.len(), 1);
     assert_eq!(job.history[0].status, Some(400));
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -199,6 +199,58 @@ async fn a_repeated_delivery_id_is_answered_duplicate_and_enqueues_nothing() {
     );
 }
 
+/// Concurrent requests are written to Redis in batches; each must still be
+/// answered for itself: one 202 per delivery id (its copies in the same or a
+/// later batch answered `duplicate` with that event's id), and exactly its
+/// jobs queued and counted.
+#[tokio::test]
+async fn concurrent_events_written_in_batches_are_each_answered_for_themselves() {
+    let s = setup().await;
+    let body = br#"{"action":"opened"}"#;
+    let deliveries: Vec<String> = (0..150).map(|i| format!("batch-{i}")).collect();
+    // Every third delivery id is sent three times at once.
+    let sends = deliveries.iter().enumerate().flat_map(|(i, delivery)| {
+        let copies = if i % 3 == 0 { 3 } else { 1 };
+        std::iter::repeat_n(delivery.as_str(), copies)
+    });
+    let s = &s;
+    let answers = futures_util::future::join_all(sends.map(|delivery| async move {
+        (delivery, s.post("push", delivery, body).await)
+    }))
+    .await;
+
+    let mut accepted: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for (delivery, (status, answer)) in &answers {
+        if *status == 202 {
+            let id = answer["id"].as_str().expect("id").to_owned();
+            assert!(accepted.insert(delivery, id).is_none(), "{delivery} accepted twice");
+        }
+    }
+    assert_eq!(accepted.len(), deliveries.len(), "each delivery id accepted once");
+    for (delivery, (status, answer)) in &answers {
+        if *status != 202 {
+            assert_eq!(*status, 200, "{answer}");
+            assert_eq!(answer["duplicate"], true);
+            assert_eq!(answer["id"].as_str(), Some(accepted[delivery].as_str()));
+        }
+    }
+
+    // A push with `"action":"opened"` matches all three routes.
+    let jobs = s.jobs().await;
+    assert_eq!(jobs.len(), 3 * deliveries.len());
+    for id in accepted.values() {
+        assert_eq!(jobs.iter().filter(|j| &j.event_id == id).count(), 3, "event {id}");
+    }
+    let mut conn = s.redis.connection().await;
+    let received: std::collections::HashMap<String, u64> = conn
+        .hgetall("{switchyard}:stats:received")
+        .await
+        .expect("HGETALL received");
+    for route in ["pushes-to-ci", "everything-to-audit", "opened-to-tracker"] {
+        assert_eq!(received.get(route), Some(&150), "{route}: {received:?}");
+    }
+}
+
 #[tokio::test]
 async fn an_event_matching_no_route_is_accepted_and_counted_as_unrouted() {
     let s = setup().await;
