@@ -21,6 +21,8 @@ use crate::schedule::OpenLoop;
 use crate::signer::Signer;
 use crate::sink::unix_ns;
 
+/// How requests are paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Load {
     Open { rate: f64 },
     Closed { connections: usize },

@@ -2,6 +2,7 @@
 //! receives what it delivers, and reports ingest and end-to-end latency.
 
 mod body;
+mod deliveries;
 mod generator;
 mod procstat;
 mod report;
@@ -9,7 +10,7 @@ mod schedule;
 mod signer;
 mod sink;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 
 use generator::{Generator, Load, Target};
-use report::{EndToEnd, Gateway, Ingest, Percentiles, Report};
+use report::{EndToEnd, Gateway, Ingest, PathReport, Percentiles, Report};
 use signer::{Scheme, Signer};
 use sink::{Sink, SinkOptions};
 
@@ -30,6 +31,101 @@ enum Scenario {
     Steady,
     /// Closed loop, 64 connections, 1 KiB bodies: the most the gateway ingests.
     IngestMax,
+    /// Open loop (default 2000/s), each event expected on 3 sink paths.
+    Fanout3,
+    /// Open loop (default 1000/s), fan-out 2, the sink answers /slow 200 ms late.
+    SlowDestination,
+    /// Open loop (default 1000/s), the sink answers half its requests 503.
+    FailingDestination,
+    /// Open loop (default 1000/s), fan-out 1: only /healthy reaches the sink,
+    /// the gateway's other route points where nothing listens.
+    MixedHealthyAndDead,
+}
+
+/// Open-loop rate when nothing else sets one: a light load, for checking a
+/// setup rather than measuring it.
+const DEFAULT_RATE: f64 = 200.0;
+/// Closed-loop connections of `ingest-max`: enough requests in flight that
+/// the gateway, not the wait for answers, sets the pace.
+const INGEST_MAX_CONNECTIONS: usize = 64;
+/// Open-loop rate of `fanout3`: the rate `steady` is measured at, so the
+/// two compare, with three deliveries per event.
+const FANOUT3_RATE: f64 = 2000.0;
+/// Open-loop rate of the slow, failing and dead-destination scenarios:
+/// lower than `fanout3`'s because slow answers and retries keep each event
+/// in the gateway longer.
+const DESTINATION_SCENARIO_RATE: f64 = 1000.0;
+/// Body size of every scenario: a typical webhook payload.
+const DEFAULT_BODY_BYTES: usize = 1024;
+
+/// What a scenario sets when the matching flag is absent.
+#[derive(Clone, Copy, Debug)]
+struct ScenarioDefaults {
+    /// The loop, and its rate or connections.
+    load: Load,
+    fanout: u32,
+    sink_delay: Duration,
+    sink_delay_path: Option<&'static str>,
+    sink_fail_ratio: f64,
+}
+
+/// Without a scenario, and the base of every scenario: open loop at the
+/// default rate, one path per event, a sink that answers at once.
+const BASELINE: ScenarioDefaults = ScenarioDefaults {
+    load: Load::Open { rate: DEFAULT_RATE },
+    fanout: 1,
+    sink_delay: Duration::ZERO,
+    sink_delay_path: None,
+    sink_fail_ratio: 0.0,
+};
+
+impl Scenario {
+    /// The value `--scenario` takes for it, which the report repeats.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .expect("no scenario is skipped")
+            .get_name()
+            .to_owned()
+    }
+
+    fn defaults(self) -> ScenarioDefaults {
+        match self {
+            Scenario::Steady => BASELINE,
+            Scenario::IngestMax => ScenarioDefaults {
+                load: Load::Closed {
+                    connections: INGEST_MAX_CONNECTIONS,
+                },
+                ..BASELINE
+            },
+            Scenario::Fanout3 => ScenarioDefaults {
+                load: Load::Open { rate: FANOUT3_RATE },
+                fanout: 3,
+                ..BASELINE
+            },
+            Scenario::SlowDestination => ScenarioDefaults {
+                load: Load::Open {
+                    rate: DESTINATION_SCENARIO_RATE,
+                },
+                fanout: 2,
+                sink_delay: Duration::from_millis(200),
+                sink_delay_path: Some("/slow"),
+                ..BASELINE
+            },
+            Scenario::FailingDestination => ScenarioDefaults {
+                load: Load::Open {
+                    rate: DESTINATION_SCENARIO_RATE,
+                },
+                sink_fail_ratio: 0.5,
+                ..BASELINE
+            },
+            Scenario::MixedHealthyAndDead => ScenarioDefaults {
+                load: Load::Open {
+                    rate: DESTINATION_SCENARIO_RATE,
+                },
+                ..BASELINE
+            },
+        }
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -64,21 +160,32 @@ struct Cli {
     /// How long the load runs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     duration: Duration,
-    /// Size of each JSON body in bytes.
+    /// Size of each JSON body in bytes (default 1024).
     #[arg(long)]
     body_bytes: Option<usize>,
+    /// Distinct sink paths each acked event is expected on (the gateway's
+    /// routes to the sink); default 1, or the scenario's.
+    #[arg(long)]
+    fanout: Option<u32>,
     /// Per-request timeout (a timed-out request counts as a transport error).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     timeout: Duration,
     /// Run the built-in receiver on this address (the route's destination).
     #[arg(long)]
     sink_listen: Option<SocketAddr>,
-    /// Share of deliveries the receiver answers 503 (0.0 to 1.0).
-    #[arg(long, default_value_t = 0.0)]
-    sink_fail_ratio: f64,
-    /// Delay before the receiver answers.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
-    sink_delay: Duration,
+    /// Share of deliveries the receiver answers 503, 0.0 to 1.0 (default 0,
+    /// or the scenario's).
+    #[arg(long)]
+    sink_fail_ratio: Option<f64>,
+    /// Apply --sink-fail-ratio only to requests to this path (e.g. /events).
+    #[arg(long)]
+    sink_fail_path: Option<String>,
+    /// Delay before the receiver answers (default 0s, or the scenario's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    sink_delay: Option<Duration>,
+    /// Apply --sink-delay only to requests to this path (e.g. /slow).
+    #[arg(long)]
+    sink_delay_path: Option<String>,
     /// After the load, wait at most this long for every acked event to arrive.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     drain: Duration,
@@ -93,58 +200,105 @@ struct Cli {
     quiet: bool,
 }
 
+/// The run the flags and the scenario ask for.
+#[derive(Debug)]
 struct Plan {
     scenario: String,
     load: Load,
     body_bytes: usize,
+    fanout: u32,
+    sink: SinkOptions,
 }
 
+/// Resolves the scenario's defaults against explicit flags, and checks the
+/// result; every problem is reported in one error.
 fn plan(cli: &Cli) -> anyhow::Result<Plan> {
-    let (scenario, load, body_bytes) = match cli.scenario {
-        Some(Scenario::Steady) => {
+    let (scenario, defaults) = match cli.scenario {
+        Some(s) => (s.name(), s.defaults()),
+        // Without a scenario, --connections is what asks for a closed loop.
+        None => (
+            "custom".to_owned(),
+            ScenarioDefaults {
+                load: match cli.connections {
+                    Some(connections) => Load::Closed { connections },
+                    None => BASELINE.load,
+                },
+                ..BASELINE
+            },
+        ),
+    };
+    let mut errors = Vec::new();
+    // Only a scenario can conflict: without one, clap refuses --rate with
+    // --connections and the loop follows the flag given.
+    let load = match defaults.load {
+        Load::Open { rate } => {
             if cli.connections.is_some() {
-                bail!("--scenario steady is open loop: use --rate, not --connections");
+                errors.push(format!(
+                    "--scenario {scenario} is open loop: use --rate, not --connections"
+                ));
             }
-            (
-                "steady",
-                Load::Open {
-                    rate: cli.rate.unwrap_or(200.0),
-                },
-                1024,
-            )
+            Load::Open {
+                rate: cli.rate.unwrap_or(rate),
+            }
         }
-        Some(Scenario::IngestMax) => {
+        Load::Closed { connections } => {
             if cli.rate.is_some() {
-                bail!("--scenario ingest-max is closed loop: use --connections, not --rate");
+                errors.push(format!(
+                    "--scenario {scenario} is closed loop: use --connections, not --rate"
+                ));
             }
-            let connections = cli.connections.unwrap_or(64);
-            ("ingest-max", Load::Closed { connections }, 1024)
+            Load::Closed {
+                connections: cli.connections.unwrap_or(connections),
+            }
         }
-        None => match (cli.rate, cli.connections) {
-            (_, Some(connections)) => ("custom", Load::Closed { connections }, 1024),
-            (rate, None) => (
-                "custom",
-                Load::Open {
-                    rate: rate.unwrap_or(200.0),
-                },
-                1024,
-            ),
-        },
     };
     match load {
         Load::Open { rate } if !(rate > 0.0 && rate.is_finite()) => {
-            bail!("--rate must be positive")
+            errors.push("--rate must be positive".to_owned());
         }
-        Load::Closed { connections: 0 } => bail!("--connections must be at least 1"),
+        Load::Closed { connections: 0 } => {
+            errors.push("--connections must be at least 1".to_owned());
+        }
         _ => {}
     }
-    if !(0.0..=1.0).contains(&cli.sink_fail_ratio) {
-        bail!("--sink-fail-ratio must be between 0 and 1");
+    let fanout = cli.fanout.unwrap_or(defaults.fanout);
+    if !(1..=deliveries::MAX_PATHS as u32).contains(&fanout) {
+        errors.push(format!(
+            "--fanout must be between 1 and {}",
+            deliveries::MAX_PATHS
+        ));
+    }
+    let fail_ratio = cli.sink_fail_ratio.unwrap_or(defaults.sink_fail_ratio);
+    if !(0.0..=1.0).contains(&fail_ratio) {
+        errors.push("--sink-fail-ratio must be between 0 and 1".to_owned());
+    }
+    let delay_path = cli
+        .sink_delay_path
+        .clone()
+        .or(defaults.sink_delay_path.map(str::to_owned));
+    for (flag, path) in [
+        ("--sink-delay-path", &delay_path),
+        ("--sink-fail-path", &cli.sink_fail_path),
+    ] {
+        // A request's path always starts with '/': without it nothing would match.
+        if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+            errors.push(format!("{flag} must start with '/'"));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
     }
     Ok(Plan {
-        scenario: scenario.to_owned(),
+        scenario,
         load,
-        body_bytes: cli.body_bytes.unwrap_or(body_bytes),
+        body_bytes: cli.body_bytes.unwrap_or(DEFAULT_BODY_BYTES),
+        fanout,
+        sink: SinkOptions {
+            fail_ratio,
+            fail_path: cli.sink_fail_path.clone(),
+            delay: cli.sink_delay.unwrap_or(defaults.sink_delay),
+            delay_path,
+        },
     })
 }
 
@@ -180,17 +334,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         sink::unix_ns(SystemTime::now()) ^ u64::from(std::process::id())
     );
     let sink = match cli.sink_listen {
-        Some(addr) => Some(
-            sink::start(
-                addr,
-                run_tag.clone(),
-                SinkOptions {
-                    fail_ratio: cli.sink_fail_ratio,
-                    delay: cli.sink_delay,
-                },
-            )
-            .await?,
-        ),
+        Some(addr) => Some(sink::start(addr, run_tag.clone(), plan.sink.clone()).await?),
         None => None,
     };
     let generator = Generator::new(Target {
@@ -226,7 +370,17 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
     };
     let drain_started = Instant::now();
     let end_to_end = match &sink {
-        Some(sink) => Some(drain(sink, &acked, &unacked, cli.drain, drain_started).await),
+        Some(sink) => Some(
+            drain(
+                sink,
+                &acked,
+                &unacked,
+                plan.fanout,
+                cli.drain,
+                drain_started,
+            )
+            .await,
+        ),
         None => None,
     };
     progress.abort();
@@ -281,11 +435,13 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every acked event reached the sink, or `limit` passed.
+/// Waits until every acked event reached the sink on `fanout` distinct
+/// paths, or `limit` passed.
 async fn drain(
     sink: &Arc<Sink>,
     acked: &[u64],
     unacked: &[u64],
+    fanout: u32,
     limit: Duration,
     started: Instant,
 ) -> EndToEnd {
@@ -293,7 +449,7 @@ async fn drain(
     loop {
         {
             let state = sink.state.lock().unwrap();
-            pending.retain(|seq| !state.seen.contains(seq));
+            pending.retain(|&seq| state.deliveries.paths_of(seq) < fanout);
         }
         if pending.is_empty() || started.elapsed() >= limit {
             break;
@@ -302,18 +458,34 @@ async fn drain(
     }
     let drain_s = started.elapsed().as_secs_f64();
     let state = sink.state.lock().unwrap();
-    let unacked: HashSet<u64> = unacked.iter().copied().collect();
+    let deliveries = &state.deliveries;
+    // `pending` holds every acked event still short of `fanout` paths at
+    // the last look; the others owe nothing.
+    let missing = deliveries.missing(&pending, fanout);
     EndToEnd {
         acked: acked.len() as u64,
-        delivered: state.seen.len() as u64,
-        duplicates: state.duplicates,
-        missing: pending.len() as u64,
-        delivered_unacked: state.seen.iter().filter(|s| unacked.contains(s)).count() as u64,
+        fanout,
+        delivered: deliveries.pairs(),
+        duplicates: deliveries.duplicates(),
+        missing,
+        delivered_unacked: deliveries.pairs_among(unacked),
         injected_failures: sink.injected_failures.load(Ordering::Relaxed),
         foreign: state.foreign,
         drain_s,
-        drained: pending.is_empty(),
-        latency: Percentiles::of(&state.e2e),
+        drained: missing == 0,
+        latency: Percentiles::of(deliveries.e2e()),
+        by_path: deliveries
+            .by_path()
+            .iter()
+            .map(|p| {
+                let report = PathReport {
+                    delivered: p.delivered,
+                    duplicates: p.duplicates,
+                    latency: Percentiles::of(&p.e2e),
+                };
+                (p.path.clone(), report)
+            })
+            .collect(),
     }
 }
 
@@ -360,5 +532,200 @@ async fn progress(
         if !quiet {
             eprintln!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn plan_of(args: &[&str]) -> anyhow::Result<Plan> {
+        let cli = Cli::try_parse_from(
+            std::iter::once("switchyard-loadtest").chain(args.iter().copied()),
+        )?;
+        plan(&cli)
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        match plan_of(args) {
+            Ok(p) => panic!("{args:?} planned {p:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scenario_names_are_kebab_case() {
+        let names: Vec<String> = Scenario::value_variants()
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "steady",
+                "ingest-max",
+                "fanout3",
+                "slow-destination",
+                "failing-destination",
+                "mixed-healthy-and-dead"
+            ]
+        );
+    }
+
+    #[test]
+    fn scenario_defaults() {
+        let open = |rate| Load::Open { rate };
+        let ms = Duration::from_millis;
+        let cases = [
+            ("steady", open(200.0), 1, ms(0), None, 0.0),
+            (
+                "ingest-max",
+                Load::Closed { connections: 64 },
+                1,
+                ms(0),
+                None,
+                0.0,
+            ),
+            ("fanout3", open(2000.0), 3, ms(0), None, 0.0),
+            (
+                "slow-destination",
+                open(1000.0),
+                2,
+                ms(200),
+                Some("/slow"),
+                0.0,
+            ),
+            ("failing-destination", open(1000.0), 1, ms(0), None, 0.5),
+            ("mixed-healthy-and-dead", open(1000.0), 1, ms(0), None, 0.0),
+        ];
+        for (name, load, fanout, delay, delay_path, fail_ratio) in cases {
+            let p = plan_of(&["--scenario", name]).unwrap();
+            assert_eq!(p.scenario, name);
+            assert_eq!(p.load, load, "{name}");
+            assert_eq!(p.body_bytes, 1024, "{name}");
+            assert_eq!(p.fanout, fanout, "{name}");
+            assert_eq!(
+                p.sink,
+                SinkOptions {
+                    fail_ratio,
+                    fail_path: None,
+                    delay,
+                    delay_path: delay_path.map(str::to_owned),
+                },
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_override_scenario_defaults() {
+        let p = plan_of(&[
+            "--scenario",
+            "slow-destination",
+            "--rate",
+            "50",
+            "--fanout",
+            "4",
+            "--sink-delay",
+            "1s",
+            "--sink-delay-path",
+            "/b",
+            "--body-bytes",
+            "200",
+        ])
+        .unwrap();
+        assert_eq!(p.load, Load::Open { rate: 50.0 });
+        assert_eq!(p.fanout, 4);
+        assert_eq!(p.body_bytes, 200);
+        assert_eq!(p.sink.delay, Duration::from_secs(1));
+        assert_eq!(p.sink.delay_path.as_deref(), Some("/b"));
+
+        // A new delay keeps the scenario's path unless told otherwise.
+        let p = plan_of(&["--scenario", "slow-destination", "--sink-delay", "50ms"]).unwrap();
+        assert_eq!(p.sink.delay, Duration::from_millis(50));
+        assert_eq!(p.sink.delay_path.as_deref(), Some("/slow"));
+
+        let p = plan_of(&[
+            "--scenario",
+            "failing-destination",
+            "--sink-fail-ratio",
+            "0.1",
+            "--sink-fail-path",
+            "/events",
+        ])
+        .unwrap();
+        assert_eq!(p.sink.fail_ratio, 0.1);
+        assert_eq!(p.sink.fail_path.as_deref(), Some("/events"));
+
+        let p = plan_of(&["--scenario", "ingest-max", "--connections", "8"]).unwrap();
+        assert_eq!(p.load, Load::Closed { connections: 8 });
+    }
+
+    #[test]
+    fn without_a_scenario_the_load_flag_picks_the_loop() {
+        let p = plan_of(&[]).unwrap();
+        assert_eq!(p.scenario, "custom");
+        assert_eq!(p.load, Load::Open { rate: 200.0 });
+        assert_eq!(p.fanout, 1);
+        let p = plan_of(&["--connections", "3", "--fanout", "2"]).unwrap();
+        assert_eq!(p.load, Load::Closed { connections: 3 });
+        assert_eq!(p.fanout, 2);
+        let p = plan_of(&["--rate", "10", "--sink-delay", "5ms"]).unwrap();
+        assert_eq!(p.load, Load::Open { rate: 10.0 });
+        assert_eq!(p.sink.delay, Duration::from_millis(5));
+        assert_eq!(p.sink.delay_path, None);
+        assert!(plan_of(&["--rate", "10", "--connections", "3"]).is_err());
+    }
+
+    #[test]
+    fn scenarios_refuse_the_other_loop() {
+        for open_loop in [
+            "steady",
+            "fanout3",
+            "slow-destination",
+            "failing-destination",
+            "mixed-healthy-and-dead",
+        ] {
+            assert_eq!(
+                error_of(&["--scenario", open_loop, "--connections", "8"]),
+                format!("--scenario {open_loop} is open loop: use --rate, not --connections")
+            );
+        }
+        assert_eq!(
+            error_of(&["--scenario", "ingest-max", "--rate", "100"]),
+            "--scenario ingest-max is closed loop: use --connections, not --rate"
+        );
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        assert_eq!(
+            error_of(&[
+                "--rate",
+                "0",
+                "--fanout",
+                "0",
+                "--sink-fail-ratio",
+                "1.5",
+                "--sink-delay-path",
+                "slow",
+                "--sink-fail-path",
+                "dead",
+            ]),
+            "--rate must be positive; --fanout must be between 1 and 64; \
+             --sink-fail-ratio must be between 0 and 1; \
+             --sink-delay-path must start with '/'; --sink-fail-path must start with '/'"
+        );
+        assert_eq!(
+            error_of(&["--connections", "0", "--fanout", "65"]),
+            "--connections must be at least 1; --fanout must be between 1 and 64"
+        );
+        assert!(plan_of(&["--fanout", "64"]).is_ok());
     }
 }

@@ -103,13 +103,18 @@ pub struct Ingest {
 pub struct EndToEnd {
     /// Events acked by the gateway (2xx) in this run.
     pub acked: u64,
-    /// Distinct acked-or-not events of this run the sink received with a 2xx.
+    /// Distinct request paths each event is expected on (`--fanout`).
+    pub fanout: u32,
+    /// Distinct (path, event) pairs of this run, acked or not, the sink
+    /// received with a 2xx.
     pub delivered: u64,
-    /// Second and later 2xx deliveries of the same event.
+    /// Second and later 2xx deliveries of the same event on the same path.
     pub duplicates: u64,
-    /// Acked events not delivered when the drain ended.
+    /// Deliveries of acked events still owed when the drain ended: `fanout`
+    /// per event minus the distinct paths it arrived on.
     pub missing: u64,
-    /// Delivered events whose ingest answer was not a 2xx (timeouts, errors).
+    /// Delivered (path, event) pairs whose ingest answer was not a 2xx
+    /// (timeouts, errors).
     pub delivered_unacked: u64,
     /// Requests the sink answered 503 on purpose (`--sink-fail-ratio`).
     pub injected_failures: u64,
@@ -118,6 +123,19 @@ pub struct EndToEnd {
     /// How long the drain waited, and whether every acked event arrived.
     pub drain_s: f64,
     pub drained: bool,
+    /// Of every first (path, event) delivery.
+    pub latency: Percentiles,
+    /// The same, per request path.
+    pub by_path: BTreeMap<String, PathReport>,
+}
+
+/// What the sink received on one request path.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathReport {
+    /// Distinct events of this run delivered on this path.
+    pub delivered: u64,
+    /// Second and later deliveries of an event on this path.
+    pub duplicates: u64,
     pub latency: Percentiles,
 }
 
@@ -168,8 +186,9 @@ impl Report {
             Some(e) => {
                 let _ = writeln!(
                     s,
-                    "end-to-end  acked {}, delivered {}, duplicates {}, missing {}, delivered-unacked {}, injected 503s {}, foreign {}",
+                    "end-to-end  acked {} (fanout {}), delivered {}, duplicates {}, missing {}, delivered-unacked {}, injected 503s {}, foreign {}",
                     e.acked,
+                    e.fanout,
                     e.delivered,
                     e.duplicates,
                     e.missing,
@@ -188,6 +207,16 @@ impl Report {
                     }
                 );
                 let _ = writeln!(s, "  latency   {}", e.latency.line());
+                let width = e.by_path.keys().map(String::len).max().unwrap_or(0);
+                for (path, p) in &e.by_path {
+                    let _ = writeln!(
+                        s,
+                        "  path {path:<width$}  delivered {}, duplicates {}; {}",
+                        p.delivered,
+                        p.duplicates,
+                        p.latency.line()
+                    );
+                }
             }
             None => {
                 let _ = writeln!(s, "end-to-end  not measured (no --sink-listen)");
@@ -270,7 +299,8 @@ mod tests {
             },
             end_to_end: Some(EndToEnd {
                 acked: 250,
-                delivered: 250,
+                fanout: 2,
+                delivered: 500,
                 duplicates: 0,
                 missing: 0,
                 delivered_unacked: 0,
@@ -279,6 +309,28 @@ mod tests {
                 drain_s: 0.2,
                 drained: true,
                 latency: Percentiles::default(),
+                by_path: BTreeMap::from([
+                    (
+                        "/fast".into(),
+                        PathReport {
+                            delivered: 250,
+                            duplicates: 0,
+                            latency: Percentiles {
+                                count: 250,
+                                p50_ms: 1.0,
+                                ..Default::default()
+                            },
+                        },
+                    ),
+                    (
+                        "/slow".into(),
+                        PathReport {
+                            delivered: 250,
+                            duplicates: 1,
+                            latency: Percentiles::default(),
+                        },
+                    ),
+                ]),
             }),
             gateway: None,
         }
@@ -296,11 +348,30 @@ mod tests {
         assert!(text.contains("status    202: 250"), "{text}");
         assert!(text.contains("missing 0"), "{text}");
         assert!(text.contains("every acked event arrived"), "{text}");
+        assert!(
+            text.contains("acked 250 (fanout 2), delivered 500"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  path /fast  delivered 250, duplicates 0; p50 1.00  "),
+            "{text}"
+        );
+        assert!(
+            text.contains("  path /slow  delivered 250, duplicates 1; no samples\n"),
+            "{text}"
+        );
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["ingest"]["status_counts"]["202"], 250);
         assert_eq!(json["end_to_end"]["missing"], 0);
         assert_eq!(json["scheme"], "github");
         assert_eq!(json["gateway"], serde_json::Value::Null);
         assert_eq!(json["ingest"]["latency"]["count"], 250);
+        assert_eq!(json["end_to_end"]["fanout"], 2);
+        let fast = &json["end_to_end"]["by_path"]["/fast"];
+        assert_eq!(fast["delivered"], 250);
+        assert_eq!(fast["duplicates"], 0);
+        assert_eq!(fast["latency"]["count"], 250);
+        assert_eq!(fast["latency"]["p50_ms"], 1.0);
+        assert_eq!(json["end_to_end"]["by_path"]["/slow"]["duplicates"], 1);
     }
 }

@@ -1,8 +1,8 @@
 //! The receiver the gateway delivers to: reads the id and send time from
 //! each body, records end-to-end latency, counts unique and duplicate
-//! deliveries, and can fail a share of requests or answer late.
+//! deliveries per request path (see `deliveries`), and can fail a share of
+//! requests or answer late, on every path or on one.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -20,58 +19,75 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::body;
-use crate::report::latency_histogram;
+use crate::deliveries::{Deliveries, Recorded};
 use crate::schedule::should_fail;
 
-#[derive(Clone, Debug)]
+/// How the sink misbehaves on purpose.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SinkOptions {
+    /// Share of requests answered 503 (0.0 to 1.0).
     pub fail_ratio: f64,
+    /// Fail only requests to this path; `None`: any path.
+    pub fail_path: Option<String>,
+    /// How long to wait before answering.
     pub delay: Duration,
+    /// Delay only requests to this path; `None`: any path.
+    pub delay_path: Option<String>,
+}
+
+/// Whether a behaviour limited to `only` (or to no path) applies to `path`.
+fn applies_to(only: Option<&str>, path: &str) -> bool {
+    only.is_none_or(|only| only == path)
 }
 
 pub struct SinkState {
-    pub seen: HashSet<u64>,
-    pub duplicates: u64,
+    pub deliveries: Deliveries,
+    /// Bodies that were not this run's, or arrived on a path past `MAX_PATHS`.
     pub foreign: u64,
-    pub e2e: Histogram<u64>,
 }
 
 pub struct Sink {
     run: String,
     options: SinkOptions,
-    requests: AtomicU64,
+    /// Requests the fail ratio applied to so far: their rank drives the
+    /// deterministic `should_fail`, so with `fail_path` the ratio holds for
+    /// that path rather than for all traffic.
+    fail_candidates: AtomicU64,
     pub injected_failures: AtomicU64,
     pub state: Mutex<SinkState>,
 }
 
 impl Sink {
-    /// Distinct events of this run delivered so far.
+    /// Distinct (path, event) pairs of this run delivered so far.
     pub fn delivered(&self) -> u64 {
-        self.state.lock().unwrap().seen.len() as u64
+        self.state.lock().unwrap().deliveries.pairs()
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let k = self.requests.fetch_add(1, Ordering::Relaxed);
-        let bytes = match req.into_body().collect().await {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let bytes = match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return answer(StatusCode::BAD_REQUEST),
         };
-        if !self.options.delay.is_zero() {
-            tokio::time::sleep(self.options.delay).await;
+        let options = &self.options;
+        if !options.delay.is_zero() && applies_to(options.delay_path.as_deref(), path) {
+            tokio::time::sleep(options.delay).await;
         }
-        if should_fail(k, self.options.fail_ratio) {
-            self.injected_failures.fetch_add(1, Ordering::Relaxed);
-            return answer(StatusCode::SERVICE_UNAVAILABLE);
+        if applies_to(options.fail_path.as_deref(), path) {
+            let k = self.fail_candidates.fetch_add(1, Ordering::Relaxed);
+            if should_fail(k, options.fail_ratio) {
+                self.injected_failures.fetch_add(1, Ordering::Relaxed);
+                return answer(StatusCode::SERVICE_UNAVAILABLE);
+            }
         }
         let now_ns = unix_ns(SystemTime::now());
         let mut state = self.state.lock().unwrap();
         match body::parse(&bytes) {
             Some(p) if p.run == self.run => {
-                if state.seen.insert(p.seq) {
-                    let us = now_ns.saturating_sub(p.sent_ns) / 1000;
-                    state.e2e.saturating_record(us.max(1));
-                } else {
-                    state.duplicates += 1;
+                let latency_us = (now_ns.saturating_sub(p.sent_ns) / 1000).max(1);
+                if state.deliveries.record(path, p.seq, latency_us) == Recorded::Untracked {
+                    state.foreign += 1;
                 }
             }
             _ => state.foreign += 1,
@@ -101,16 +117,19 @@ pub async fn start(
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("sink: cannot listen on {addr}"))?;
+    Ok(serve(listener, run, options))
+}
+
+/// Serves on `listener` until the process ends.
+fn serve(listener: TcpListener, run: String, options: SinkOptions) -> Arc<Sink> {
     let sink = Arc::new(Sink {
         run,
         options,
-        requests: AtomicU64::new(0),
+        fail_candidates: AtomicU64::new(0),
         injected_failures: AtomicU64::new(0),
         state: Mutex::new(SinkState {
-            seen: HashSet::new(),
-            duplicates: 0,
+            deliveries: Deliveries::default(),
             foreign: 0,
-            e2e: latency_histogram(),
         }),
     });
     let accepting = sink.clone();
@@ -133,5 +152,75 @@ pub async fn start(
             });
         }
     });
-    Ok(sink)
+    sink
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_behaviour_without_a_path_applies_to_every_path() {
+        assert!(applies_to(None, "/a"));
+        assert!(applies_to(Some("/slow"), "/slow"));
+        assert!(!applies_to(Some("/slow"), "/fast"));
+        assert!(!applies_to(Some("/slow"), "/slow/"));
+    }
+
+    /// POSTs this run's event `seq` to `path` on the sink; the answer's status.
+    async fn deliver(addr: SocketAddr, path: &str, run: &str, seq: u64) -> u16 {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let payload = body::build(&body::request_id(run, seq), unix_ns(SystemTime::now()), 100);
+        let req = Request::post(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::from(payload)))
+            .unwrap();
+        client.request(req).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn failures_and_duplicates_are_per_path() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = SinkOptions {
+            fail_ratio: 1.0,
+            fail_path: Some("/dead".into()),
+            delay: Duration::ZERO,
+            delay_path: None,
+        };
+        let sink = serve(listener, "run1".into(), options);
+        assert_eq!(deliver(addr, "/a", "run1", 1).await, 200);
+        assert_eq!(deliver(addr, "/b", "run1", 1).await, 200);
+        assert_eq!(deliver(addr, "/a", "run1", 1).await, 200);
+        assert_eq!(deliver(addr, "/dead", "run1", 1).await, 503);
+        assert_eq!(deliver(addr, "/a", "other-run", 1).await, 200);
+        assert_eq!(sink.injected_failures.load(Ordering::Relaxed), 1);
+        let state = sink.state.lock().unwrap();
+        assert_eq!(state.deliveries.paths_of(1), 2);
+        assert_eq!(state.deliveries.pairs(), 2);
+        assert_eq!(state.deliveries.duplicates(), 1);
+        assert_eq!(state.foreign, 1);
+    }
+
+    #[tokio::test]
+    async fn the_delay_applies_only_to_its_path() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = SinkOptions {
+            fail_ratio: 0.0,
+            fail_path: None,
+            delay: Duration::from_millis(300),
+            delay_path: Some("/slow".into()),
+        };
+        serve(listener, "run1".into(), options);
+        let started = std::time::Instant::now();
+        deliver(addr, "/fast", "run1", 1).await;
+        let fast = started.elapsed();
+        deliver(addr, "/slow", "run1", 1).await;
+        let slow = started.elapsed() - fast;
+        // Generous bounds: real time on a shared machine.
+        assert!(fast < Duration::from_millis(250), "{fast:?}");
+        assert!(slow >= Duration::from_millis(300), "{slow:?}");
+    }
 }

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Runs one named load-test scenario end to end on this machine: a private
+# redis-server (default persistence, temp dir), the release gateway with a
+# config written for the scenario, and switchyard-loadtest with its sink.
+# Everything it starts is killed on exit.
+#
+#   loadtest/run.sh <scenario> [extra switchyard-loadtest flags...]
+#
+# Scenarios: ingest-max steady fanout3 slow-destination failing-destination
+# mixed-healthy-and-dead (their loads are the tool's scenario defaults).
+# Environment knobs: LT_RATE (open-loop rate instead of the scenario's),
+# LT_DURATION (default 10s), LT_LOG (gateway RUST_LOG, default warn),
+# LT_KEEP=1 (keep the temp dir and print it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scenario=${1:?usage: loadtest/run.sh <scenario> [tool flags...]}
+shift
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ ${LT_KEEP:-0} == 1 ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+cargo build -q --release -p switchyard --bin switchyard
+cargo build -q --release -p switchyard-loadtest
+
+redis_port=$(free_port)
+listen_port=$(free_port)
+admin_port=$(free_port)
+sink_port=$(free_port)
+dead_port=$(free_port) # nothing listens here: the dead destination
+
+# Default persistence (RDB snapshots), as the performance targets specify.
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" \
+    --daemonize no >"$work/redis.log" 2>&1 &
+pids+=($!)
+
+serve_flags=()
+tool=(--duration "${LT_DURATION:-10s}")
+sink=(--sink-listen "127.0.0.1:$sink_port")
+route() { # name path-on-sink [destination-base]
+    cat <<TOML
+
+[[routes]]
+name = "$1"
+source = "lt"
+owner = "platform"
+description = "Load test route $1"
+on_failure = "The load test reports it missing"
+destination = { url = "${3:-http://127.0.0.1:$sink_port}$2", timeout = "5s" }
+TOML
+}
+routes=$(route lt /events)
+drain=10s
+case $scenario in
+ingest-max)
+    # Ingest alone: no delivery workers, so no sink either.
+    serve_flags=(--no-workers)
+    sink=()
+    ;;
+steady) ;;
+fanout3) routes="$(route a /a)$(route b /b)$(route c /c)" ;;
+slow-destination) routes="$(route fast /fast)$(route slow /slow)" ;;
+failing-destination) drain=30s ;;
+mixed-healthy-and-dead)
+    routes="$(route healthy /healthy)$(route dead /dead "http://127.0.0.1:$dead_port")"
+    ;;
+*)
+    echo "unknown scenario $scenario" >&2
+    exit 2
+    ;;
+esac
+tool+=(--scenario "$scenario")
+if [[ $scenario != ingest-max ]]; then
+    tool+=(--drain "$drain")
+fi
+if [[ -n ${LT_RATE:-} ]]; then
+    tool+=(--rate "$LT_RATE")
+fi
+
+cat >"$work/switchyard.toml" <<TOML
+[server]
+listen = "127.0.0.1:$listen_port"
+admin_listen = "127.0.0.1:$admin_port"
+
+[redis]
+url = "redis://127.0.0.1:$redis_port/0"
+prefix = "loadtest"
+
+[admin]
+tokens = [{ name = "loadtest", secret = "loadtest-admin-token" }]
+
+[delivery]
+concurrency = 256
+retry = { max_attempts = 8, initial_backoff = "100ms", max_backoff = "2s" }
+
+[owners.platform]
+team = "Platform"
+contact = "platform@example.com"
+
+[sources.lt]
+path = "/hooks/lt"
+scheme = "github"
+secrets = ["loadtest-secret"]
+$routes
+TOML
+
+for _ in $(seq 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+env -u SWITCHYARD_REDIS_URL -u SWITCHYARD_LISTEN -u SWITCHYARD_ADMIN_LISTEN \
+    RUST_LOG="${LT_LOG:-warn}" target/release/switchyard serve --config "$work/switchyard.toml" \
+    "${serve_flags[@]}" >"$work/gateway.log" 2>&1 &
+gateway=$!
+pids+=("$gateway")
+for _ in $(seq 300); do
+    curl -fs "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && break
+    kill -0 "$gateway" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
+    sleep 0.1
+done
+
+echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
+target/release/switchyard-loadtest --url "http://127.0.0.1:$listen_port/hooks/lt" \
+    --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
+echo "== redis used_memory: $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human' | tr -d '\r')" >&2
