@@ -58,6 +58,8 @@ pub struct ServerFile {
     pub admin_listen: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: Option<usize>,
+    /// Webhook requests handled at once; more are answered 503 at once.
+    pub max_concurrent_requests: Option<usize>,
     /// Whole-request deadline on the public listener.
     #[serde(default, with = "humantime_serde")]
     pub request_timeout: Option<Duration>,

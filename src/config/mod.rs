@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Webhook requests handled at once; more are shed with 503.
+    pub max_concurrent_requests: usize,
     /// Whole-request deadline on the public listener.
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight work.

@@ -23,6 +23,9 @@ const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// 1 MiB covers every major provider's largest payload (GitHub caps at 25 MB
 /// but sends far less in practice; Stripe, Slack stay under 1 MiB).
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Far above what a healthy process has in flight (each request takes a few
+/// milliseconds); with `max_body_bytes` it bounds the memory bodies can take.
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Senders time out at 10 s (GitHub) to 30 s (Stripe); answer well before.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long enough for in-flight deliveries with default timeouts to finish.
@@ -240,6 +243,12 @@ fn server(
     if max_body_bytes == 0 {
         problems.add("server.max_body_bytes", "must be at least 1");
     }
+    let max_concurrent_requests = file
+        .max_concurrent_requests
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS);
+    if max_concurrent_requests == 0 {
+        problems.add("server.max_concurrent_requests", "must be at least 1");
+    }
     let request_timeout = positive(
         "server.request_timeout",
         file.request_timeout,
@@ -266,6 +275,7 @@ fn server(
         listen: listen?,
         admin_listen: admin_listen?,
         max_body_bytes,
+        max_concurrent_requests,
         request_timeout,
         shutdown_timeout,
         ingest,

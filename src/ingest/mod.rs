@@ -1,6 +1,7 @@
 //! The public listener: one route per source, each behind its own stack
-//! (outcome counting → body limit → signature verification → handler). An
-//! event is answered 2xx only once every job of it is written to Redis.
+//! (outcome counting → body limit → load shedding → signature verification →
+//! handler). An event is answered 2xx only once every job of it is written
+//! to Redis.
 
 mod filter;
 mod handler;
@@ -9,11 +10,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{StatusCode, Uri, header};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::api_error::ApiError;
@@ -56,6 +61,10 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             });
     }
     let writer = queue.event_writer();
+    // One limit for all sources: it protects the process, not a source.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        config.server.max_concurrent_requests,
+    ));
     let mut router = Router::new();
     for source in config.sources.values() {
         let state = Arc::new(SourceState {
@@ -71,6 +80,14 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
                 source.name.as_str(),
                 signature::verifier_for(source),
             ))
+            .route_layer(
+                ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(overloaded))
+                    .layer(LoadShedLayer::new())
+                    .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                        in_flight.clone(),
+                    )),
+            )
             .route_layer(RequestBodyLimitLayer::new(config.server.max_body_bytes))
             .fallback(method_not_allowed)
             .layer(middleware::from_fn_with_state(state, count_outcome));
@@ -99,6 +116,22 @@ async fn count_outcome(
 async fn unknown_source(State(metrics): State<Arc<Metrics>>, uri: Uri) -> Response {
     metrics.ingest(UNKNOWN_SOURCE_LABEL, "unknown_source");
     ApiError::unknown_source(uri.path()).into_response()
+}
+
+/// The answer when `server.max_concurrent_requests` are already in flight:
+/// at once, before reading the body, so an overload costs little.
+async fn overloaded(_: tower::BoxError) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests in flight; retry later",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response.extensions_mut().insert(Outcome("overloaded"));
+    response
 }
 
 async fn method_not_allowed() -> Response {

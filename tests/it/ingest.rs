@@ -214,19 +214,26 @@ async fn concurrent_events_written_in_batches_are_each_answered_for_themselves()
         std::iter::repeat_n(delivery.as_str(), copies)
     });
     let s = &s;
-    let answers = futures_util::future::join_all(sends.map(|delivery| async move {
-        (delivery, s.post("push", delivery, body).await)
-    }))
+    let answers = futures_util::future::join_all(
+        sends.map(|delivery| async move { (delivery, s.post("push", delivery, body).await) }),
+    )
     .await;
 
     let mut accepted: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     for (delivery, (status, answer)) in &answers {
         if *status == 202 {
             let id = answer["id"].as_str().expect("id").to_owned();
-            assert!(accepted.insert(delivery, id).is_none(), "{delivery} accepted twice");
+            assert!(
+                accepted.insert(delivery, id).is_none(),
+                "{delivery} accepted twice"
+            );
         }
     }
-    assert_eq!(accepted.len(), deliveries.len(), "each delivery id accepted once");
+    assert_eq!(
+        accepted.len(),
+        deliveries.len(),
+        "each delivery id accepted once"
+    );
     for (delivery, (status, answer)) in &answers {
         if *status != 202 {
             assert_eq!(*status, 200, "{answer}");
@@ -239,7 +246,11 @@ async fn concurrent_events_written_in_batches_are_each_answered_for_themselves()
     let jobs = s.jobs().await;
     assert_eq!(jobs.len(), 3 * deliveries.len());
     for id in accepted.values() {
-        assert_eq!(jobs.iter().filter(|j| &j.event_id == id).count(), 3, "event {id}");
+        assert_eq!(
+            jobs.iter().filter(|j| &j.event_id == id).count(),
+            3,
+            "event {id}"
+        );
     }
     let mut conn = s.redis.connection().await;
     let received: std::collections::HashMap<String, u64> = conn
@@ -468,4 +479,60 @@ async fn a_sender_that_disconnects_mid_body_leaves_nothing_behind() {
     // The sender's retry is a fresh, accepted event.
     let (status, _) = s.post("push", "cut", body).await;
     assert_eq!(status, 202);
+}
+
+/// Load shedding: past `server.max_concurrent_requests`, a request is
+/// answered 503 `overloaded` at once (before its body is read) and counted;
+/// when a held request finishes, the next one is accepted.
+#[tokio::test]
+async fn requests_past_the_concurrency_limit_are_shed_until_one_finishes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start();
+    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
+    config.server.max_concurrent_requests = 2;
+    let s = Setup {
+        gateway: TestGateway::start(config).await,
+        redis,
+        client: reqwest::Client::new(),
+    };
+    let body = br#"{"action":"opened"}"#;
+
+    // Two senders hold their requests open mid-body, each holding a slot.
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(s.gateway.public)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /hooks/github HTTP/1.1\r\nhost: x\r\nx-github-event: push\r\nx-github-delivery: held-{i}\r\nx-hub-signature-256: {}\r\ncontent-length: {}\r\n\r\n",
+            sign(body),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        stream.write_all(&body[..5]).await.expect("part of the body");
+        held.push(stream);
+    }
+    let shed = crate::support::eventually(Duration::from_secs(5), || async {
+        s.post("push", "third", body).await.1["error"] == "overloaded"
+    })
+    .await;
+    assert!(shed, "a third request is shed while two are held");
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"switchyard_ingest_requests_total{source="github",outcome="overloaded"}"#),
+        "{metrics}"
+    );
+
+    // One held sender finishes: its event is accepted and its slot freed.
+    let mut first = held.remove(0);
+    first.write_all(&body[5..]).await.expect("rest of the body");
+    let mut answer = vec![0; 512];
+    let n = first.read(&mut answer).await.expect("answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let (status, answer) = s.post("push", "fourth", body).await;
+    assert_eq!(status, 202, "{answer}");
 }
