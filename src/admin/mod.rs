@@ -2,7 +2,7 @@
 //! admin API under `/admin/*`, where every request needs a bearer token.
 //! Admin and delivery meet only in the queue: a replay is a queue operation.
 
-mod auth;
+pub mod auth;
 mod dashboard;
 mod dead_letters;
 mod routes;

@@ -217,7 +217,11 @@ impl Queue {
         invocation.arg(super::now_ms());
         for event in batch {
             invocation
-                .arg(if event.dedupe_ttl_ms.is_some() { "1" } else { "0" })
+                .arg(if event.dedupe_ttl_ms.is_some() {
+                    "1"
+                } else {
+                    "0"
+                })
                 .arg(&event.id)
                 .arg(event.dedupe_ttl_ms.unwrap_or(0))
                 .arg(event.jobs.len());
