@@ -10,7 +10,8 @@
 # mixed-healthy-and-dead (their loads are the tool's scenario defaults).
 # Environment knobs: LT_RATE (open-loop rate instead of the scenario's),
 # LT_DURATION (default 10s), LT_LOG (gateway RUST_LOG, default warn),
-# LT_KEEP=1 (keep the temp dir and print it).
+# LT_KEEP=1 (keep the temp dir and print it), LT_SERVE_FLAGS (more flags for
+# `switchyard serve`, e.g. --no-workers to measure ingest alone at a rate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" \
     --daemonize no >"$work/redis.log" 2>&1 &
 pids+=($!)
 
-serve_flags=()
+read -r -a serve_flags <<<"${LT_SERVE_FLAGS:-}"
 tool=(--duration "${LT_DURATION:-10s}")
 sink=(--sink-listen "127.0.0.1:$sink_port")
 route() { # name path-on-sink [destination-base]
@@ -65,8 +66,7 @@ drain=10s
 case $scenario in
 ingest-max)
     # Ingest alone: no delivery workers, so no sink either.
-    serve_flags=(--no-workers)
-    sink=()
+    serve_flags+=(--no-workers)
     ;;
 steady) ;;
 fanout3) routes="$(route a /a)$(route b /b)$(route c /c)" ;;
@@ -81,7 +81,10 @@ mixed-healthy-and-dead)
     ;;
 esac
 tool+=(--scenario "$scenario")
-if [[ $scenario != ingest-max ]]; then
+if [[ " ${serve_flags[*]} " == *" --no-workers "* ]]; then
+    sink=() # nothing is delivered
+fi
+if [[ ${#sink[@]} -gt 0 ]]; then
     tool+=(--drain "$drain")
 fi
 if [[ -n ${LT_RATE:-} ]]; then
