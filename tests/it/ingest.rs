@@ -509,7 +509,10 @@ async fn requests_past_the_concurrency_limit_are_shed_until_one_finishes() {
             body.len()
         );
         stream.write_all(head.as_bytes()).await.expect("head");
-        stream.write_all(&body[..5]).await.expect("part of the body");
+        stream
+            .write_all(&body[..5])
+            .await
+            .expect("part of the body");
         held.push(stream);
     }
     let shed = crate::support::eventually(Duration::from_secs(5), || async {
@@ -519,7 +522,8 @@ async fn requests_past_the_concurrency_limit_are_shed_until_one_finishes() {
     assert!(shed, "a third request is shed while two are held");
     let metrics = s.metrics().await;
     assert!(
-        metrics.contains(r#"switchyard_ingest_requests_total{source="github",outcome="overloaded"}"#),
+        metrics
+            .contains(r#"switchyard_ingest_requests_total{source="github",outcome="overloaded"}"#),
         "{metrics}"
     );
 
