@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::Alerts;
 use crate::config::{Config, Route};
 use crate::queue::{
-    AttemptRecord, Claimed, DeadReason, Job, NewDeadLetter, Queue, QueueError, Stat,
+    AttemptRecord, Claimed, Completer, DeadReason, Job, NewDeadLetter, Queue, QueueError, Stat,
 };
 use crate::telemetry::Metrics;
 
@@ -53,6 +53,7 @@ pub struct Engine {
     config: Arc<Config>,
     routes: HashMap<String, Route>,
     queue: Queue,
+    completer: Completer,
     metrics: Arc<Metrics>,
     outbound: Outbound,
     gates: Gates,
@@ -64,6 +65,7 @@ pub struct Engine {
 
 impl Engine {
     /// An engine for `config`; `consumer` names this process in the group.
+    /// Call it inside a Tokio runtime: it starts the completer's task.
     pub fn new(
         config: Arc<Config>,
         queue: Queue,
@@ -82,6 +84,7 @@ impl Engine {
             slots: Arc::new(Semaphore::new(config.delivery.concurrency)),
             outbound: Outbound::new()?,
             config,
+            completer: queue.completer(),
             queue,
             metrics,
             consumer,
@@ -330,7 +333,7 @@ impl Engine {
             Outcome::Delivered { .. } => {
                 self.settle(
                     "complete",
-                    self.queue.complete(&entry_id, &route.name).await,
+                    self.completer.complete(&entry_id, &route.name).await,
                 );
                 self.metrics
                     .delivered(&route.name, job.received_ms, now_ms());

@@ -3,16 +3,16 @@
 //! that really is queued (DESIGN.md invariant 1), and a crash can never leave
 //! a dedupe record without its jobs.
 //!
-//! Concurrent requests are written in batches: one task takes every event
-//! waiting and writes them with one script call, and each request is answered
-//! from that call's result. Under load this turns thousands of Redis calls a
+//! Concurrent requests are written in batches (see [`super::batch`]): one
+//! script call writes every event waiting, and each request is answered from
+//! that call's result. Under load this turns thousands of Redis calls a
 //! second into a few hundred larger ones; an event alone is written at once.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use redis::{ErrorKind, RedisError, Script};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::batch::{Batcher, all_failed};
 use super::{Job, Queue, QueueError, Stat};
 
 /// Writes each event's jobs, then its dedupe record; or returns the first
@@ -59,13 +59,6 @@ return results
 /// Compiled once; `invoke` sends EVALSHA and falls back to EVAL after a
 /// Redis restart flushed the script cache.
 static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_EVENTS));
-
-/// Most events written by one script call.
-const MAX_BATCH_EVENTS: usize = 128;
-/// Script calls under way at once; while they run, the next batch gathers.
-const MAX_BATCHES_IN_FLIGHT: usize = 4;
-/// Events waiting for a batch; beyond this, requests wait to be taken.
-const WAITING_EVENTS: usize = 4096;
 
 /// An accepted event and the jobs it makes.
 #[derive(Debug, Clone)]
@@ -128,24 +121,22 @@ struct PendingEvent {
     dedupe_ttl_ms: Option<u64>,
     id: String,
     jobs: Vec<(String, Vec<u8>)>,
-    answer: oneshot::Sender<Result<Enqueued, QueueError>>,
 }
 
-/// Writes accepted events in batches (see the module docs); cheap to clone.
+/// Writes accepted events in batches; cheap to clone.
 #[derive(Clone)]
 pub struct EventWriter {
-    events: mpsc::Sender<PendingEvent>,
+    batcher: Batcher<PendingEvent, Enqueued>,
     queue: Queue,
 }
 
 impl Queue {
-    /// Starts the batching task on the current runtime; it ends when the
-    /// last clone of the writer is dropped, after writing what it holds.
+    /// Starts the event writer's batching task on the current runtime.
     pub fn event_writer(&self) -> EventWriter {
-        let (events, waiting) = mpsc::channel(WAITING_EVENTS);
-        tokio::spawn(write_batches(self.clone(), waiting));
         EventWriter {
-            events,
+            batcher: Batcher::spawn(self.clone(), |queue, batch| async move {
+                queue.write_events(&batch).await
+            }),
             queue: self.clone(),
         }
     }
@@ -156,57 +147,26 @@ impl EventWriter {
     /// id, atomically; or reports the earlier event with the same delivery id.
     pub async fn enqueue(&self, event: &NewEvent<'_>) -> Result<Enqueued, QueueError> {
         let keys = &self.queue.keys;
-        let (answer, answered) = oneshot::channel();
-        let pending = PendingEvent {
-            // Without dedupe the key is still passed (it must be declared);
-            // it is never touched.
-            seen_key: keys.seen(event.source, event.dedupe.map_or("", |(id, _)| id)),
-            dedupe_ttl_ms: event.dedupe.map(|(_, ttl)| ttl.as_millis() as u64),
-            id: event.id.to_owned(),
-            jobs: event
-                .jobs
-                .iter()
-                .map(|job| (job.route.clone(), job.encode()))
-                .collect(),
-            answer,
-        };
-        let stopped = || {
-            self.queue.error(RedisError::from((
-                ErrorKind::Client,
-                "the event writer has stopped",
-            )))
-        };
-        self.events.send(pending).await.map_err(|_| stopped())?;
-        answered.await.unwrap_or_else(|_| Err(stopped()))
-    }
-}
-
-/// The batching task: takes what is waiting, writes it, answers each event.
-async fn write_batches(queue: Queue, mut waiting: mpsc::Receiver<PendingEvent>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
-        if waiting.recv_many(&mut batch, MAX_BATCH_EVENTS).await == 0 {
-            return;
-        }
-        let queue = queue.clone();
-        tokio::spawn(async move {
-            let results = queue.write_batch(&batch).await;
-            for (event, result) in batch.into_iter().zip(results) {
-                // The sender may have gone; its retry will be answered `duplicate`.
-                let _ = event.answer.send(result);
-            }
-            drop(permit);
-        });
+        self.batcher
+            .submit(PendingEvent {
+                // Without dedupe the key is still passed (it must be
+                // declared); it is never touched.
+                seen_key: keys.seen(event.source, event.dedupe.map_or("", |(id, _)| id)),
+                dedupe_ttl_ms: event.dedupe.map(|(_, ttl)| ttl.as_millis() as u64),
+                id: event.id.to_owned(),
+                jobs: event
+                    .jobs
+                    .iter()
+                    .map(|job| (job.route.clone(), job.encode()))
+                    .collect(),
+            })
+            .await
     }
 }
 
 impl Queue {
     /// One script call for `batch`; one result per event, in order.
-    async fn write_batch(&self, batch: &[PendingEvent]) -> Vec<Result<Enqueued, QueueError>> {
+    async fn write_events(&self, batch: &[PendingEvent]) -> Vec<Result<Enqueued, QueueError>> {
         let mut invocation = ENQUEUE_SCRIPT.key(self.keys.jobs());
         invocation
             .key(self.keys.stat(Stat::Received))
@@ -243,17 +203,14 @@ impl Queue {
                     })
                 })
                 .collect(),
-            Ok(_) => {
-                let error = self.error(RedisError::from((
+            Ok(_) => all_failed(
+                batch.len(),
+                self.error(RedisError::from((
                     ErrorKind::UnexpectedReturnType,
                     "the enqueue script answered for a different number of events",
-                )));
-                batch.iter().map(|_| Err(error.clone())).collect()
-            }
-            Err(source) => {
-                let error = self.error(source);
-                batch.iter().map(|_| Err(error.clone())).collect()
-            }
+                ))),
+            ),
+            Err(source) => all_failed(batch.len(), self.error(source)),
         }
     }
 }

@@ -20,6 +20,7 @@
 //! started while Redis is down comes up, answers `/readyz` with 503, and
 //! connects as soon as Redis is reachable.
 
+mod batch;
 mod dead;
 mod delivery;
 mod ingest;
@@ -33,7 +34,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use dead::{
     AuditEntry, AuditRecord, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed,
 };
-pub use delivery::{Claimed, DeadReason, GROUP, JobReader, NewDeadLetter};
+pub use delivery::{Claimed, Completer, DeadReason, GROUP, JobReader, NewDeadLetter};
 pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::{Keys, Stat};

@@ -1,0 +1,104 @@
+//! Writing many small requests to Redis as a few large ones. Callers submit
+//! one item each and wait for its own result; one task takes every item
+//! waiting (up to a batch) and hands them to a write function that makes one
+//! script call for all of them. An item alone is written at once; under load
+//! batches grow by themselves, because items gather while earlier batches are
+//! being written.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use redis::{ErrorKind, RedisError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{Queue, QueueError};
+
+/// Most items written by one call.
+const MAX_BATCH: usize = 128;
+/// Calls under way at once; while they run, the next batch gathers.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Items waiting for a batch; beyond this, submitters wait to be taken.
+const WAITING: usize = 4096;
+
+type Answer<R> = oneshot::Sender<Result<R, QueueError>>;
+
+/// A submitter's handle to one batching task; cheap to clone. The task ends
+/// when the last handle is dropped, after writing what it holds.
+pub struct Batcher<T, R> {
+    items: mpsc::Sender<(T, Answer<R>)>,
+    queue: Queue,
+}
+
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            items: self.items.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the batching task on the current runtime. `write` makes one
+    /// call for a batch and returns one result per item, in order.
+    pub fn spawn<W, F>(queue: Queue, write: W) -> Self
+    where
+        W: Fn(Queue, Arc<Vec<T>>) -> F + Send + Sync + 'static,
+        F: Future<Output = Vec<Result<R, QueueError>>> + Send + 'static,
+    {
+        let (items, waiting) = mpsc::channel(WAITING);
+        tokio::spawn(run(queue.clone(), waiting, write));
+        Self { items, queue }
+    }
+
+    /// Writes `item` with whatever else is waiting; its own result.
+    pub async fn submit(&self, item: T) -> Result<R, QueueError> {
+        let stopped = || {
+            self.queue.error(RedisError::from((
+                ErrorKind::Client,
+                "the batch writer has stopped",
+            )))
+        };
+        let (answer, answered) = oneshot::channel();
+        self.items
+            .send((item, answer))
+            .await
+            .map_err(|_| stopped())?;
+        answered.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+async fn run<T, R, W, F>(queue: Queue, mut waiting: mpsc::Receiver<(T, Answer<R>)>, write: W)
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+    W: Fn(Queue, Arc<Vec<T>>) -> F,
+    F: Future<Output = Vec<Result<R, QueueError>>> + Send + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let mut taken = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if waiting.recv_many(&mut taken, MAX_BATCH).await == 0 {
+            return;
+        }
+        let (items, answers): (Vec<T>, Vec<Answer<R>>) = taken.drain(..).unzip();
+        let written = write(queue.clone(), Arc::new(items));
+        tokio::spawn(async move {
+            let results = written.await;
+            for (answer, result) in answers.into_iter().zip(results) {
+                // The submitter may have gone (a sender that hung up); what
+                // was written stays written.
+                let _ = answer.send(result);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// `error` for every item of a batch that failed as a whole.
+pub fn all_failed<R>(count: usize, error: QueueError) -> Vec<Result<R, QueueError>> {
+    (0..count).map(|_| Err(error.clone())).collect()
+}
