@@ -4,8 +4,8 @@
 //! (event, route) job must reach its destination at least once.
 //!
 //! These tests are heavier than the rest (hundreds of events, child
-//! processes, timing); they take turns (`TURN`) so that on a small machine
-//! they do not skew each other's timings.
+//! processes, timing); they take turns with the chaos suite (`HEAVY_TURN`)
+//! so that on a small machine they do not skew each other's timings.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamPendingReply;
 
+use crate::support::HEAVY_TURN;
 use crate::support::gateway::{GatewayProcess, TestGateway, config_toml, parse_config};
 use crate::support::receiver::{Receiver, Recorded, Reply};
 use crate::support::redis::RedisServer;
@@ -23,9 +24,6 @@ const SECRET: &str = "recovery-test-secret";
 const JOBS: &str = "{switchyard}:jobs";
 const RETRY: &str = "{switchyard}:retry";
 const DEAD: &str = "{switchyard}:dead";
-
-/// One heavy test at a time (see the module docs).
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// An (event id, route) pair: one delivery job.
 type JobKey = (String, String);
@@ -231,7 +229,7 @@ fn tail(log: &str, lines: usize) -> String {
 /// runs the retry schedule. Duplicates are allowed (at-least-once) and counted.
 #[tokio::test]
 async fn sigkill_mid_delivery_loses_nothing() {
-    let _turn = TURN.lock().await;
+    let _turn = HEAVY_TURN.lock().await;
     let started = Instant::now();
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
@@ -358,7 +356,7 @@ cooldown = "1s""#,
 /// and both do part of the work.
 #[tokio::test]
 async fn two_processes_share_the_work_without_double_delivery() {
-    let _turn = TURN.lock().await;
+    let _turn = HEAVY_TURN.lock().await;
     let started = Instant::now();
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
@@ -595,7 +593,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// fresh gateway and Redis, to ride out the noise of a small shared machine.
 #[tokio::test]
 async fn a_hanging_destination_does_not_starve_a_healthy_one() {
-    let _turn = TURN.lock().await;
+    let _turn = HEAVY_TURN.lock().await;
     let started = Instant::now();
     let (mut solo, mut mixed) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -643,7 +641,7 @@ async fn a_hanging_destination_does_not_starve_a_healthy_one() {
 /// event is delivered once the destination recovers.
 #[tokio::test]
 async fn acked_events_survive_a_redis_restart() {
-    let _turn = TURN.lock().await;
+    let _turn = HEAVY_TURN.lock().await;
     let started = Instant::now();
     let mut redis = RedisServer::start();
     let receiver = Receiver::start().await;

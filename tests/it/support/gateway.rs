@@ -192,6 +192,12 @@ impl GatewayProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The running process's id (it names the process's consumer in the
+    /// delivery group: `<host>-<pid>-<suffix>`); `None` once it exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let child = self.child.as_ref().expect("running");

@@ -13,6 +13,11 @@ pub mod sender;
 use std::net::TcpListener;
 use std::time::Duration;
 
+/// Heavy tests (hundreds of events, child processes, timing-sensitive
+/// figures) take turns on this lock, so that on a small machine they do not
+/// skew each other's timings.
+pub static HEAVY_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
