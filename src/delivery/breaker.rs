@@ -96,9 +96,12 @@ pub struct DestinationGate {
 }
 
 impl DestinationGate {
-    /// A slot for one request, if the destination has one free.
-    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.in_flight.clone().try_acquire_owned().ok()
+    /// A slot for one request, waiting up to `within` for one to free up.
+    pub async fn slot_within(&self, within: Duration) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(within, self.in_flight.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Asks the breaker; also returns the new state when asking changed it
@@ -241,24 +244,35 @@ mod tests {
         assert_eq!(b.admit(again), Admission::Go);
     }
 
-    #[test]
-    fn gates_limit_in_flight_per_destination() {
+    #[tokio::test]
+    async fn gates_limit_in_flight_per_destination() {
         let gates = Gates::new(BreakerPolicy {
             failure_threshold: 3,
             cooldown: Duration::from_secs(1),
         });
+        let wait = Duration::from_millis(10);
         let slow = gates.gate("http://slow:80", 2);
-        let a = slow.try_slot().expect("first slot");
-        let _b = slow.try_slot().expect("second slot");
-        assert!(slow.try_slot().is_none(), "full");
+        let a = slow.slot_within(wait).await.expect("first slot");
+        let _b = slow.slot_within(wait).await.expect("second slot");
+        assert!(slow.slot_within(wait).await.is_none(), "full");
         assert!(
-            gates.gate("http://other:80", 2).try_slot().is_some(),
+            gates
+                .gate("http://other:80", 2)
+                .slot_within(wait)
+                .await
+                .is_some(),
             "others unaffected"
         );
+        // A waiter gets the slot freed while it waits.
+        let waiter = tokio::spawn({
+            let slow = gates.gate("http://slow:80", 2);
+            async move { slow.slot_within(Duration::from_secs(30)).await.is_some() }
+        });
+        tokio::time::sleep(wait).await;
         drop(a);
         assert!(
-            gates.gate("http://slow:80", 2).try_slot().is_some(),
-            "freed"
+            waiter.await.expect("waiter"),
+            "freed slot taken by the waiter"
         );
     }
 }

@@ -45,6 +45,13 @@ const PROMOTE_BATCH: usize = 500;
 const CONSUMER_GONE_AFTER: Duration = Duration::from_secs(3600);
 /// How often gone consumers are looked for.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// How long a job may wait for a slot of its busy destination before it is
+/// deferred. Short, because it holds one of the process's delivery slots
+/// meanwhile: long enough that a busy but healthy destination's jobs go as
+/// soon as a request finishes instead of a round trip through the retry
+/// schedule, short enough that a hanging destination's jobs leave the other
+/// destinations their slots.
+const SLOT_WAIT: Duration = Duration::from_millis(100);
 /// Pause after a Redis error before the loop tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -281,7 +288,7 @@ impl Engine {
                 .await;
             return;
         }
-        let Some(_slot) = gate.try_slot() else {
+        let Some(_slot) = gate.slot_within(SLOT_WAIT).await else {
             let wait = saturated_wait(rand::rng().random());
             self.defer(&entry_id, &job, route, wait, "destination_saturated")
                 .await;
