@@ -187,8 +187,10 @@ impl Alerts {
                     route = %route, owner = %owner.id, attempt, status = response.status().as_u16(),
                     "owner alert refused"
                 ),
+                // Without the URL: an alert URL (a Slack incoming webhook,
+                // say) is a credential.
                 Err(err) => tracing::warn!(
-                    route = %route, owner = %owner.id, attempt, error = %err,
+                    route = %route, owner = %owner.id, attempt, error = %err.without_url(),
                     "owner alert failed"
                 ),
             }

@@ -133,12 +133,31 @@ fn summary_json(letter: &DeadLetterSummary) -> Value {
     })
 }
 
+/// Request headers whose value is a credential itself, not a signature over
+/// the request: GitLab sends its secret token as is. Shown redacted (the
+/// stored job keeps them, so a replay still carries them).
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "x-gitlab-token",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+];
+
+/// What the API shows for a redacted header value.
+const REDACTED: &str = "[redacted]";
+
 fn letter_json(letter: &DeadLetter) -> Value {
     let mut value = summary_json(&letter.summary);
     if let Some(job) = &letter.job {
         let headers: Vec<Value> = decode_headers(&job.headers)
             .into_iter()
-            .map(|(name, value)| json!([name, String::from_utf8_lossy(&value)]))
+            .map(|(name, value)| {
+                if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                    json!([name, REDACTED])
+                } else {
+                    json!([name, String::from_utf8_lossy(&value)])
+                }
+            })
             .collect();
         let (body, encoding) = match std::str::from_utf8(&job.body) {
             Ok(text) => (text.to_owned(), "utf8"),

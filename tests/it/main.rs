@@ -15,4 +15,5 @@ mod ingest;
 mod lifecycle;
 mod receiver;
 mod recovery;
+mod secrets;
 mod visibility;

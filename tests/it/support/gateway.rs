@@ -93,6 +93,54 @@ impl Drop for TestGateway {
     }
 }
 
+/// The `[admin] tokens` line `config_toml` writes.
+const DEFAULT_ADMIN_TOKENS: &str =
+    r#"tokens = [{ name = "test-ops", secret = "test-admin-token" }]"#;
+
+/// How a [`GatewayProcess`] runs besides its config; the default is what
+/// [`GatewayProcess::start`] uses (`RUST_LOG=info`, no extra environment,
+/// the admin token of `config_toml`).
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    log_filter: String,
+    env: Vec<(String, String)>,
+    admin_tokens: Option<String>,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        Self {
+            log_filter: "info".to_owned(),
+            env: Vec::new(),
+            admin_tokens: None,
+        }
+    }
+}
+
+impl ProcessOptions {
+    /// `RUST_LOG` of the process (e.g. `trace`).
+    pub fn log_filter(self, filter: &str) -> Self {
+        Self {
+            log_filter: filter.to_owned(),
+            ..self
+        }
+    }
+
+    /// One more environment variable of the process (for `env:` secrets).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Replaces the `tokens = [...]` line of `[admin]` with `line`.
+    pub fn admin_tokens(self, line: &str) -> Self {
+        Self {
+            admin_tokens: Some(line.to_owned()),
+            ..self
+        }
+    }
+}
+
 /// The real `switchyard` binary as a child process; killed on drop.
 pub struct GatewayProcess {
     child: Option<Child>,
@@ -103,15 +151,27 @@ pub struct GatewayProcess {
     _dir: TempDir,
     config_path: PathBuf,
     log: PathBuf,
+    options: ProcessOptions,
 }
 
 impl GatewayProcess {
     /// Writes `config_toml(redis_url, extra)` with fixed free ports and runs
     /// `switchyard serve` on it; returns once `/healthz` answers.
     pub async fn start(redis_url: &str, extra: &str) -> Self {
+        Self::start_with(redis_url, extra, ProcessOptions::default()).await
+    }
+
+    /// [`GatewayProcess::start`] with `options` (log filter, environment,
+    /// admin tokens); they hold for restarts too.
+    pub async fn start_with(redis_url: &str, extra: &str, options: ProcessOptions) -> Self {
         let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let toml = config_toml(redis_url, extra)
+        let mut toml = config_toml(redis_url, extra);
+        if let Some(tokens) = &options.admin_tokens {
+            assert!(toml.contains(DEFAULT_ADMIN_TOKENS), "config_toml changed");
+            toml = toml.replacen(DEFAULT_ADMIN_TOKENS, tokens, 1);
+        }
+        let toml = toml
             .replace(
                 "\nlisten = \"127.0.0.1:0\"",
                 &format!("\nlisten = \"{public}\""),
@@ -131,6 +191,7 @@ impl GatewayProcess {
             _dir: dir,
             config_path,
             log,
+            options,
         };
         process.spawn().await;
         process
@@ -154,8 +215,9 @@ impl GatewayProcess {
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.options.log_filter)
             .env("SWITCHYARD_LOG_FORMAT", "json")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -175,6 +237,11 @@ impl GatewayProcess {
     /// `http://<public><path>`
     pub fn public_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.public)
+    }
+
+    /// The config file the process runs on.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     /// The Prometheus text of `/metrics` on the admin listener.
