@@ -14,12 +14,17 @@ pub fn request_id(run: &str, seq: u64) -> String {
 /// A body of exactly `size` bytes when `size` is at least the bare JSON
 /// (about 60 bytes); never shorter than that.
 pub fn build(id: &str, sent_ns: u64, size: usize) -> Vec<u8> {
-    let head = format!(r#"{{"id":"evt_{id}","lt_id":"{id}","lt_sent_ns":{sent_ns},"pad":""#);
+    use std::io::Write as _;
     let tail = b"\"}";
-    let pad = size.saturating_sub(head.len() + tail.len());
-    let mut body = Vec::with_capacity(head.len() + pad + tail.len());
-    body.extend_from_slice(head.as_bytes());
-    body.resize(head.len() + pad, b'x');
+    // Written in place: one allocation per body.
+    let mut body = Vec::with_capacity(size.max(2 * id.len() + 80));
+    write!(
+        body,
+        r#"{{"id":"evt_{id}","lt_id":"{id}","lt_sent_ns":{sent_ns},"pad":""#
+    )
+    .expect("writing to a Vec cannot fail");
+    let padded = size.saturating_sub(tail.len()).max(body.len());
+    body.resize(padded, b'x');
     body.extend_from_slice(tail);
     body
 }

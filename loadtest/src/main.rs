@@ -7,7 +7,6 @@ mod generator;
 mod procstat;
 mod report;
 mod schedule;
-mod signer;
 mod sink;
 
 use std::collections::BTreeMap;
@@ -21,8 +20,8 @@ use clap::{Parser, ValueEnum};
 
 use generator::{Generator, Load, Target};
 use report::{EndToEnd, Gateway, Ingest, PathReport, Percentiles, Report};
-use signer::{Scheme, Signer};
 use sink::{Sink, SinkOptions};
+use switchyard_loadtest::signer::{Scheme, Signer};
 
 /// Named scenarios. Explicit flags override a scenario's defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -343,7 +342,8 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         body_bytes: plan.body_bytes,
         timeout: cli.timeout,
         run: run_tag,
-    });
+    })
+    .await?;
 
     let gw_start = cli.gateway_pid.and_then(procstat::sample);
     if cli.gateway_pid.is_some() && gw_start.is_none() {
@@ -361,20 +361,16 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         peak_rss_kib.clone(),
     ));
 
-    let load_time = generator.run(&plan.load, cli.duration).await;
+    let (load_time, results) = generator.run(&plan.load, cli.duration).await;
     let gw_end = cli.gateway_pid.and_then(procstat::sample);
 
-    let (acked, unacked) = {
-        let r = generator.results.lock().unwrap();
-        (r.acked.clone(), r.unacked.clone())
-    };
     let drain_started = Instant::now();
     let end_to_end = match &sink {
         Some(sink) => Some(
             drain(
                 sink,
-                &acked,
-                &unacked,
+                &results.acked,
+                &results.unacked,
                 plan.fanout,
                 cli.drain,
                 drain_started,
@@ -386,7 +382,6 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
     progress.abort();
     let peak = peak_rss_kib.load(Ordering::Relaxed);
 
-    let results = generator.results.lock().unwrap();
     let c = &generator.counters;
     let sent = c.sent.load(Ordering::Relaxed);
     let secs = load_time.as_secs_f64().max(1e-9);

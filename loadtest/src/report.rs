@@ -75,7 +75,7 @@ pub struct Report {
     /// "open" (fixed rate) or "closed" (N connections).
     pub mode: &'static str,
     pub target: String,
-    pub scheme: crate::signer::Scheme,
+    pub scheme: switchyard_loadtest::signer::Scheme,
     pub body_bytes: usize,
     pub duration_s: f64,
     pub connections: Option<usize>,
@@ -281,7 +281,7 @@ mod tests {
             scenario: "steady".into(),
             mode: "open",
             target: "http://127.0.0.1:8080/hooks/demo".into(),
-            scheme: crate::signer::Scheme::Github,
+            scheme: switchyard_loadtest::signer::Scheme::Github,
             body_bytes: 1024,
             duration_s: 5.0,
             connections: None,

@@ -2,7 +2,7 @@
 //! gateway verifies them exactly as it would the real sender's.
 
 use hmac::{Hmac, KeyInit, Mac};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 
 /// The signature scheme the generator speaks (`--scheme`).
@@ -57,66 +57,90 @@ impl Signer {
         })
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = self.key.clone();
         for part in parts {
             mac.update(part);
         }
-        mac.finalize().into_bytes().to_vec()
+        mac.finalize().into_bytes().into()
     }
 
-    /// The headers that sign `body`, sent with delivery id `id` at unix
-    /// second `unix_secs` (used by the timestamped schemes).
-    pub fn headers(&self, id: &str, unix_secs: u64, body: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
-        let ts = unix_secs.to_string();
+    /// Adds the headers that sign `body` to `headers`, for delivery id `id`
+    /// sent at unix second `unix_secs` (used by the timestamped schemes).
+    pub fn sign(&self, headers: &mut HeaderMap, id: &str, unix_secs: u64, body: &[u8]) {
         match self.scheme {
             Scheme::Github => {
-                let sig = format!("sha256={}", hex::encode(self.mac(&[body])));
-                vec![
-                    (GITHUB_SIGNATURE.clone(), value(sig)),
-                    (GITHUB_DELIVERY.clone(), value(id.to_owned())),
-                    (GITHUB_EVENT.clone(), HeaderValue::from_static("push")),
-                ]
+                // "sha256=" and 64 hex digits, on the stack: no String per request.
+                let mut sig = [0u8; GITHUB_PREFIX.len() + 64];
+                sig[..GITHUB_PREFIX.len()].copy_from_slice(GITHUB_PREFIX);
+                hex::encode_to_slice(self.mac(&[body]), &mut sig[GITHUB_PREFIX.len()..])
+                    .expect("64 hex digits fit");
+                headers.insert(GITHUB_SIGNATURE.clone(), value(&sig));
+                headers.insert(GITHUB_DELIVERY.clone(), value(id.as_bytes()));
+                headers.insert(GITHUB_EVENT.clone(), HeaderValue::from_static("push"));
             }
             Scheme::Stripe => {
+                let ts = unix_secs.to_string();
                 let sig = hex::encode(self.mac(&[ts.as_bytes(), b".", body]));
-                vec![(STRIPE_SIGNATURE.clone(), value(format!("t={ts},v1={sig}")))]
+                let header = format!("t={ts},v1={sig}");
+                headers.insert(STRIPE_SIGNATURE.clone(), value(header.as_bytes()));
             }
             Scheme::StandardWebhooks => {
                 use base64::Engine as _;
+                let ts = unix_secs.to_string();
                 let mac = self.mac(&[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
                 let sig = base64::engine::general_purpose::STANDARD.encode(mac);
-                vec![
-                    (WEBHOOK_ID.clone(), value(id.to_owned())),
-                    (WEBHOOK_TIMESTAMP.clone(), value(ts)),
-                    (WEBHOOK_SIGNATURE.clone(), value(format!("v1,{sig}"))),
-                ]
+                headers.insert(WEBHOOK_ID.clone(), value(id.as_bytes()));
+                headers.insert(WEBHOOK_TIMESTAMP.clone(), value(ts.as_bytes()));
+                let header = format!("v1,{sig}");
+                headers.insert(WEBHOOK_SIGNATURE.clone(), value(header.as_bytes()));
             }
         }
     }
+
+    /// Whether `header`, an `X-Hub-Signature-256` value (`sha256=<hex>`),
+    /// signs `body` with this signer's key; the comparison is constant time.
+    /// Meaningful for a [`Scheme::Github`] signer, whose key is the secret.
+    pub fn github_signature_matches(&self, header: &[u8], body: &[u8]) -> bool {
+        let Some(hex_sig) = header.strip_prefix(GITHUB_PREFIX) else {
+            return false;
+        };
+        let mut sig = [0u8; 32];
+        if hex::decode_to_slice(hex_sig, &mut sig).is_err() {
+            return false;
+        }
+        let mut mac = self.key.clone();
+        mac.update(body);
+        mac.verify_slice(&sig).is_ok()
+    }
 }
 
-fn value(s: String) -> HeaderValue {
-    HeaderValue::try_from(s).expect("hex, base64 and id characters are valid header values")
+/// What GitHub puts before the hex digest in `X-Hub-Signature-256`.
+const GITHUB_PREFIX: &[u8] = b"sha256=";
+
+fn value(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).expect("hex, base64 and id characters are valid header values")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn header(headers: &[(HeaderName, HeaderValue)], name: &HeaderName) -> HeaderValue {
+    fn signed(signer: &Signer, id: &str, unix_secs: u64, body: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        signer.sign(&mut headers, id, unix_secs, body);
         headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .expect("header present")
+    }
+
+    fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> &'a HeaderValue {
+        headers.get(name).expect("header present")
     }
 
     #[test]
     fn github_signature_is_hmac_sha256_hex() {
         // RFC 4231 test case 2.
         let signer = Signer::new(Scheme::Github, b"Jefe").expect("signer");
-        let headers = signer.headers("d-1", 0, b"what do ya want for nothing?");
+        let headers = signed(&signer, "d-1", 0, b"what do ya want for nothing?");
         assert_eq!(
             header(&headers, &GITHUB_SIGNATURE),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
@@ -131,7 +155,8 @@ mod tests {
             b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
         .expect("signer");
-        let headers = signer.headers(
+        let headers = signed(
+            &signer,
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1_614_265_330,
             br#"{"test": 2432232314}"#,
@@ -146,10 +171,29 @@ mod tests {
     fn stripe_signs_timestamp_dot_body() {
         // RFC 4231 test case 2's key and data, with "1." in front of the data.
         let signer = Signer::new(Scheme::Stripe, b"Jefe").expect("signer");
-        let headers = signer.headers("x", 1, b"what do ya want for nothing?");
+        let headers = signed(&signer, "x", 1, b"what do ya want for nothing?");
         let sig = header(&headers, &STRIPE_SIGNATURE);
         let sig = sig.to_str().expect("text");
         assert!(sig.starts_with("t=1,v1="), "{sig}");
         assert_eq!(sig.len(), "t=1,v1=".len() + 64);
+    }
+
+    #[test]
+    fn github_signatures_verify_and_forgeries_do_not() {
+        let signer = Signer::new(Scheme::Github, b"Jefe").expect("signer");
+        let body = b"what do ya want for nothing?";
+        let headers = signed(&signer, "d-1", 0, body);
+        let sig = header(&headers, &GITHUB_SIGNATURE).as_bytes();
+        assert!(signer.github_signature_matches(sig, body));
+        assert!(!signer.github_signature_matches(sig, b"what do ya want for nothing!"));
+        let other = Signer::new(Scheme::Github, b"not Jefe").expect("signer");
+        assert!(!other.github_signature_matches(sig, body));
+        // Not hex, too short, no prefix, SHA-1's prefix.
+        assert!(!signer.github_signature_matches(b"sha256=zz", body));
+        assert!(!signer.github_signature_matches(&sig[..sig.len() - 2], body));
+        assert!(!signer.github_signature_matches(&sig[7..], body));
+        let mut sha1 = b"sha1=".to_vec();
+        sha1.extend_from_slice(&sig[7..]);
+        assert!(!signer.github_signature_matches(&sha1, body));
     }
 }
