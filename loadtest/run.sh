@@ -7,7 +7,9 @@
 #   loadtest/run.sh <scenario> [extra switchyard-loadtest flags...]
 #
 # Scenarios: ingest-max steady fanout3 slow-destination failing-destination
-# mixed-healthy-and-dead (their loads are the tool's scenario defaults).
+# mixed-healthy-and-dead (their loads are the tool's scenario defaults), and
+# `reference`: ingest-max against switchyard-reference (bare hyper + HMAC +
+# XADD) instead of the gateway, the comparator of the ingest target.
 # Environment knobs: LT_RATE (open-loop rate instead of the scenario's),
 # LT_DURATION (default 10s), LT_LOG (gateway RUST_LOG, default warn),
 # LT_KEEP=1 (keep the temp dir and print it), LT_SERVE_FLAGS (more flags for
@@ -64,6 +66,9 @@ TOML
 routes=$(route lt /events)
 drain=10s
 case $scenario in
+reference)
+    sink=()
+    ;;
 ingest-max)
     # Ingest alone: no delivery workers, so no sink either.
     serve_flags+=(--no-workers)
@@ -80,7 +85,7 @@ mixed-healthy-and-dead)
     exit 2
     ;;
 esac
-tool+=(--scenario "$scenario")
+tool+=(--scenario "${scenario/#reference/ingest-max}")
 if [[ " ${serve_flags[*]} " == *" --no-workers "* ]]; then
     sink=() # nothing is delivered
 fi
@@ -123,16 +128,28 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-env -u SWITCHYARD_REDIS_URL -u SWITCHYARD_LISTEN -u SWITCHYARD_ADMIN_LISTEN \
-    RUST_LOG="${LT_LOG:-warn}" target/release/switchyard serve --config "$work/switchyard.toml" \
-    "${serve_flags[@]}" >"$work/gateway.log" 2>&1 &
-gateway=$!
-pids+=("$gateway")
-for _ in $(seq 300); do
-    curl -fs "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && break
-    kill -0 "$gateway" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
-    sleep 0.1
-done
+if [[ $scenario == reference ]]; then
+    target/release/switchyard-reference --listen "127.0.0.1:$listen_port" \
+        --redis-url "redis://127.0.0.1:$redis_port/0" --secret loadtest-secret \
+        >"$work/gateway.log" 2>&1 &
+    gateway=$!
+    pids+=("$gateway")
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$listen_port") 2>/dev/null && break
+        sleep 0.1
+    done
+else
+    env -u SWITCHYARD_REDIS_URL -u SWITCHYARD_LISTEN -u SWITCHYARD_ADMIN_LISTEN \
+        RUST_LOG="${LT_LOG:-warn}" target/release/switchyard serve --config "$work/switchyard.toml" \
+        "${serve_flags[@]}" >"$work/gateway.log" 2>&1 &
+    gateway=$!
+    pids+=("$gateway")
+    for _ in $(seq 300); do
+        curl -fs "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && break
+        kill -0 "$gateway" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
+        sleep 0.1
+    done
+fi
 
 echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
 target/release/switchyard-loadtest --url "http://127.0.0.1:$listen_port/hooks/lt" \

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -126,19 +127,23 @@ pub async fn run(
     let admin = serve("admin", listeners.admin, admin_app, &shutdown);
 
     let public = if config.server.ingest {
-        let public_app = ingest::router(&config, queue.clone(), metrics)
+        // Composed statically and boxed once (by the fallback), rather than
+        // once per layer as `Router::layer` would, for every request.
+        let stack = ServiceBuilder::new()
+            // Outermost: every request gets an id (or keeps the sender's),
+            // which is logged, stored with the event, sent downstream and
+            // echoed back.
+            .layer(CatchPanicLayer::new())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http())
+            .layer(axum::middleware::map_response(ingest::json_errors))
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 http::StatusCode::REQUEST_TIMEOUT,
                 config.server.request_timeout,
             ))
-            .layer(axum::middleware::map_response(ingest::json_errors))
-            // Outermost: every request gets an id (or keeps the sender's),
-            // which is logged, stored with the event, sent downstream and
-            // echoed back.
-            .layer(TraceLayer::new_for_http())
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(CatchPanicLayer::new());
+            .service(ingest::router(&config, queue.clone(), metrics));
+        let public_app = axum::Router::new().fallback_service(stack);
         let public_addr = local_addr(&listeners.public, "public")?;
         tracing::info!(public = %public_addr, "ingest listening");
         Some(serve_public(

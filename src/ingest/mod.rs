@@ -74,20 +74,22 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             writer: writer.clone(),
             metrics: metrics.clone(),
         });
-        let endpoint = post(handler::accept)
-            .with_state(state.clone())
-            .route_layer(VerifyLayer::new(
+        // Composed statically: each separate axum layer would box the
+        // service and its future once more per request. The body limit stays
+        // apart because it changes the body type the others take.
+        let shed_and_verify = ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(overloaded))
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                in_flight.clone(),
+            ))
+            .layer(VerifyLayer::new(
                 source.name.as_str(),
                 signature::verifier_for(source),
-            ))
-            .route_layer(
-                ServiceBuilder::new()
-                    .layer(HandleErrorLayer::new(overloaded))
-                    .layer(LoadShedLayer::new())
-                    .layer(GlobalConcurrencyLimitLayer::with_semaphore(
-                        in_flight.clone(),
-                    )),
-            )
+            ));
+        let endpoint = post(handler::accept)
+            .with_state(state.clone())
+            .route_layer(shed_and_verify)
             .route_layer(RequestBodyLimitLayer::new(config.server.max_body_bytes))
             .fallback(method_not_allowed)
             .layer(middleware::from_fn_with_state(state, count_outcome));
