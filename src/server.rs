@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceBuilder;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -37,16 +37,32 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses of `config.server`.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })
-        };
+        let bind = |addr| listen(addr).map_err(|source| ServerError::Bind { addr, source });
         Ok(Self {
-            public: bind(config.server.listen).await?,
-            admin: bind(config.server.admin_listen).await?,
+            public: bind(config.server.listen)?,
+            admin: bind(config.server.admin_listen)?,
         })
     }
+}
+
+/// Connections the kernel holds for `accept`. Senders open many at once (at
+/// start, after a pause); when the queue is full the kernel drops their SYNs
+/// and they retry only a second later, which showed as 1 s latency spikes
+/// under load with tokio's default of 1024. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart can bind while old connections
+    // of the previous process linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Why the gateway could not run.
