@@ -92,12 +92,20 @@ impl Breaker {
 /// One destination's limits.
 pub struct DestinationGate {
     in_flight: Arc<Semaphore>,
+    /// Jobs allowed to wait for a slot (as many as there are slots): a slow
+    /// destination then holds at most twice its slots of the process's.
+    waiting: Semaphore,
     breaker: Mutex<Breaker>,
 }
 
 impl DestinationGate {
-    /// A slot for one request, waiting up to `within` for one to free up.
+    /// A slot for one request: at once, or after waiting up to `within` for
+    /// one to free up if not too many wait already.
     pub async fn slot_within(&self, within: Duration) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = self.in_flight.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        let _waiting = self.waiting.try_acquire().ok()?;
         tokio::time::timeout(within, self.in_flight.clone().acquire_owned())
             .await
             .ok()?
@@ -178,6 +186,7 @@ impl Gates {
             .or_insert_with(|| {
                 Arc::new(DestinationGate {
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
+                    waiting: Semaphore::new(max_in_flight),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
             })
@@ -253,7 +262,7 @@ mod tests {
         let wait = Duration::from_millis(10);
         let slow = gates.gate("http://slow:80", 2);
         let a = slow.slot_within(wait).await.expect("first slot");
-        let _b = slow.slot_within(wait).await.expect("second slot");
+        let b = slow.slot_within(wait).await.expect("second slot");
         assert!(slow.slot_within(wait).await.is_none(), "full");
         assert!(
             gates
@@ -263,16 +272,27 @@ mod tests {
                 .is_some(),
             "others unaffected"
         );
-        // A waiter gets the slot freed while it waits.
-        let waiter = tokio::spawn({
-            let slow = gates.gate("http://slow:80", 2);
-            async move { slow.slot_within(Duration::from_secs(30)).await.is_some() }
-        });
+        // A waiter gets the slot freed while it waits; no more than there
+        // are slots may wait.
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let slow = gates.gate("http://slow:80", 2);
+                tokio::spawn(
+                    async move { slow.slot_within(Duration::from_secs(30)).await.is_some() },
+                )
+            })
+            .collect();
         tokio::time::sleep(wait).await;
-        drop(a);
         assert!(
-            waiter.await.expect("waiter"),
-            "freed slot taken by the waiter"
+            slow.slot_within(Duration::from_secs(30)).await.is_none(),
+            "a third waiter is turned away at once"
         );
+        drop((a, b));
+        for waiter in waiters {
+            assert!(
+                waiter.await.expect("waiter"),
+                "freed slots go to the waiters"
+            );
+        }
     }
 }
