@@ -43,11 +43,11 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    // Same presented token, configured tokens of different lengths.
+    // Same (wrong) presented token, configured tokens of different lengths.
     let mut group = c.benchmark_group("presented 32 bytes vs configured token length");
     for length in [8usize, 32, 256, 4096] {
         let configured = tokens(&[&vec![b'a'; length]]);
-        let presented = vec![b'a'; 32];
+        let presented = vec![b'b'; 32];
         group.bench_with_input(BenchmarkId::from_parameter(length), &presented, |b, p| {
             b.iter(|| configured.name_of(std::hint::black_box(p)))
         });

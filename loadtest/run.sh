@@ -156,4 +156,5 @@ echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" 
 target/release/switchyard-loadtest --url "http://127.0.0.1:$listen_port/hooks/lt" \
     --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
 echo "== redis used_memory: $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human' | tr -d '\r')" >&2
+echo "== dead letters: $(redis-cli -p "$redis_port" zcard '{loadtest}:dead')" >&2
 echo "== redis stalls over 10 ms (event, last, last ms, max ms): $(redis-cli -p "$redis_port" latency latest | paste -sd' ')" >&2
