@@ -13,7 +13,9 @@
 # Environment knobs: LT_RATE (open-loop rate instead of the scenario's),
 # LT_DURATION (default 10s), LT_LOG (gateway RUST_LOG, default warn),
 # LT_KEEP=1 (keep the temp dir and print it), LT_SERVE_FLAGS (more flags for
-# `switchyard serve`, e.g. --no-workers to measure ingest alone at a rate).
+# `switchyard serve`, e.g. --no-workers to measure ingest alone at a rate),
+# LT_PROFILE (cargo profile of the binaries, default release; CI's smoke run
+# uses debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +36,10 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-cargo build -q --release -p switchyard --bin switchyard
-cargo build -q --release -p switchyard-loadtest
+profile=${LT_PROFILE:-release}
+cargo build -q --profile "${profile/#debug/dev}" -p switchyard --bin switchyard
+cargo build -q --profile "${profile/#debug/dev}" -p switchyard-loadtest
+bin=target/$profile
 
 redis_port=$(free_port)
 listen_port=$(free_port)
@@ -130,7 +134,7 @@ for _ in $(seq 100); do
 done
 
 if [[ $scenario == reference ]]; then
-    target/release/switchyard-reference --listen "127.0.0.1:$listen_port" \
+    "$bin/switchyard-reference" --listen "127.0.0.1:$listen_port" \
         --redis-url "redis://127.0.0.1:$redis_port/0" --secret loadtest-secret \
         >"$work/gateway.log" 2>&1 &
     gateway=$!
@@ -141,7 +145,7 @@ if [[ $scenario == reference ]]; then
     done
 else
     env -u SWITCHYARD_REDIS_URL -u SWITCHYARD_LISTEN -u SWITCHYARD_ADMIN_LISTEN \
-        RUST_LOG="${LT_LOG:-warn}" target/release/switchyard serve --config "$work/switchyard.toml" \
+        RUST_LOG="${LT_LOG:-warn}" "$bin/switchyard" serve --config "$work/switchyard.toml" \
         "${serve_flags[@]}" >"$work/gateway.log" 2>&1 &
     gateway=$!
     pids+=("$gateway")
@@ -153,7 +157,7 @@ else
 fi
 
 echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
-target/release/switchyard-loadtest --url "http://127.0.0.1:$listen_port/hooks/lt" \
+"$bin/switchyard-loadtest" --url "http://127.0.0.1:$listen_port/hooks/lt" \
     --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
 echo "== redis used_memory: $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human' | tr -d '\r')" >&2
 echo "== dead letters: $(redis-cli -p "$redis_port" zcard '{loadtest}:dead')" >&2

@@ -102,6 +102,26 @@ impl Setup {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A signed push whose headers and first 5 body bytes are sent on a raw
+    /// connection, the rest held back.
+    async fn half_sent(&self, delivery: &str, body: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(self.gateway.public)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /hooks/github HTTP/1.1\r\nhost: x\r\nx-github-event: push\r\nx-github-delivery: {delivery}\r\nx-hub-signature-256: {}\r\ncontent-length: {}\r\n\r\n",
+            sign(body),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        stream
+            .write_all(&body[..5])
+            .await
+            .expect("part of the body");
+        stream
+    }
+
     async fn jobs(&self) -> Vec<Job> {
         queued_jobs(&self.redis).await
     }
@@ -456,23 +476,9 @@ async fn redis_out_of_memory_refuses_with_503_and_leaves_no_dedupe_record() {
 
 #[tokio::test]
 async fn a_sender_that_disconnects_mid_body_leaves_nothing_behind() {
-    use tokio::io::AsyncWriteExt;
     let s = setup().await;
     let body = br#"{"action":"opened"}"#;
-    let mut stream = tokio::net::TcpStream::connect(s.gateway.public)
-        .await
-        .expect("connect");
-    let head = format!(
-        "POST /hooks/github HTTP/1.1\r\nhost: x\r\nx-github-delivery: cut\r\nx-hub-signature-256: {}\r\ncontent-length: {}\r\n\r\n",
-        sign(body),
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.expect("head");
-    stream
-        .write_all(&body[..5])
-        .await
-        .expect("part of the body");
-    drop(stream);
+    drop(s.half_sent("cut", body).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(s.jobs().await.is_empty());
 
@@ -500,20 +506,7 @@ async fn requests_past_the_concurrency_limit_are_shed_until_one_finishes() {
     // Two senders hold their requests open mid-body, each holding a slot.
     let mut held = Vec::new();
     for i in 0..2 {
-        let mut stream = tokio::net::TcpStream::connect(s.gateway.public)
-            .await
-            .expect("connect");
-        let head = format!(
-            "POST /hooks/github HTTP/1.1\r\nhost: x\r\nx-github-event: push\r\nx-github-delivery: held-{i}\r\nx-hub-signature-256: {}\r\ncontent-length: {}\r\n\r\n",
-            sign(body),
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.expect("head");
-        stream
-            .write_all(&body[..5])
-            .await
-            .expect("part of the body");
-        held.push(stream);
+        held.push(s.half_sent(&format!("held-{i}"), body).await);
     }
     let shed = crate::support::eventually(Duration::from_secs(5), || async {
         s.post("push", "third", body).await.1["error"] == "overloaded"
