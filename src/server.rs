@@ -58,8 +58,10 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     } else {
         TcpSocket::new_v6()?
     };
-    // As `TcpListener::bind` does: a restart can bind while old connections
-    // of the previous process linger in TIME_WAIT.
+    // As `TcpListener::bind` does on Unix: a restart can bind while old
+    // connections of the previous process linger in TIME_WAIT. (On Windows
+    // the option would let another process take the port.)
+    #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
@@ -146,10 +148,9 @@ pub async fn run(
         // Composed statically and boxed once (by the fallback), rather than
         // once per layer as `Router::layer` would, for every request.
         let stack = ServiceBuilder::new()
-            // Outermost: every request gets an id (or keeps the sender's),
-            // which is logged, stored with the event, sent downstream and
-            // echoed back.
             .layer(CatchPanicLayer::new())
+            // Every request gets an id (or keeps the sender's), which is
+            // logged, stored with the event, sent downstream and echoed back.
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http())

@@ -141,6 +141,8 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "cookie",
+    "x-api-key",
+    "x-auth-token",
 ];
 
 /// What the API shows for a redacted header value.

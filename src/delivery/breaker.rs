@@ -92,8 +92,7 @@ impl Breaker {
 /// One destination's limits.
 pub struct DestinationGate {
     in_flight: Arc<Semaphore>,
-    /// Jobs allowed to wait for a slot (as many as there are slots): a slow
-    /// destination then holds at most twice its slots of the process's.
+    /// Jobs allowed to wait for a slot (see [`Gates::new`]).
     waiting: Semaphore,
     breaker: Mutex<Breaker>,
 }
@@ -166,14 +165,19 @@ impl BreakerState {
 /// host, have their own.
 pub struct Gates {
     policy: BreakerPolicy,
+    max_waiting: usize,
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
 }
 
 impl Gates {
-    /// No destinations yet.
-    pub fn new(policy: BreakerPolicy) -> Self {
+    /// No destinations yet. At most `max_waiting` jobs (and never more than
+    /// its slots) wait for a busy destination's slot, each holding one of the
+    /// process's delivery slots meanwhile: a slow destination can hold no
+    /// more than its slots plus these.
+    pub fn new(policy: BreakerPolicy, max_waiting: usize) -> Self {
         Self {
             policy,
+            max_waiting,
             gates: Mutex::new(HashMap::new()),
         }
     }
@@ -186,7 +190,7 @@ impl Gates {
             .or_insert_with(|| {
                 Arc::new(DestinationGate {
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                    waiting: Semaphore::new(max_in_flight),
+                    waiting: Semaphore::new(max_in_flight.min(self.max_waiting)),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
             })
@@ -255,10 +259,13 @@ mod tests {
 
     #[tokio::test]
     async fn gates_limit_in_flight_per_destination() {
-        let gates = Gates::new(BreakerPolicy {
-            failure_threshold: 3,
-            cooldown: Duration::from_secs(1),
-        });
+        let gates = Gates::new(
+            BreakerPolicy {
+                failure_threshold: 3,
+                cooldown: Duration::from_secs(1),
+            },
+            8,
+        );
         let wait = Duration::from_millis(10);
         let slow = gates.gate("http://slow:80", 2);
         let a = slow.slot_within(wait).await.expect("first slot");

@@ -87,7 +87,12 @@ impl Engine {
             .collect();
         Ok(Arc::new(Self {
             routes,
-            gates: Gates::new(config.delivery.breaker),
+            // A busy destination's waiters may hold an eighth of the
+            // process's slots, so hung destinations leave the rest theirs.
+            gates: Gates::new(
+                config.delivery.breaker,
+                (config.delivery.concurrency / 8).max(1),
+            ),
             slots: Arc::new(Semaphore::new(config.delivery.concurrency)),
             outbound: Outbound::new()?,
             config,

@@ -120,7 +120,7 @@ pub(super) async fn accept(
             let mut response = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",
-                "the event was not acknowledged; retry later (if Redis wrote it before failing, the retry is answered duplicate)",
+                "the event could not be acknowledged; retry later",
             )
             .into_response();
             response

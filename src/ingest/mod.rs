@@ -74,9 +74,9 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             writer: writer.clone(),
             metrics: metrics.clone(),
         });
-        // Composed statically: each separate axum layer would box the
-        // service and its future once more per request. The body limit stays
-        // apart because it changes the body type the others take.
+        // Composed statically, saving the box per request that each
+        // separate axum layer adds. The body limit stays apart because it
+        // changes the body type the others take.
         let shed_and_verify = ServiceBuilder::new()
             .layer(HandleErrorLayer::new(overloaded))
             .layer(LoadShedLayer::new())

@@ -15,6 +15,10 @@ use super::{Queue, QueueError};
 
 /// Most items written by one call.
 const MAX_BATCH: usize = 128;
+/// Most bytes written by one call (beyond one item): a batch of large
+/// bodies is split, so no call nears Redis's query buffer limit or holds
+/// the shared connection for long.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Calls under way at once; while they run, the next batch gathers.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Items waiting for a batch; beyond this, submitters wait to be taken.
@@ -40,14 +44,15 @@ impl<T, R> Clone for Batcher<T, R> {
 
 impl<T: Send + Sync + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts the batching task on the current runtime. `write` makes one
-    /// call for a batch and returns one result per item, in order.
-    pub fn spawn<W, F>(queue: Queue, write: W) -> Self
+    /// call for a batch and returns one result per item, in order; `bytes`
+    /// is an item's size in that call.
+    pub fn spawn<W, F>(queue: Queue, bytes: fn(&T) -> usize, write: W) -> Self
     where
         W: Fn(Queue, Arc<Vec<T>>) -> F + Send + Sync + 'static,
         F: Future<Output = Vec<Result<R, QueueError>>> + Send + 'static,
     {
         let (items, waiting) = mpsc::channel(WAITING);
-        tokio::spawn(run(queue.clone(), waiting, write));
+        tokio::spawn(run(queue.clone(), waiting, bytes, write));
         Self { items, queue }
     }
 
@@ -64,12 +69,21 @@ impl<T: Send + Sync + 'static, R: Send + 'static> Batcher<T, R> {
             .send((item, answer))
             .await
             .map_err(|_| stopped())?;
-        answered.await.unwrap_or_else(|_| Err(stopped()))
+        answered.await.unwrap_or_else(|_| {
+            Err(self.queue.error(RedisError::from((
+                ErrorKind::Client,
+                "the batch write failed",
+            ))))
+        })
     }
 }
 
-async fn run<T, R, W, F>(queue: Queue, mut waiting: mpsc::Receiver<(T, Answer<R>)>, write: W)
-where
+async fn run<T, R, W, F>(
+    queue: Queue,
+    mut waiting: mpsc::Receiver<(T, Answer<R>)>,
+    bytes: fn(&T) -> usize,
+    write: W,
+) where
     T: Send + Sync + 'static,
     R: Send + 'static,
     W: Fn(Queue, Arc<Vec<T>>) -> F,
@@ -84,21 +98,78 @@ where
         if waiting.recv_many(&mut taken, MAX_BATCH).await == 0 {
             return;
         }
-        let (items, answers): (Vec<T>, Vec<Answer<R>>) = taken.drain(..).unzip();
-        let written = write(queue.clone(), Arc::new(items));
+        // Calls are built now and made one after another by one task.
+        let calls: Vec<_> = split_by_bytes(taken.drain(..), bytes)
+            .into_iter()
+            .map(|part| {
+                let (items, answers): (Vec<T>, Vec<Answer<R>>) = part.into_iter().unzip();
+                (write(queue.clone(), Arc::new(items)), answers)
+            })
+            .collect();
         tokio::spawn(async move {
-            let results = written.await;
-            for (answer, result) in answers.into_iter().zip(results) {
-                // The submitter may have gone (a sender that hung up); what
-                // was written stays written.
-                let _ = answer.send(result);
+            for (written, answers) in calls {
+                let results = written.await;
+                for (answer, result) in answers.into_iter().zip(results) {
+                    // The submitter may have gone (a sender that hung up);
+                    // what was written stays written.
+                    let _ = answer.send(result);
+                }
             }
             drop(permit);
         });
     }
 }
 
+/// Splits `items` into runs of at most [`MAX_BATCH_BYTES`] (an item larger
+/// than that goes alone), keeping their order.
+fn split_by_bytes<T, A>(
+    items: impl Iterator<Item = (T, A)>,
+    bytes: fn(&T) -> usize,
+) -> Vec<Vec<(T, A)>> {
+    let mut parts: Vec<Vec<(T, A)>> = Vec::new();
+    let mut part_bytes = 0;
+    for (item, answer) in items {
+        let size = bytes(&item);
+        match parts.last_mut() {
+            Some(part) if part_bytes + size <= MAX_BATCH_BYTES => {
+                part_bytes += size;
+                part.push((item, answer));
+            }
+            _ => {
+                part_bytes = size;
+                parts.push(vec![(item, answer)]);
+            }
+        }
+    }
+    parts
+}
+
 /// `error` for every item of a batch that failed as a whole.
 pub fn all_failed<R>(count: usize, error: QueueError) -> Vec<Result<R, QueueError>> {
     (0..count).map(|_| Err(error.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_by_bytes_in_order_and_a_large_item_goes_alone() {
+        let mb = 1024 * 1024;
+        let sizes = [mb, 2 * mb, mb, 9 * mb, 10, 3 * mb, mb];
+        let parts = split_by_bytes(sizes.into_iter().map(|s| (s, ())), |s| *s);
+        let shape: Vec<Vec<usize>> = parts
+            .into_iter()
+            .map(|p| p.into_iter().map(|(s, ())| s).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                vec![mb, 2 * mb, mb],
+                vec![9 * mb],
+                vec![10, 3 * mb],
+                vec![mb]
+            ]
+        );
+    }
 }

@@ -25,8 +25,12 @@ use super::{Job, Queue, QueueError, Stat};
 /// Returns per event `{1, id}` (queued) or `{0, first id}` (duplicate).
 ///
 /// The first write is the OOM check: Redis refuses a script's first write
-/// when over `maxmemory`, and lets a script that has written finish, so a
-/// batch is written all or none. Counters are added once per route per batch.
+/// when over `maxmemory`, and lets a script that has written finish, so an
+/// out-of-memory Redis writes no event of a batch (and a batch can pass
+/// `maxmemory` by its own size). An error of another kind mid-script keeps
+/// the events written before it, and the whole batch is answered 503: their
+/// senders' retries are answered `duplicate`. Counters are added once per
+/// route per batch.
 const ENQUEUE_EVENTS: &str = r"
 local results, received = {}, {}
 local a, e = 2, 0
@@ -134,9 +138,11 @@ impl Queue {
     /// Starts the event writer's batching task on the current runtime.
     pub fn event_writer(&self) -> EventWriter {
         EventWriter {
-            batcher: Batcher::spawn(self.clone(), |queue, batch| async move {
-                queue.write_events(&batch).await
-            }),
+            batcher: Batcher::spawn(
+                self.clone(),
+                |event| event.jobs.iter().map(|(_, job)| job.len()).sum(),
+                |queue, batch| async move { queue.write_events(&batch).await },
+            ),
             queue: self.clone(),
         }
     }
@@ -152,7 +158,8 @@ impl EventWriter {
                 // Without dedupe the key is still passed (it must be
                 // declared); it is never touched.
                 seen_key: keys.seen(event.source, event.dedupe.map_or("", |(id, _)| id)),
-                dedupe_ttl_ms: event.dedupe.map(|(_, ttl)| ttl.as_millis() as u64),
+                // PX 0 is an error; a window under 1 ms means 1 ms.
+                dedupe_ttl_ms: event.dedupe.map(|(_, ttl)| (ttl.as_millis() as u64).max(1)),
                 id: event.id.to_owned(),
                 jobs: event
                     .jobs
