@@ -170,10 +170,10 @@ pub struct Gates {
 }
 
 impl Gates {
-    /// No destinations yet. At most `max_waiting` jobs (and never more than
-    /// its slots) wait for a busy destination's slot, each holding one of the
-    /// process's delivery slots meanwhile: a slow destination can hold no
-    /// more than its slots plus these.
+    /// No destinations yet. At most `max_waiting` jobs wait for a busy
+    /// destination's slot, each holding one of the process's delivery slots
+    /// meanwhile: a slow destination can hold no more than its slots plus
+    /// these.
     pub fn new(policy: BreakerPolicy, max_waiting: usize) -> Self {
         Self {
             policy,
@@ -190,7 +190,7 @@ impl Gates {
             .or_insert_with(|| {
                 Arc::new(DestinationGate {
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                    waiting: Semaphore::new(max_in_flight.min(self.max_waiting)),
+                    waiting: Semaphore::new(self.max_waiting),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
             })
@@ -264,7 +264,7 @@ mod tests {
                 failure_threshold: 3,
                 cooldown: Duration::from_secs(1),
             },
-            8,
+            2,
         );
         let wait = Duration::from_millis(10);
         let slow = gates.gate("http://slow:80", 2);
@@ -279,8 +279,8 @@ mod tests {
                 .is_some(),
             "others unaffected"
         );
-        // A waiter gets the slot freed while it waits; no more than there
-        // are slots may wait.
+        // A waiter gets the slot freed while it waits; no more than
+        // `max_waiting` may wait.
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let slow = gates.gate("http://slow:80", 2);

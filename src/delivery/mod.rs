@@ -87,11 +87,13 @@ impl Engine {
             .collect();
         Ok(Arc::new(Self {
             routes,
-            // A busy destination's waiters may hold an eighth of the
-            // process's slots, so hung destinations leave the rest theirs.
+            // A busy destination's waiters may hold half of the process's
+            // slots: bursts to a healthy destination wait instead of taking
+            // a round trip through the retry schedule, and a slow one still
+            // leaves the other half to the rest.
             gates: Gates::new(
                 config.delivery.breaker,
-                (config.delivery.concurrency / 8).max(1),
+                (config.delivery.concurrency / 2).max(1),
             ),
             slots: Arc::new(Semaphore::new(config.delivery.concurrency)),
             outbound: Outbound::new()?,
