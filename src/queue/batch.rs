@@ -42,13 +42,13 @@ impl<T, R> Clone for Batcher<T, R> {
     }
 }
 
-impl<T: Send + Sync + 'static, R: Send + 'static> Batcher<T, R> {
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts the batching task on the current runtime. `write` makes one
     /// call for a batch and returns one result per item, in order; `bytes`
     /// is an item's size in that call.
     pub fn spawn<W, F>(queue: Queue, bytes: fn(&T) -> usize, write: W) -> Self
     where
-        W: Fn(Queue, Arc<Vec<T>>) -> F + Send + Sync + 'static,
+        W: Fn(Queue, Vec<T>) -> F + Send + Sync + 'static,
         F: Future<Output = Vec<Result<R, QueueError>>> + Send + 'static,
     {
         let (items, waiting) = mpsc::channel(WAITING);
@@ -84,9 +84,9 @@ async fn run<T, R, W, F>(
     bytes: fn(&T) -> usize,
     write: W,
 ) where
-    T: Send + Sync + 'static,
+    T: Send + 'static,
     R: Send + 'static,
-    W: Fn(Queue, Arc<Vec<T>>) -> F,
+    W: Fn(Queue, Vec<T>) -> F,
     F: Future<Output = Vec<Result<R, QueueError>>> + Send + 'static,
 {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
@@ -103,7 +103,7 @@ async fn run<T, R, W, F>(
             .into_iter()
             .map(|part| {
                 let (items, answers): (Vec<T>, Vec<Answer<R>>) = part.into_iter().unzip();
-                (write(queue.clone(), Arc::new(items)), answers)
+                (write(queue.clone(), items), answers)
             })
             .collect();
         tokio::spawn(async move {
