@@ -92,8 +92,8 @@ impl Breaker {
 /// One destination's limits.
 pub struct DestinationGate {
     in_flight: Arc<Semaphore>,
-    /// Jobs allowed to wait for a slot (see [`Gates::new`]).
-    waiting: Semaphore,
+    /// The process-wide budget of jobs waiting for a slot (see [`Gates::new`]).
+    waiting: Arc<Semaphore>,
     breaker: Mutex<Breaker>,
 }
 
@@ -165,19 +165,19 @@ impl BreakerState {
 /// host, have their own.
 pub struct Gates {
     policy: BreakerPolicy,
-    max_waiting: usize,
+    waiting: Arc<Semaphore>,
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
 }
 
 impl Gates {
-    /// No destinations yet. At most `max_waiting` jobs wait for a busy
-    /// destination's slot, each holding one of the process's delivery slots
-    /// meanwhile: a slow destination can hold no more than its slots plus
-    /// these.
+    /// No destinations yet. At most `max_waiting` jobs, across all
+    /// destinations, wait for a busy destination's slot, each holding one of
+    /// the process's delivery slots meanwhile: slow destinations together
+    /// hold no more than their slots plus these.
     pub fn new(policy: BreakerPolicy, max_waiting: usize) -> Self {
         Self {
             policy,
-            max_waiting,
+            waiting: Arc::new(Semaphore::new(max_waiting)),
             gates: Mutex::new(HashMap::new()),
         }
     }
@@ -190,7 +190,7 @@ impl Gates {
             .or_insert_with(|| {
                 Arc::new(DestinationGate {
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                    waiting: Semaphore::new(self.max_waiting),
+                    waiting: self.waiting.clone(),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
             })
@@ -280,7 +280,7 @@ mod tests {
             "others unaffected"
         );
         // A waiter gets the slot freed while it waits; no more than
-        // `max_waiting` may wait.
+        // `max_waiting` may wait, whichever destination they wait for.
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let slow = gates.gate("http://slow:80", 2);
@@ -293,6 +293,12 @@ mod tests {
         assert!(
             slow.slot_within(Duration::from_secs(30)).await.is_none(),
             "a third waiter is turned away at once"
+        );
+        let busy = gates.gate("http://busy:80", 1);
+        let _held = busy.slot_within(wait).await.expect("busy's one slot");
+        assert!(
+            busy.slot_within(Duration::from_secs(30)).await.is_none(),
+            "the waiting budget is shared across destinations"
         );
         drop((a, b));
         for waiter in waiters {

@@ -87,10 +87,10 @@ impl Engine {
             .collect();
         Ok(Arc::new(Self {
             routes,
-            // A busy destination's waiters may hold half of the process's
-            // slots: bursts to a healthy destination wait instead of taking
-            // a round trip through the retry schedule, and a slow one still
-            // leaves the other half to the rest.
+            // Jobs waiting for busy destinations may hold half of the
+            // process's slots: bursts to a healthy destination wait instead
+            // of taking a round trip through the retry schedule, and slow
+            // destinations still leave the other half to the rest.
             gates: Gates::new(
                 config.delivery.breaker,
                 (config.delivery.concurrency / 2).max(1),
