@@ -9,13 +9,17 @@
 # Scenarios: ingest-max steady fanout3 slow-destination failing-destination
 # mixed-healthy-and-dead (their loads are the tool's scenario defaults), and
 # `reference`: ingest-max against switchyard-reference (bare hyper + HMAC +
-# XADD) instead of the gateway, the comparator of the ingest target.
+# XADD) instead of the gateway, the comparator of the ingest target (with
+# LT_RATE set: `steady` at that rate against it).
 # Environment knobs: LT_RATE (open-loop rate instead of the scenario's),
 # LT_DURATION (default 10s), LT_LOG (gateway RUST_LOG, default warn),
 # LT_KEEP=1 (keep the temp dir and print it), LT_SERVE_FLAGS (more flags for
 # `switchyard serve`, e.g. --no-workers to measure ingest alone at a rate),
 # LT_PROFILE (cargo profile of the binaries, default release; CI's smoke run
-# uses debug).
+# uses debug), LT_WRAP (a command the gateway or reference runs under, e.g.
+# `valgrind --tool=callgrind` for instruction counts per request),
+# LT_REFERENCE_FLAGS (flags for switchyard-reference, e.g. --dedupe),
+# LT_REDIS_STATS=1 (print Redis's per-command CPU figures at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,7 +94,12 @@ mixed-healthy-and-dead)
     exit 2
     ;;
 esac
-tool+=(--scenario "${scenario/#reference/ingest-max}")
+if [[ $scenario == reference ]]; then
+    # The reference at a rate is the comparator of the open-loop target.
+    tool+=(--scenario "$([[ -n ${LT_RATE:-} ]] && echo steady || echo ingest-max)")
+else
+    tool+=(--scenario "$scenario")
+fi
 if [[ " ${serve_flags[*]} " == *" --no-workers "* ]]; then
     sink=() # nothing is delivered
 fi
@@ -134,8 +143,9 @@ for _ in $(seq 100); do
 done
 
 if [[ $scenario == reference ]]; then
-    "$bin/switchyard-reference" --listen "127.0.0.1:$listen_port" \
+    ${LT_WRAP:-} "$bin/switchyard-reference" --listen "127.0.0.1:$listen_port" \
         --redis-url "redis://127.0.0.1:$redis_port/0" --secret loadtest-secret \
+        ${LT_REFERENCE_FLAGS:-} \
         >"$work/gateway.log" 2>&1 &
     gateway=$!
     pids+=("$gateway")
@@ -145,11 +155,11 @@ if [[ $scenario == reference ]]; then
     done
 else
     env -u SWITCHYARD_REDIS_URL -u SWITCHYARD_LISTEN -u SWITCHYARD_ADMIN_LISTEN \
-        RUST_LOG="${LT_LOG:-warn}" "$bin/switchyard" serve --config "$work/switchyard.toml" \
+        RUST_LOG="${LT_LOG:-warn}" ${LT_WRAP:-} "$bin/switchyard" serve --config "$work/switchyard.toml" \
         "${serve_flags[@]}" >"$work/gateway.log" 2>&1 &
     gateway=$!
     pids+=("$gateway")
-    for _ in $(seq 300); do
+    for _ in $(seq 600); do
         curl -fs "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && break
         kill -0 "$gateway" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
         sleep 0.1
@@ -159,6 +169,10 @@ fi
 echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
 "$bin/switchyard-loadtest" --url "http://127.0.0.1:$listen_port/hooks/lt" \
     --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
+echo "== redis CPU: $(redis-cli -p "$redis_port" info cpu | grep -E '^used_cpu_(sys|user):' | tr -d '\r' | paste -sd' ')" >&2
+if [[ ${LT_REDIS_STATS:-0} == 1 ]]; then
+    redis-cli -p "$redis_port" info commandstats | grep calls >&2
+fi
 echo "== redis used_memory: $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human' | tr -d '\r')" >&2
 echo "== dead letters: $(redis-cli -p "$redis_port" zcard '{loadtest}:dead')" >&2
 echo "== redis stalls over 10 ms (event, last, last ms, max ms): $(redis-cli -p "$redis_port" latency latest | paste -sd' ')" >&2

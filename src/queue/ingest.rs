@@ -15,14 +15,18 @@ use redis::{ErrorKind, RedisError, Script};
 use super::batch::{Batcher, all_failed};
 use super::{Job, Queue, QueueError, Stat};
 
-/// Writes each event's jobs, then its dedupe record; or returns the first
-/// event's id for a delivery id seen before.
+/// Claims each event's delivery id, then writes its jobs; or returns the
+/// first event's id for a delivery id seen before.
 ///
 /// KEYS: jobs stream, received counters, last-received times, then one seen
 /// key per event (in ARGV order).
 /// ARGV: now (ms), then per event: has_dedupe, event id, dedupe TTL (ms),
 /// number of jobs, and per job its route name and encoded job.
 /// Returns per event `{1, id}` (queued) or `{0, first id}` (duplicate).
+///
+/// One `SET NX GET` both looks the delivery id up and claims it (Redis 7.0
+/// and later). The dedupe record never stands without its jobs: a job that
+/// cannot be added removes the claim before the script fails.
 ///
 /// The first write is the OOM check: Redis refuses a script's first write
 /// when over `maxmemory`, and lets a script that has written finish, so an
@@ -38,16 +42,17 @@ while a <= #ARGV do
   e = e + 1
   local dedupe, id, ttl, jobs = ARGV[a] == '1', ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   a = a + 4
-  local first = dedupe and redis.call('GET', KEYS[3 + e])
+  local first = dedupe and redis.call('SET', KEYS[3 + e], id, 'NX', 'GET', 'PX', ttl)
   if first then
     results[e] = {0, first}
   else
     for j = a, a + 2 * jobs - 1, 2 do
-      redis.call('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
+      local added = redis.pcall('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
+      if type(added) == 'table' and added.err then
+        if dedupe then redis.call('DEL', KEYS[3 + e]) end
+        return added
+      end
       received[ARGV[j]] = (received[ARGV[j]] or 0) + 1
-    end
-    if dedupe then
-      redis.call('SET', KEYS[3 + e], id, 'PX', ttl)
     end
     results[e] = {1, id}
   end

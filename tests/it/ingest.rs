@@ -474,6 +474,31 @@ async fn redis_out_of_memory_refuses_with_503_and_leaves_no_dedupe_record() {
     assert_eq!(s.jobs().await.len(), 2);
 }
 
+/// The delivery id is claimed before the jobs are added (one `SET NX GET`),
+/// so a job Redis refuses must take the claim back: otherwise the sender's
+/// retry would be answered `duplicate` for an event that was never queued.
+#[tokio::test]
+async fn a_job_redis_refuses_takes_back_its_dedupe_claim() {
+    let s = setup().await;
+    let mut conn = s.redis.connection().await;
+    // The jobs key holding a string makes every XADD fail (WRONGTYPE).
+    let _: () = conn.set(JOBS, "not a stream").await.expect("SET");
+    let (status, answer) = s.post("push", "refused-1", b"{}").await;
+    assert_eq!(status, 503, "{answer}");
+    let seen: bool = conn
+        .exists("{switchyard}:seen:github:refused-1")
+        .await
+        .expect("EXISTS");
+    assert!(!seen, "no dedupe record without its jobs");
+
+    let _: () = conn.del(JOBS).await.expect("DEL");
+    let (status, answer) = s.post("push", "refused-1", b"{}").await;
+    assert_eq!(
+        status, 202,
+        "the sender's retry is accepted, not called a duplicate: {answer}"
+    );
+    assert_eq!(s.jobs().await.len(), 2);
+}
 #[tokio::test]
 async fn a_sender_that_disconnects_mid_body_leaves_nothing_behind() {
     let s = setup().await;

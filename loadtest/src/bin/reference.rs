@@ -9,7 +9,14 @@
 //! multiplexed connection shared by every request. It answers 202 with the
 //! entry's id, 401 on a missing or bad signature, 503 when Redis fails.
 //!
-//! It is bare on purpose: no routing, dedupe, batching, limits, timeouts,
+//! With `--dedupe` it also does the Redis work the gateway's contract adds
+//! (DESIGN invariant 1): one Lua script per request that looks up the
+//! `X-GitHub-Delivery` id, and only if it is new adds the entry and records
+//! the id for a day, atomically; a repeat is answered 200. That is the fair
+//! comparator for what Redis must do per event, without the gateway's
+//! batching, routing, jobs or metrics.
+//!
+//! It is bare on purpose: no routing, batching, limits, timeouts,
 //! metrics or per-request logging, and hyper's HTTP/1 server with one task
 //! per connection on a multi-thread runtime, like the gateway's listener
 //! (and, like it, default socket options). Whatever the gateway costs beyond
@@ -50,6 +57,18 @@ const DEFAULT_STREAM: &str = "switchyard-reference:ingest";
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 static GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
+static GITHUB_DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
+
+/// `--dedupe`: KEYS stream, seen key; ARGV body, TTL (ms). Returns the entry
+/// id, or false when the delivery id was seen before.
+const DEDUPE_AND_ADD: &str = r"
+if redis.call('GET', KEYS[2]) then return false end
+local id = redis.call('XADD', KEYS[1], '*', 'body', ARGV[1])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+return id
+";
+/// How long `--dedupe` remembers a delivery id (the gateway's default window).
+const DEDUPE_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +94,10 @@ struct Cli {
     /// Stream key the bodies are added to.
     #[arg(long, default_value = DEFAULT_STREAM)]
     stream: String,
+    /// Dedupe by `X-GitHub-Delivery` atomically with the XADD, in one Lua
+    /// script per request.
+    #[arg(long)]
+    dedupe: bool,
 }
 
 /// What every request needs, shared by all connections.
@@ -82,6 +105,8 @@ struct State {
     signer: Signer,
     redis: MultiplexedConnection,
     stream: String,
+    /// `--dedupe`'s script, when on.
+    dedupe: Option<redis::Script>,
     /// Whether a Redis error was logged already: the first is enough.
     redis_error_logged: AtomicBool,
 }
@@ -103,15 +128,35 @@ impl State {
         if !signed {
             return answer(StatusCode::UNAUTHORIZED, Bytes::new());
         }
-        let added: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(&self.stream)
-            .arg("*")
-            .arg("body")
-            .arg(&body[..])
-            .query_async(&mut self.redis.clone())
-            .await;
+        let added: redis::RedisResult<Option<String>> = match &self.dedupe {
+            Some(script) => {
+                let delivery = parts
+                    .headers
+                    .get(&GITHUB_DELIVERY)
+                    .map_or(&b""[..], |v| v.as_bytes());
+                let mut seen_key = format!("{}:seen:", self.stream).into_bytes();
+                seen_key.extend_from_slice(delivery);
+                script
+                    .key(&self.stream)
+                    .key(seen_key)
+                    .arg(&body[..])
+                    .arg(DEDUPE_TTL_MS)
+                    .invoke_async(&mut self.redis.clone())
+                    .await
+            }
+            None => {
+                redis::cmd("XADD")
+                    .arg(&self.stream)
+                    .arg("*")
+                    .arg("body")
+                    .arg(&body[..])
+                    .query_async(&mut self.redis.clone())
+                    .await
+            }
+        };
         match added {
-            Ok(id) => answer(StatusCode::ACCEPTED, Bytes::from(id)),
+            Ok(Some(id)) => answer(StatusCode::ACCEPTED, Bytes::from(id)),
+            Ok(None) => answer(StatusCode::OK, Bytes::from_static(b"duplicate")),
             Err(err) => {
                 if !self.redis_error_logged.swap(true, Ordering::Relaxed) {
                     eprintln!("switchyard-reference: XADD failed (logged once): {err}");
@@ -140,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         signer: Signer::new(Scheme::Github, cli.secret.as_bytes())?,
         redis,
         stream: cli.stream,
+        dedupe: cli.dedupe.then(|| redis::Script::new(DEDUPE_AND_ADD)),
         redis_error_logged: AtomicBool::new(false),
     });
     let listener = TcpListener::bind(cli.listen)
