@@ -5,9 +5,10 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -159,7 +160,7 @@ pub async fn run(
                 http::StatusCode::REQUEST_TIMEOUT,
                 config.server.request_timeout,
             ))
-            .service(ingest::router(&config, queue.clone(), metrics));
+            .service(ingest::router(&config, queue.clone(), metrics.clone()));
         let public_app = axum::Router::new().fallback_service(stack);
         let public_addr = local_addr(&listeners.public, "public")?;
         tracing::info!(public = %public_addr, "ingest listening");
@@ -167,7 +168,11 @@ pub async fn run(
             listeners.public,
             public_app,
             shutdown.clone(),
-            config.server.request_timeout,
+            PublicLimits {
+                header_timeout: config.server.request_timeout,
+                max_connections: config.server.max_connections,
+            },
+            metrics.clone(),
         ))
     } else {
         // A delivery-only process: the public socket is closed unused.
@@ -254,11 +259,25 @@ fn serve(
 /// `header_timeout` (hyper closes the connection otherwise), or one slow
 /// client could hold a connection open forever (slowloris). On shutdown it
 /// stops accepting and waits for open connections to finish.
+/// How often reaching `server.max_connections` is logged at most.
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Limits of the public listener's connections.
+struct PublicLimits {
+    /// Deadline for a request's headers (slowloris).
+    header_timeout: Duration,
+    /// Connections open at once; at the limit the listener stops accepting,
+    /// so a flood of connections waits in the kernel's accept queue (and
+    /// beyond it is refused) instead of growing memory without bound.
+    max_connections: usize,
+}
+
 async fn serve_public(
     listener: TcpListener,
     app: axum::Router,
     shutdown: CancellationToken,
-    header_timeout: Duration,
+    limits: PublicLimits,
+    metrics: Arc<Metrics>,
 ) -> Result<(), ServerError> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -269,9 +288,33 @@ async fn serve_public(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let mut last_warned: Option<Instant> = None;
     loop {
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics.connection_limit_reached.inc();
+                // Under a flood this happens per connection: say it once a minute.
+                if last_warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
+                    last_warned = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "public listener at server.max_connections; accepting again as connections close"
+                    );
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    // Never closed: an error cannot happen, and would end the loop.
+                    permit = open.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -289,9 +332,13 @@ async fn serve_public(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let open_connections = metrics.open_connections.clone();
+        open_connections.inc();
         tokio::spawn(async move {
             // A client that goes away or breaks HTTP ends only its connection.
             let _ = connection.await;
+            open_connections.dec();
+            drop(permit);
         });
     }
     drop(listener);

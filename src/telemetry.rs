@@ -120,6 +120,10 @@ pub struct Metrics {
     pub breaker_open: Family<DestinationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 while a route is silent past its `expect_within`.
     pub route_silent: Family<RouteLabels, Gauge>,
+    /// Connections open on the public listener.
+    pub open_connections: Gauge,
+    /// Times the public listener held off accepting at `server.max_connections`.
+    pub connection_limit_reached: Counter,
 }
 
 /// Labels of per-destination gauges.
@@ -220,7 +224,21 @@ impl Metrics {
             "1 while a route has had no event for longer than its expect_within",
             route_silent.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Connections open on the public listener",
+            open_connections.clone(),
+        );
+        let connection_limit_reached = Counter::default();
+        registry.register(
+            "connection_limit_reached",
+            "Times the public listener stopped accepting at server.max_connections",
+            connection_limit_reached.clone(),
+        );
         Arc::new(Self {
+            open_connections,
+            connection_limit_reached,
             retry_scheduled,
             breaker_open,
             route_silent,

@@ -60,6 +60,8 @@ pub struct ServerFile {
     pub max_body_bytes: Option<usize>,
     /// Webhook requests handled at once; more are answered 503 at once.
     pub max_concurrent_requests: Option<usize>,
+    /// Connections open at once on the public listener; more wait to be accepted.
+    pub max_connections: Option<usize>,
     /// Whole-request deadline on the public listener.
     #[serde(default, with = "humantime_serde")]
     pub request_timeout: Option<Duration>,

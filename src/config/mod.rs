@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Webhook requests handled at once; more are shed with 503.
     pub max_concurrent_requests: usize,
+    /// Connections open at once on the public listener; more wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
     /// Whole-request deadline on the public listener.
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight work.

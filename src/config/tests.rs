@@ -252,6 +252,7 @@ fn defaults_are_applied_when_keys_are_absent() {
     assert_eq!(config.server.admin_listen, addr("127.0.0.1:8081"));
     assert_eq!(config.server.max_body_bytes, 1_048_576);
     assert_eq!(config.server.max_concurrent_requests, 1024);
+    assert_eq!(config.server.max_connections, 4096);
     assert_eq!(config.server.request_timeout, secs(10));
     assert_eq!(config.server.shutdown_timeout, secs(15));
 
@@ -481,7 +482,7 @@ fn owner_needs_team_contact_and_an_http_alert_url() {
 fn zero_limits_are_refused() {
     let text = append(
         BASE,
-        "[server]\nmax_body_bytes = 0\nmax_concurrent_requests = 0\nrequest_timeout = \"0s\"\n\n[delivery]\nconcurrency = 0",
+        "[server]\nmax_body_bytes = 0\nmax_concurrent_requests = 0\nmax_connections = 0\nrequest_timeout = \"0s\"\n\n[delivery]\nconcurrency = 0",
     );
     let problems = expect_invalid(load(&text));
     assert_problem(&problems, "server.max_body_bytes", "must be at least 1");
@@ -490,9 +491,10 @@ fn zero_limits_are_refused() {
         "server.max_concurrent_requests",
         "must be at least 1",
     );
+    assert_problem(&problems, "server.max_connections", "must be at least 1");
     assert_problem(&problems, "server.request_timeout", "longer than 0s");
     assert_problem(&problems, "delivery.concurrency", "must be at least 1");
-    assert_eq!(problems.len(), 4, "got:\n{}", show(&problems));
+    assert_eq!(problems.len(), 5, "got:\n{}", show(&problems));
 }
 
 // ---------------------------------------------------------------------------

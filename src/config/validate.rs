@@ -26,6 +26,10 @@ const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Far above what a healthy process has in flight (each request takes a few
 /// milliseconds); with `max_body_bytes` it bounds the memory bodies can take.
 const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Each open connection costs about 30 KiB of buffers and task; a flood of
+/// connections from senders that are not being answered fast enough would
+/// otherwise grow memory without bound.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Senders time out at 10 s (GitHub) to 30 s (Stripe); answer well before.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long enough for in-flight deliveries with default timeouts to finish.
@@ -249,6 +253,10 @@ fn server(
     if max_concurrent_requests == 0 {
         problems.add("server.max_concurrent_requests", "must be at least 1");
     }
+    let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        problems.add("server.max_connections", "must be at least 1");
+    }
     let request_timeout = positive(
         "server.request_timeout",
         file.request_timeout,
@@ -276,6 +284,7 @@ fn server(
         admin_listen: admin_listen?,
         max_body_bytes,
         max_concurrent_requests,
+        max_connections,
         request_timeout,
         shutdown_timeout,
         ingest,

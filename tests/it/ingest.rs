@@ -558,3 +558,44 @@ async fn requests_past_the_concurrency_limit_are_shed_until_one_finishes() {
     let (status, answer) = s.post("push", "fourth", body).await;
     assert_eq!(status, 202, "{answer}");
 }
+
+/// Connection limit: at `server.max_connections` open connections the
+/// listener stops accepting, so a new sender waits (in the kernel's accept
+/// queue) instead of costing memory; when a connection closes, it is served.
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let redis = RedisServer::start();
+    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
+    config.server.max_connections = 2;
+    let s = Setup {
+        gateway: TestGateway::start(config).await,
+        redis,
+        client: reqwest::Client::new(),
+    };
+    let body = br#"{"action":"opened"}"#;
+    let mut held = Vec::new();
+    for i in 0..2 {
+        held.push(s.half_sent(&format!("held-{i}"), body).await);
+    }
+
+    let third = s.post("push", "third", body);
+    tokio::pin!(third);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut third)
+            .await
+            .is_err(),
+        "a third connection is not served while two are open"
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("switchyard_connection_limit_reached_total 1")
+            && metrics.contains("switchyard_open_connections 2"),
+        "{metrics}"
+    );
+
+    drop(held.remove(0));
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a connection closed");
+    assert_eq!(status, 202, "{answer}");
+}
