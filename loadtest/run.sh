@@ -173,6 +173,9 @@ echo "== redis CPU: $(redis-cli -p "$redis_port" info cpu | grep -E '^used_cpu_(
 if [[ ${LT_REDIS_STATS:-0} == 1 ]]; then
     redis-cli -p "$redis_port" info commandstats | grep calls >&2
 fi
+if [[ $scenario != reference ]]; then
+    echo "== gateway deferrals: $(curl -fs "http://127.0.0.1:$admin_port/metrics" | grep '^switchyard_deliveries_deferred_total' | paste -sd' ')" >&2
+fi
 echo "== redis used_memory: $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human' | tr -d '\r')" >&2
 echo "== dead letters: $(redis-cli -p "$redis_port" zcard '{loadtest}:dead')" >&2
 echo "== redis stalls over 10 ms (event, last, last ms, max ms): $(redis-cli -p "$redis_port" latency latest | paste -sd' ')" >&2

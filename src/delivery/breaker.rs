@@ -1,9 +1,12 @@
-//! Isolation between destinations: a per-destination in-flight limit and a
-//! circuit breaker (closed → open after N consecutive retryable failures →
-//! one probe after the cool-down → closed on success, open again on failure).
-//! State is per process; each gateway learns about a destination by itself.
+//! Isolation between destinations: a per-destination in-flight limit, a
+//! waiting line in front of it for destinations that are busy but quick,
+//! and a circuit breaker (closed → open after N consecutive retryable
+//! failures → one probe after the cool-down → closed on success, open again
+//! on failure). State is per process; each gateway learns about a
+//! destination by itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,23 +92,83 @@ impl Breaker {
     }
 }
 
+/// The longest a job waits in memory for a slot of its destination. A
+/// deferral through the retry schedule takes at least this long (see
+/// [`saturated_wait`]), so a longer wait would be slower than the trip
+/// through Redis it saves.
+pub const MAX_SLOT_WAIT: Duration = Duration::from_millis(250);
+
 /// One destination's limits.
 pub struct DestinationGate {
     in_flight: Arc<Semaphore>,
-    /// The process-wide budget of jobs waiting for a slot (see [`Gates::new`]).
-    waiting: Arc<Semaphore>,
+    max_in_flight: usize,
+    /// Jobs waiting in line for a slot now.
+    waiters: AtomicUsize,
+    pace: Mutex<Pace>,
     breaker: Mutex<Breaker>,
 }
 
+/// How fast a destination gets through its requests: what tells a busy but
+/// quick destination (worth waiting for) from a slow or hanging one (defer).
+#[derive(Debug)]
+struct Pace {
+    /// Smoothed attempt latency; `None` before the first attempt ends.
+    latency: Option<Duration>,
+    /// When a request last ended or found a slot free at once. While none
+    /// does, the destination looks slower by the moment, so a destination
+    /// that stops answering stops collecting waiters well before its
+    /// requests time out.
+    last_progress: Instant,
+}
+
+impl Pace {
+    /// How long one slot takes to free up, as far as is known at `now`.
+    fn per_request(&self, now: Instant, unknown: Duration) -> Duration {
+        self.latency
+            .unwrap_or(unknown)
+            .max(now.saturating_duration_since(self.last_progress))
+    }
+
+    /// Folds one attempt's latency in (weight 1/5) and notes the progress.
+    fn record(&mut self, latency: Duration, now: Instant) {
+        self.latency = Some(match self.latency {
+            None => latency,
+            Some(before) => (before.saturating_mul(4).saturating_add(latency)) / 5,
+        });
+        self.last_progress = now;
+    }
+}
+
+/// Counts a job in the waiting line while it is there.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl DestinationGate {
-    /// A slot for one request: at once, or after waiting up to `within` for
-    /// one to free up if not too many wait already.
-    pub async fn slot_within(&self, within: Duration) -> Option<OwnedSemaphorePermit> {
+    /// A slot for one request: at once; or, when the destination is full,
+    /// after waiting in line if the expected wait (the jobs ahead, one slot's
+    /// time each, over `max_in_flight` slots) is within [`MAX_SLOT_WAIT`];
+    /// `None` means defer. Until an attempt has ended the time of a slot is
+    /// taken to be `unknown` (the destination's timeout): a destination
+    /// never heard from gets few waiters.
+    pub async fn slot(&self, unknown: Duration) -> Option<OwnedSemaphorePermit> {
         if let Ok(slot) = self.in_flight.clone().try_acquire_owned() {
+            self.lock_pace().last_progress = Instant::now();
             return Some(slot);
         }
-        let _waiting = self.waiting.try_acquire().ok()?;
-        tokio::time::timeout(within, self.in_flight.clone().acquire_owned())
+        let ahead = self.waiters.fetch_add(1, Ordering::Relaxed);
+        let _in_line = InLine(&self.waiters);
+        let per_request = self.lock_pace().per_request(Instant::now(), unknown);
+        let position = u32::try_from(ahead + 1).unwrap_or(u32::MAX);
+        let slots = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX).max(1);
+        if per_request.saturating_mul(position) / slots > MAX_SLOT_WAIT {
+            return None;
+        }
+        tokio::time::timeout(MAX_SLOT_WAIT, self.in_flight.clone().acquire_owned())
             .await
             .ok()?
             .ok()
@@ -120,8 +183,10 @@ impl DestinationGate {
         (admission, changed(before, breaker.state()))
     }
 
-    /// Tells the breaker; returns the new state when it changed.
-    pub fn record(&self, healthy: bool, now: Instant) -> Option<BreakerState> {
+    /// Tells the breaker and the pace about an attempt that took `latency`;
+    /// returns the breaker's new state when it changed.
+    pub fn record(&self, healthy: bool, latency: Duration, now: Instant) -> Option<BreakerState> {
+        self.lock_pace().record(latency, now);
         let mut breaker = self.lock();
         let before = breaker.state();
         breaker.record(healthy, now);
@@ -131,6 +196,10 @@ impl DestinationGate {
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         // The breaker holds plain counters; a panic elsewhere leaves them usable.
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_pace(&self) -> std::sync::MutexGuard<'_, Pace> {
+        self.pace.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -165,19 +234,14 @@ impl BreakerState {
 /// host, have their own.
 pub struct Gates {
     policy: BreakerPolicy,
-    waiting: Arc<Semaphore>,
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
 }
 
 impl Gates {
-    /// No destinations yet. At most `max_waiting` jobs, across all
-    /// destinations, wait for a busy destination's slot, each holding one of
-    /// the process's delivery slots meanwhile: slow destinations together
-    /// hold no more than their slots plus these.
-    pub fn new(policy: BreakerPolicy, max_waiting: usize) -> Self {
+    /// No destinations yet.
+    pub fn new(policy: BreakerPolicy) -> Self {
         Self {
             policy,
-            waiting: Arc::new(Semaphore::new(max_waiting)),
             gates: Mutex::new(HashMap::new()),
         }
     }
@@ -190,7 +254,12 @@ impl Gates {
             .or_insert_with(|| {
                 Arc::new(DestinationGate {
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                    waiting: self.waiting.clone(),
+                    max_in_flight,
+                    waiters: AtomicUsize::new(0),
+                    pace: Mutex::new(Pace {
+                        latency: None,
+                        last_progress: Instant::now(),
+                    }),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
             })
@@ -257,55 +326,123 @@ mod tests {
         assert_eq!(b.admit(again), Admission::Go);
     }
 
+    fn gates() -> Gates {
+        Gates::new(BreakerPolicy {
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(1),
+        })
+    }
+
+    /// A gate with `slots` slots whose attempts have taken `latency`, all
+    /// slots taken (the permits returned).
+    async fn full_gate(
+        gates: &Gates,
+        slots: usize,
+        latency: Duration,
+    ) -> (Arc<DestinationGate>, Vec<OwnedSemaphorePermit>) {
+        let gate = gates.gate("http://busy:80", slots);
+        gate.record(true, latency, Instant::now());
+        let mut held = Vec::new();
+        for _ in 0..slots {
+            held.push(gate.slot(UNKNOWN).await.expect("a free slot at once"));
+        }
+        (gate, held)
+    }
+
+    const UNKNOWN: Duration = Duration::from_secs(5);
+
     #[tokio::test]
-    async fn gates_limit_in_flight_per_destination() {
-        let gates = Gates::new(
-            BreakerPolicy {
-                failure_threshold: 3,
-                cooldown: Duration::from_secs(1),
-            },
-            2,
-        );
-        let wait = Duration::from_millis(10);
-        let slow = gates.gate("http://slow:80", 2);
-        let a = slow.slot_within(wait).await.expect("first slot");
-        let b = slow.slot_within(wait).await.expect("second slot");
-        assert!(slow.slot_within(wait).await.is_none(), "full");
+    async fn a_quick_busy_destination_gets_a_waiting_line_served_as_slots_free() {
+        let gates = gates();
+        // 10 ms a request over 2 slots: the 20th in line waits ~100 ms.
+        let (gate, held) = full_gate(&gates, 2, Duration::from_millis(10)).await;
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    let slot = gate.slot(UNKNOWN).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    slot.is_some()
+                })
+            })
+            .collect();
         assert!(
             gates
                 .gate("http://other:80", 2)
-                .slot_within(wait)
+                .slot(UNKNOWN)
                 .await
                 .is_some(),
-            "others unaffected"
+            "other destinations are unaffected"
         );
-        // A waiter gets the slot freed while it waits; no more than
-        // `max_waiting` may wait, whichever destination they wait for.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(held);
+        for waiter in waiters {
+            assert!(waiter.await.expect("waiter"), "every waiter got a slot");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_destination_gets_a_short_line_and_the_rest_defer_at_once() {
+        let gates = gates();
+        // 200 ms a request over 2 slots: 2 in line wait ≤ 200 ms, a 3rd would wait 300.
+        let (gate, held) = full_gate(&gates, 2, Duration::from_millis(200)).await;
         let waiters: Vec<_> = (0..2)
             .map(|_| {
-                let slow = gates.gate("http://slow:80", 2);
-                tokio::spawn(
-                    async move { slow.slot_within(Duration::from_secs(30)).await.is_some() },
-                )
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.slot(UNKNOWN).await.is_some() })
             })
             .collect();
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let asked = Instant::now();
         assert!(
-            slow.slot_within(Duration::from_secs(30)).await.is_none(),
-            "a third waiter is turned away at once"
+            gate.slot(UNKNOWN).await.is_none(),
+            "a third is told to defer"
         );
-        let busy = gates.gate("http://busy:80", 1);
-        let _held = busy.slot_within(wait).await.expect("busy's one slot");
         assert!(
-            busy.slot_within(Duration::from_secs(30)).await.is_none(),
-            "the waiting budget is shared across destinations"
+            asked.elapsed() < MAX_SLOT_WAIT / 2,
+            "at once, not after waiting"
         );
-        drop((a, b));
+        drop(held);
         for waiter in waiters {
-            assert!(
-                waiter.await.expect("waiter"),
-                "freed slots go to the waiters"
-            );
+            assert!(waiter.await.expect("waiter"), "the two in line got slots");
         }
+    }
+
+    #[tokio::test]
+    async fn a_destination_never_heard_from_gets_few_waiters() {
+        let gates = gates();
+        let gate = gates.gate("http://new:80", 4);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(gate.slot(UNKNOWN).await.expect("a free slot at once"));
+        }
+        // Unknown latency counts as 1 s: the first in line expects 250 ms.
+        let first = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.slot(Duration::from_secs(1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            gate.slot(Duration::from_secs(1)).await.is_none(),
+            "a second in line would expect 500 ms"
+        );
+        assert!(
+            first.await.expect("waiter").is_none(),
+            "the first gave up after MAX_SLOT_WAIT with no slot freed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_stops_answering_stops_collecting_waiters() {
+        let gates = gates();
+        let (gate, _held) = full_gate(&gates, 1, Duration::from_millis(1)).await;
+        assert!(
+            gate.slot(UNKNOWN).await.is_none(),
+            "nothing freed the slot within MAX_SLOT_WAIT"
+        );
+        // No request has ended for over MAX_SLOT_WAIT: one more would expect longer.
+        let asked = Instant::now();
+        assert!(gate.slot(UNKNOWN).await.is_none());
+        assert!(asked.elapsed() < MAX_SLOT_WAIT / 2, "deferred at once");
     }
 }

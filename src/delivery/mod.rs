@@ -45,13 +45,6 @@ const PROMOTE_BATCH: usize = 500;
 const CONSUMER_GONE_AFTER: Duration = Duration::from_secs(3600);
 /// How often gone consumers are looked for.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
-/// How long a job may wait for a slot of its busy destination before it is
-/// deferred. Short, because it holds one of the process's delivery slots
-/// meanwhile: long enough that a busy but healthy destination's jobs go as
-/// soon as a request finishes instead of a round trip through the retry
-/// schedule, short enough that a hanging destination's jobs leave the other
-/// destinations their slots.
-const SLOT_WAIT: Duration = Duration::from_millis(100);
 /// Pause after a Redis error before the loop tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -87,14 +80,7 @@ impl Engine {
             .collect();
         Ok(Arc::new(Self {
             routes,
-            // Jobs waiting for busy destinations may hold half of the
-            // process's slots: bursts to a healthy destination wait instead
-            // of taking a round trip through the retry schedule, and slow
-            // destinations still leave the other half to the rest.
-            gates: Gates::new(
-                config.delivery.breaker,
-                (config.delivery.concurrency / 2).max(1),
-            ),
+            gates: Gates::new(config.delivery.breaker),
             slots: Arc::new(Semaphore::new(config.delivery.concurrency)),
             outbound: Outbound::new()?,
             config,
@@ -295,7 +281,10 @@ impl Engine {
                 .await;
             return;
         }
-        let Some(_slot) = gate.slot_within(SLOT_WAIT).await else {
+        // A job waiting in line holds one of the process's slots; the line
+        // is only as long as the destination clears within MAX_SLOT_WAIT,
+        // so slow destinations cannot hold the slots healthy ones need.
+        let Some(_slot) = gate.slot(destination.timeout).await else {
             let wait = saturated_wait(rand::rng().random());
             self.defer(&entry_id, &job, route, wait, "destination_saturated")
                 .await;
@@ -306,6 +295,7 @@ impl Engine {
         let (outcome, latency) = self.outbound.attempt(destination, &job).await;
         let change = gate.record(
             !matches!(outcome, Outcome::Retryable { .. }),
+            latency,
             Instant::now(),
         );
         self.breaker_changed(destination.url.as_str(), change).await;
