@@ -6,7 +6,7 @@
 //! destination by itself.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,9 +94,13 @@ impl Breaker {
 
 /// The longest a job waits in memory for a slot of its destination. A
 /// deferral through the retry schedule takes at least this long (see
-/// [`saturated_wait`]), so a longer wait would be slower than the trip
-/// through Redis it saves.
+/// [`DestinationGate::saturated_wait`]), so a longer wait would be slower
+/// than the trip through Redis it saves.
 pub const MAX_SLOT_WAIT: Duration = Duration::from_millis(250);
+/// Deferrals for a full destination end within this much at the least…
+const MIN_DEFER_SPREAD: Duration = Duration::from_millis(750);
+/// …and at the most, however long its backlog.
+const MAX_DEFER_SPREAD: Duration = Duration::from_secs(10);
 
 /// One destination's limits.
 pub struct DestinationGate {
@@ -104,6 +108,9 @@ pub struct DestinationGate {
     max_in_flight: usize,
     /// Jobs waiting in line for a slot now.
     waiters: AtomicUsize,
+    /// The destination's jobs in the retry schedule when one was last
+    /// deferred (the route's count): its backlog outside this process.
+    scheduled: AtomicU64,
     pace: Mutex<Pace>,
     breaker: Mutex<Breaker>,
 }
@@ -172,6 +179,32 @@ impl DestinationGate {
             .await
             .ok()?
             .ok()
+    }
+
+    /// When a job deferred for a full destination should come back, given
+    /// `fraction` drawn uniformly from [0, 1): spread between
+    /// [`MAX_SLOT_WAIT`] and the time the destination needs for its backlog
+    /// in the schedule, so a slow destination's deferred jobs return about
+    /// as fast as it takes them instead of cycling through Redis every
+    /// second (bounded by [`MIN_DEFER_SPREAD`] and [`MAX_DEFER_SPREAD`]).
+    pub fn saturated_wait(&self, unknown: Duration, fraction: f64) -> Duration {
+        let per_request = self.lock_pace().per_request(Instant::now(), unknown);
+        let backlog = u32::try_from(self.scheduled.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+        let slots = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX).max(1);
+        let drain = per_request.saturating_mul(backlog) / slots;
+        let spread = drain.clamp(MIN_DEFER_SPREAD, MAX_DEFER_SPREAD) - MAX_SLOT_WAIT;
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        MAX_SLOT_WAIT + spread.mul_f64(fraction)
+    }
+
+    /// Notes how many of the destination's jobs the schedule holds after a
+    /// deferral.
+    pub fn note_scheduled(&self, scheduled: u64) {
+        self.scheduled.store(scheduled, Ordering::Relaxed);
     }
 
     /// Asks the breaker; also returns the new state when asking changed it
@@ -256,6 +289,7 @@ impl Gates {
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
                     max_in_flight,
                     waiters: AtomicUsize::new(0),
+                    scheduled: AtomicU64::new(0),
                     pace: Mutex::new(Pace {
                         latency: None,
                         last_progress: Instant::now(),
@@ -265,11 +299,6 @@ impl Gates {
             })
             .clone()
     }
-}
-
-/// A short, jittered wait for a destination with no free slot.
-pub fn saturated_wait(jitter_ms: u64) -> Duration {
-    Duration::from_millis(250 + jitter_ms % 500)
 }
 
 #[cfg(test)]
@@ -444,5 +473,35 @@ mod tests {
         let asked = Instant::now();
         assert!(gate.slot(UNKNOWN).await.is_none());
         assert!(asked.elapsed() < MAX_SLOT_WAIT / 2, "deferred at once");
+    }
+
+    #[tokio::test]
+    async fn deferrals_spread_over_the_time_the_destination_needs_for_its_backlog() {
+        let gates = gates();
+        let quick = gates.gate("http://quick:80", 2);
+        quick.record(true, Duration::from_millis(5), Instant::now());
+        assert_eq!(quick.saturated_wait(UNKNOWN, 0.0), MAX_SLOT_WAIT);
+        assert_eq!(
+            quick.saturated_wait(UNKNOWN, 1.0),
+            MIN_DEFER_SPREAD,
+            "no backlog: back within 750 ms"
+        );
+
+        let slow = gates.gate("http://slow:80", 2);
+        slow.record(true, Duration::from_millis(200), Instant::now());
+        // 100 scheduled jobs at 200 ms each over 2 slots: 10 s of work.
+        slow.note_scheduled(100);
+        let halfway = slow.saturated_wait(UNKNOWN, 0.5);
+        assert!(
+            halfway > Duration::from_secs(5) && halfway < Duration::from_millis(5200),
+            "{halfway:?}"
+        );
+        slow.note_scheduled(1_000_000);
+        assert_eq!(
+            slow.saturated_wait(UNKNOWN, 1.0),
+            MAX_DEFER_SPREAD,
+            "however long the backlog"
+        );
+        assert_eq!(slow.saturated_wait(UNKNOWN, f64::NAN), MAX_SLOT_WAIT);
     }
 }

@@ -29,7 +29,7 @@ pub use backoff::{next_delay, parse_retry_after};
 pub use breaker::{Admission, Breaker, BreakerState};
 pub use client::{Outbound, Outcome};
 
-use breaker::{Gates, saturated_wait};
+use breaker::Gates;
 
 /// How long one read blocks waiting for new jobs; bounds how late shutdown
 /// notices, not how late jobs are seen (a new job wakes the read at once).
@@ -285,9 +285,13 @@ impl Engine {
         // is only as long as the destination clears within MAX_SLOT_WAIT,
         // so slow destinations cannot hold the slots healthy ones need.
         let Some(_slot) = gate.slot(destination.timeout).await else {
-            let wait = saturated_wait(rand::rng().random());
-            self.defer(&entry_id, &job, route, wait, "destination_saturated")
-                .await;
+            let wait = gate.saturated_wait(destination.timeout, rand::rng().random());
+            if let Some(scheduled) = self
+                .defer(&entry_id, &job, route, wait, "destination_saturated")
+                .await
+            {
+                gate.note_scheduled(scheduled);
+            }
             return;
         };
 
@@ -367,7 +371,10 @@ impl Engine {
                 let due = now_ms() + delay.as_millis() as u64;
                 self.settle(
                     "reschedule",
-                    self.queue.reschedule(&entry_id, &job, due).await,
+                    self.queue
+                        .reschedule(&entry_id, &job, due)
+                        .await
+                        .map(|n| n.is_some()),
                 );
             }
         }
@@ -402,10 +409,13 @@ impl Engine {
         route: &Route,
         wait: Duration,
         reason: &'static str,
-    ) {
+    ) -> Option<u64> {
         self.metrics.deferred(&route.name, reason);
         let due = now_ms() + wait.as_millis() as u64;
-        self.settle("defer", self.queue.reschedule(entry_id, job, due).await);
+        let moved = self.queue.reschedule(entry_id, job, due).await;
+        let scheduled = moved.as_ref().ok().copied().flatten();
+        self.settle("defer", moved.map(|n| n.is_some()));
+        scheduled
     }
 
     async fn dead_letter(
