@@ -254,11 +254,6 @@ fn serve(
     }
 }
 
-/// Serves the public listener with hyper directly (not `axum::serve`): senders
-/// are untrusted, so a client must finish its headers within
-/// `header_timeout` (hyper closes the connection otherwise), or one slow
-/// client could hold a connection open forever (slowloris). On shutdown it
-/// stops accepting and waits for open connections to finish.
 /// How often reaching `server.max_connections` is logged at most.
 const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -272,6 +267,12 @@ struct PublicLimits {
     max_connections: usize,
 }
 
+/// Serves the public listener with hyper directly (not `axum::serve`): senders
+/// are untrusted, so a client must finish its headers within
+/// `limits.header_timeout` (hyper closes the connection otherwise), or one
+/// slow client could hold a connection open forever (slowloris); and at most
+/// `limits.max_connections` are open at once. On shutdown it stops
+/// accepting and waits for open connections to finish.
 async fn serve_public(
     listener: TcpListener,
     app: axum::Router,

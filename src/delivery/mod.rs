@@ -401,7 +401,8 @@ impl Engine {
         }
     }
 
-    /// Puts a job back in the schedule without spending an attempt.
+    /// Puts a job back in the schedule without spending an attempt; returns
+    /// how many of its route's jobs the schedule then holds, when it moved.
     async fn defer(
         &self,
         entry_id: &str,
