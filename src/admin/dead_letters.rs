@@ -152,12 +152,11 @@ fn letter_json(letter: &DeadLetter) -> Value {
     let mut value = summary_json(&letter.summary);
     if let Some(job) = &letter.job {
         let headers: Vec<Value> = decode_headers(&job.headers)
-            .into_iter()
             .map(|(name, value)| {
                 if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
                     json!([name, REDACTED])
                 } else {
-                    json!([name, String::from_utf8_lossy(&value)])
+                    json!([name, String::from_utf8_lossy(value)])
                 }
             })
             .collect();

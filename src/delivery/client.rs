@@ -121,7 +121,7 @@ impl Outbound {
 fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in decode_headers(&job.headers) {
-        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(&value))
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value))
         else {
             continue;
         };

@@ -16,7 +16,6 @@ use super::{EventView, SourceState};
 use crate::api_error::ApiError;
 use crate::queue::{Enqueued, Job, NewEvent, encode_headers};
 use crate::signature::Verified;
-use crate::telemetry::RouteLabels;
 
 /// Response extension: how the request ended, for the outcome counter.
 #[derive(Debug, Clone, Copy)]
@@ -29,19 +28,19 @@ pub(super) async fn accept(
     body: Bytes,
 ) -> Response {
     let view = EventView::new(&headers, &body);
-    let routes: Vec<&str> = state
+    let matched: Vec<&super::RouteMatch> = state
         .routes
         .iter()
         .filter(|route| view.matches(route.filter.as_ref()))
-        .map(|route| route.name.as_str())
         .collect();
+    let routes: Vec<&str> = matched.iter().map(|route| route.name.as_str()).collect();
     let id = ulid::Ulid::generate().to_string();
     let received_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let encoded_headers = Bytes::from(encode_headers(
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-    ));
+    let encoded_headers = Bytes::from(encode_headers(|| {
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }));
     let jobs: Vec<Job> = routes
         .iter()
         .map(|route| Job {
@@ -67,23 +66,11 @@ pub(super) async fn accept(
     };
     match state.writer.enqueue(&event).await {
         Ok(Enqueued::Accepted) => {
-            for route in &routes {
-                state
-                    .metrics
-                    .jobs_enqueued
-                    .get_or_create(&RouteLabels {
-                        route: (*route).to_owned(),
-                    })
-                    .inc();
+            for route in &matched {
+                route.enqueued.inc();
             }
             if routes.is_empty() {
-                state
-                    .metrics
-                    .unrouted_events
-                    .get_or_create(&crate::telemetry::SourceLabels {
-                        source: state.name.clone(),
-                    })
-                    .inc();
+                state.unrouted.inc();
                 tracing::warn!(event_id = %id, source = %state.name, "event matched no route (unrouted)");
             } else {
                 tracing::info!(

@@ -11,21 +11,22 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{StatusCode, Uri, header};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
+use tower::util::MapResponseLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::api_error::ApiError;
 use crate::config::{Config, Filter};
 use crate::queue::{EventWriter, Queue};
 use crate::signature::{self, Refused, VerifyLayer};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RouteLabels, SourceLabels};
+use prometheus_client::metrics::counter::Counter;
 
 pub use filter::EventView;
 pub use handler::Outcome;
@@ -33,10 +34,12 @@ pub use handler::Outcome;
 /// Label of requests that reached no source.
 const UNKNOWN_SOURCE_LABEL: &str = "unknown";
 
-/// A route as ingest needs it: a name to enqueue and a filter to match.
+/// A route as ingest needs it: a name to enqueue, a filter to match, and
+/// its counter (looked up once, not per request).
 struct RouteMatch {
     name: String,
     filter: Option<Filter>,
+    enqueued: Counter,
 }
 
 /// What the handler of one source needs.
@@ -44,6 +47,8 @@ struct SourceState {
     name: String,
     dedupe_window: std::time::Duration,
     routes: Vec<RouteMatch>,
+    /// Events that matched no route.
+    unrouted: Counter,
     writer: EventWriter,
     metrics: Arc<Metrics>,
 }
@@ -58,6 +63,12 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             .push(RouteMatch {
                 name: route.name.clone(),
                 filter: route.filter.clone(),
+                enqueued: metrics
+                    .jobs_enqueued
+                    .get_or_create(&RouteLabels {
+                        route: route.name.clone(),
+                    })
+                    .clone(),
             });
     }
     let writer = queue.event_writer();
@@ -71,6 +82,12 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             name: source.name.clone(),
             dedupe_window: source.dedupe_window,
             routes: by_source.remove(source.name.as_str()).unwrap_or_default(),
+            unrouted: metrics
+                .unrouted_events
+                .get_or_create(&SourceLabels {
+                    source: source.name.clone(),
+                })
+                .clone(),
             writer: writer.clone(),
             metrics: metrics.clone(),
         });
@@ -92,19 +109,19 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             .route_layer(shed_and_verify)
             .route_layer(RequestBodyLimitLayer::new(config.server.max_body_bytes))
             .fallback(method_not_allowed)
-            .layer(middleware::from_fn_with_state(state, count_outcome));
+            // A plain response map: `from_fn` would box a future and clone
+            // the inner service per request.
+            .layer(MapResponseLayer::new(move |response: Response| {
+                count_outcome(&state, &response);
+                response
+            }));
         router = router.route(&source.path, endpoint);
     }
     router.fallback(unknown_source).with_state(metrics)
 }
 
 /// Counts every answer of a source by outcome.
-async fn count_outcome(
-    State(state): State<Arc<SourceState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(request).await;
+fn count_outcome(state: &SourceState, response: &Response) {
     let extensions = response.extensions();
     let outcome = extensions
         .get::<Outcome>()
@@ -112,7 +129,6 @@ async fn count_outcome(
         .or_else(|| extensions.get::<Refused>().map(|r| r.0.code()))
         .unwrap_or_else(|| error_code(response.status()));
     state.metrics.ingest(&state.name, outcome);
-    response
 }
 
 async fn unknown_source(State(metrics): State<Arc<Metrics>>, uri: Uri) -> Response {
