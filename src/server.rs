@@ -267,11 +267,13 @@ struct PublicLimits {
     max_connections: usize,
 }
 
-/// Serves the public listener with hyper directly (not `axum::serve`): senders
-/// are untrusted, so a client must finish its headers within
-/// `limits.header_timeout` (hyper closes the connection otherwise), or one
-/// slow client could hold a connection open forever (slowloris); and at most
-/// `limits.max_connections` are open at once. On shutdown it stops
+/// Serves the public listener with hyper's HTTP/1.1 server directly (not
+/// `axum::serve`, which also sniffs for HTTP/2 with no deadline). Senders
+/// are untrusted, so every request's headers, the first included, must
+/// arrive within `limits.header_timeout` of the server starting to wait for
+/// them (hyper closes the connection otherwise): a client that trickles its
+/// headers (slowloris), sends nothing or idles between requests cannot hold
+/// one of the `limits.max_connections` for longer. On shutdown it stops
 /// accepting and waits for open connections to finish.
 async fn serve_public(
     listener: TcpListener,
@@ -280,14 +282,13 @@ async fn serve_public(
     limits: PublicLimits,
     metrics: Arc<Metrics>,
 ) -> Result<(), ServerError> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
@@ -329,9 +330,7 @@ async fn serve_public(
             },
         };
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         let open_connections = metrics.open_connections.clone();
         open_connections.inc();

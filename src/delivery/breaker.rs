@@ -383,9 +383,10 @@ mod tests {
     #[tokio::test]
     async fn a_quick_busy_destination_gets_a_waiting_line_served_as_slots_free() {
         let gates = gates();
-        // 10 ms a request over 2 slots: the 20th in line waits ~100 ms.
-        let (gate, held) = full_gate(&gates, 2, Duration::from_millis(10)).await;
-        let waiters: Vec<_> = (0..20)
+        // 5 ms a request over 2 slots: the 8th in line expects 20 ms, with
+        // room for scheduling stalls on a busy machine.
+        let (gate, held) = full_gate(&gates, 2, Duration::from_millis(5)).await;
+        let waiters: Vec<_> = (0..8)
             .map(|_| {
                 let gate = gate.clone();
                 tokio::spawn(async move {
@@ -459,6 +460,30 @@ mod tests {
             first.await.expect("waiter").is_none(),
             "the first gave up after MAX_SLOT_WAIT with no slot freed"
         );
+
+        // Had the destination been expected quick, both would have waited
+        // and taken freed slots.
+        let quick_unknown = Duration::from_millis(10);
+        let quick = gates.gate("http://new-quick:80", 1);
+        let held = quick
+            .slot(quick_unknown)
+            .await
+            .expect("a free slot at once");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let quick = quick.clone();
+                tokio::spawn(async move {
+                    let slot = quick.slot(quick_unknown).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    slot.is_some()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        for waiter in waiters {
+            assert!(waiter.await.expect("waiter"), "waited and got a slot");
+        }
     }
 
     #[tokio::test]

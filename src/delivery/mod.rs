@@ -282,8 +282,10 @@ impl Engine {
             return;
         }
         // A job waiting in line holds one of the process's slots; the line
-        // is only as long as the destination clears within MAX_SLOT_WAIT,
-        // so slow destinations cannot hold the slots healthy ones need.
+        // is only as long as the destination clears within MAX_SLOT_WAIT, so
+        // a slow destination holds few slots beyond its own. One that was
+        // quick and stops answering can fill the spare slots for one
+        // MAX_SLOT_WAIT; its line then shrinks as it makes no progress.
         let Some(_slot) = gate.slot(destination.timeout).await else {
             let wait = gate.saturated_wait(destination.timeout, rand::rng().random());
             if let Some(scheduled) = self

@@ -25,17 +25,25 @@ use super::{Job, Queue, QueueError, Stat};
 /// Returns per event `{1, id}` (queued) or `{0, first id}` (duplicate).
 ///
 /// One `SET NX GET` both looks the delivery id up and claims it (Redis 7.0
-/// and later). The dedupe record never stands without its jobs: a job that
-/// cannot be added removes the claim before the script fails.
+/// and later). The dedupe record never stands without its jobs, nor part of
+/// an event's jobs without the rest: a job that cannot be added removes the
+/// event's jobs added so far and its claim before the script fails.
 ///
 /// The first write is the OOM check: Redis refuses a script's first write
 /// when over `maxmemory`, and lets a script that has written finish, so an
 /// out-of-memory Redis writes no event of a batch (and a batch can pass
 /// `maxmemory` by its own size). An error of another kind mid-script keeps
-/// the events written before it, and the whole batch is answered 503: their
-/// senders' retries are answered `duplicate`. Counters are added once per
-/// route per batch.
+/// the events written before it, and the whole batch is answered 503: the
+/// retries of their senders are answered `duplicate` when they carry a
+/// delivery id, and are queued again when they do not. Counters are added
+/// once per route per batch, for the events written.
 const ENQUEUE_EVENTS: &str = r"
+local function count_received(received)
+  for route, count in pairs(received) do
+    redis.call('HINCRBY', KEYS[2], route, count)
+    redis.call('HSET', KEYS[3], route, ARGV[1])
+  end
+end
 local results, received = {}, {}
 local a, e = 2, 0
 while a <= #ARGV do
@@ -46,22 +54,25 @@ while a <= #ARGV do
   if first then
     results[e] = {0, first}
   else
+    local added = {}
     for j = a, a + 2 * jobs - 1, 2 do
-      local added = redis.pcall('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
-      if type(added) == 'table' and added.err then
+      local entry = redis.pcall('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
+      if type(entry) == 'table' and entry.err then
+        for _, written in ipairs(added) do redis.call('XDEL', KEYS[1], written) end
         if dedupe then redis.call('DEL', KEYS[3 + e]) end
-        return added
+        count_received(received)
+        return entry
       end
+      added[#added + 1] = entry
+    end
+    for j = a, a + 2 * jobs - 1, 2 do
       received[ARGV[j]] = (received[ARGV[j]] or 0) + 1
     end
     results[e] = {1, id}
   end
   a = a + 2 * jobs
 end
-for route, count in pairs(received) do
-  redis.call('HINCRBY', KEYS[2], route, count)
-  redis.call('HSET', KEYS[3], route, ARGV[1])
-end
+count_received(received)
 return results
 ";
 
@@ -97,8 +108,9 @@ pub enum Enqueued {
 /// Encodes header pairs as `name: value\r\n` lines. Header values cannot hold
 /// CR or LF and names cannot hold `:`, so this is exact and reversible, and
 /// keeps non-UTF-8 values byte for byte.
-/// `pairs` is called twice: once to size the buffer (grown by doubling it
-/// was reallocated seven times per request), once to fill it.
+///
+/// `pairs` is called twice: once to size the buffer, once to fill it (grown
+/// by doubling instead, the buffer was reallocated seven times per request).
 pub fn encode_headers<'a, I>(pairs: impl Fn() -> I) -> Vec<u8>
 where
     I: Iterator<Item = (&'a str, &'a [u8])>,

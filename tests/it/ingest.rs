@@ -588,14 +588,54 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     );
     let metrics = s.metrics().await;
     assert!(
-        metrics.contains("switchyard_connection_limit_reached_total 1")
-            && metrics.contains("switchyard_open_connections 2"),
+        metrics
+            .lines()
+            .any(|line| line == "switchyard_connection_limit_reached_total 1")
+            && metrics
+                .lines()
+                .any(|line| line == "switchyard_open_connections 2"),
         "{metrics}"
     );
 
+    // Well within the held requests' own timeout: it is the close that frees a place.
     drop(held.remove(0));
-    let (status, answer) = tokio::time::timeout(Duration::from_secs(10), third)
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(3), third)
         .await
         .expect("served once a connection closed");
+    assert_eq!(status, 202, "{answer}");
+}
+
+/// A connection that sends nothing, or idles after a request, is closed after
+/// `request_timeout` like one that trickles its headers, so silent clients
+/// cannot hold the connection limit.
+#[tokio::test]
+async fn silent_connections_are_closed_and_free_their_place() {
+    use tokio::io::AsyncReadExt;
+    let redis = RedisServer::start();
+    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
+    config.server.max_connections = 1;
+    config.server.request_timeout = Duration::from_secs(1);
+    let s = Setup {
+        gateway: TestGateway::start(config).await,
+        redis,
+        client: reqwest::Client::new(),
+    };
+    let mut silent = tokio::net::TcpStream::connect(s.gateway.public)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed within the header timeout, not left open");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "closed without an answer to nothing: {closed:?}"
+    );
+    let (status, answer) = tokio::time::timeout(
+        Duration::from_secs(5),
+        s.post("push", "after-silence", br#"{"action":"opened"}"#),
+    )
+    .await
+    .expect("the place is free again");
     assert_eq!(status, 202, "{answer}");
 }
