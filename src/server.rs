@@ -254,6 +254,9 @@ fn serve(
     }
 }
 
+/// The oldest Redis the queue scripts run on.
+const MIN_REDIS_VERSION: (u32, u32) = (7, 0);
+
 /// How often reaching `server.max_connections` is logged at most.
 const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -365,7 +368,8 @@ fn consumer_name() -> String {
 }
 
 /// Logs Redis going away and coming back (once per change, with the URL and
-/// the cause), and checks persistence once Redis first answers.
+/// the cause), and checks the version and persistence once Redis first
+/// answers.
 async fn watch_redis(queue: Queue, shutdown: CancellationToken) {
     let mut up: Option<bool> = None;
     let mut persistence_checked = false;
@@ -378,6 +382,7 @@ async fn watch_redis(queue: Queue, shutdown: CancellationToken) {
                 up = Some(true);
                 if !persistence_checked {
                     persistence_checked = true;
+                    refuse_old_redis(&queue).await;
                     warn_without_persistence(&queue).await;
                 }
             }
@@ -396,6 +401,20 @@ async fn watch_redis(queue: Queue, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(REDIS_WATCH_INTERVAL) => {}
         }
+    }
+}
+
+/// Redis before 7.0 rejects the enqueue script's `SET … NX GET`: every
+/// event with a delivery id would be answered 503. Said loudly, once.
+async fn refuse_old_redis(queue: &Queue) {
+    match queue.server_version().await {
+        Ok(Some(version)) if version < MIN_REDIS_VERSION => tracing::error!(
+            redis = %queue.display_url(),
+            version = %format!("{}.{}", version.0, version.1),
+            "redis is older than 7.0: webhooks with a delivery id will be refused with 503; upgrade Redis"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::info!(error = %err, "cannot read the redis version"),
     }
 }
 

@@ -153,6 +153,17 @@ impl Queue {
         }
     }
 
+    /// The server's `major.minor` version, from `INFO server`.
+    pub async fn server_version(&self) -> Result<Option<(u32, u32)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(redis_version(&info))
+    }
+
     /// Reads the persistence settings (`CONFIG GET`); fails where CONFIG is
     /// disabled, as on some managed Redis services.
     pub async fn persistence(&self) -> Result<Persistence, QueueError> {
@@ -257,5 +268,30 @@ impl Queue {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.error(e))
+    }
+}
+
+/// `major.minor` from the `redis_version:` line of `INFO server`.
+fn redis_version(info: &str) -> Option<(u32, u32)> {
+    let version = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("redis_version:"))?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(redis_version(info), Some((7, 0)));
+        assert_eq!(redis_version("redis_version:6.2.14\r\n"), Some((6, 2)));
+        assert_eq!(redis_version("# Server\r\nos:Linux\r\n"), None);
+        assert_eq!(redis_version("redis_version:garbage\r\n"), None);
     }
 }
