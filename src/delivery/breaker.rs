@@ -6,7 +6,7 @@
 //! destination by itself.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,9 +108,6 @@ pub struct DestinationGate {
     max_in_flight: usize,
     /// Jobs waiting in line for a slot now.
     waiters: AtomicUsize,
-    /// The destination's jobs in the retry schedule when one was last
-    /// deferred (the route's count): its backlog outside this process.
-    scheduled: AtomicU64,
     pace: Mutex<Pace>,
     breaker: Mutex<Breaker>,
 }
@@ -126,6 +123,9 @@ struct Pace {
     /// that stops answering stops collecting waiters well before its
     /// requests time out.
     last_progress: Instant,
+    /// The destination's jobs in the retry schedule (the route's count) when
+    /// one was last deferred, and when: its backlog outside this process.
+    scheduled: Option<(u64, Instant)>,
 }
 
 impl Pace {
@@ -188,8 +188,16 @@ impl DestinationGate {
     /// as fast as it takes them instead of cycling through Redis every
     /// second (bounded by [`MIN_DEFER_SPREAD`] and [`MAX_DEFER_SPREAD`]).
     pub fn saturated_wait(&self, unknown: Duration, fraction: f64) -> Duration {
-        let per_request = self.lock_pace().per_request(Instant::now(), unknown);
-        let backlog = u32::try_from(self.scheduled.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+        let now = Instant::now();
+        let pace = self.lock_pace();
+        let per_request = pace.per_request(now, unknown);
+        // A count older than the longest spread has surely drained since.
+        let backlog = match pace.scheduled {
+            Some((count, at)) if now.saturating_duration_since(at) < MAX_DEFER_SPREAD => count,
+            _ => 0,
+        };
+        drop(pace);
+        let backlog = u32::try_from(backlog).unwrap_or(u32::MAX);
         let slots = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX).max(1);
         let drain = per_request.saturating_mul(backlog) / slots;
         let spread = drain.clamp(MIN_DEFER_SPREAD, MAX_DEFER_SPREAD) - MAX_SLOT_WAIT;
@@ -202,9 +210,9 @@ impl DestinationGate {
     }
 
     /// Notes how many of the destination's jobs the schedule holds after a
-    /// deferral.
-    pub fn note_scheduled(&self, scheduled: u64) {
-        self.scheduled.store(scheduled, Ordering::Relaxed);
+    /// deferral at `now`.
+    pub fn note_scheduled(&self, scheduled: u64, now: Instant) {
+        self.lock_pace().scheduled = Some((scheduled, now));
     }
 
     /// Asks the breaker; also returns the new state when asking changed it
@@ -289,10 +297,10 @@ impl Gates {
                     in_flight: Arc::new(Semaphore::new(max_in_flight)),
                     max_in_flight,
                     waiters: AtomicUsize::new(0),
-                    scheduled: AtomicU64::new(0),
                     pace: Mutex::new(Pace {
                         latency: None,
                         last_progress: Instant::now(),
+                        scheduled: None,
                     }),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
@@ -515,17 +523,26 @@ mod tests {
         let slow = gates.gate("http://slow:80", 2);
         slow.record(true, Duration::from_millis(200), Instant::now());
         // 100 scheduled jobs at 200 ms each over 2 slots: 10 s of work.
-        slow.note_scheduled(100);
+        slow.note_scheduled(100, Instant::now());
         let halfway = slow.saturated_wait(UNKNOWN, 0.5);
         assert!(
             halfway > Duration::from_secs(5) && halfway < Duration::from_millis(5200),
             "{halfway:?}"
         );
-        slow.note_scheduled(1_000_000);
+        slow.note_scheduled(1_000_000, Instant::now());
         assert_eq!(
             slow.saturated_wait(UNKNOWN, 1.0),
             MAX_DEFER_SPREAD,
             "however long the backlog"
+        );
+        let long_ago = Instant::now()
+            .checked_sub(MAX_DEFER_SPREAD + Duration::from_secs(1))
+            .expect("the machine has been up for a while");
+        slow.note_scheduled(1_000_000, long_ago);
+        assert_eq!(
+            slow.saturated_wait(UNKNOWN, 1.0),
+            MIN_DEFER_SPREAD,
+            "a count older than the longest spread is not trusted"
         );
         assert_eq!(slow.saturated_wait(UNKNOWN, f64::NAN), MAX_SLOT_WAIT);
     }

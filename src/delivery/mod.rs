@@ -292,7 +292,7 @@ impl Engine {
                 .defer(&entry_id, &job, route, wait, "destination_saturated")
                 .await
             {
-                gate.note_scheduled(scheduled);
+                gate.note_scheduled(scheduled, Instant::now());
             }
             return;
         };
