@@ -106,6 +106,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    #[cfg(unix)]
+    if config.server.ingest {
+        raise_open_file_limit(
+            (config.server.max_connections + config.delivery.concurrency + OTHER_FILES) as u64,
+        );
+    }
     let queue = Queue::connect_lazy(&config.redis)?;
     let watcher = tokio::spawn(watch_redis(queue.clone(), shutdown.clone()));
     let metrics = Metrics::new();
@@ -251,6 +257,37 @@ fn serve(
             listener: name,
             source,
         })
+    }
+}
+
+/// Files open besides public connections and deliveries: listeners, Redis
+/// connections, admin clients, alert requests, the config file.
+const OTHER_FILES: usize = 256;
+
+/// Raises the soft open-file limit to `needed` where the hard limit allows
+/// (systemd starts services at 1,024, below the default connection limit);
+/// says so when it cannot.
+#[cfg(unix)]
+fn raise_open_file_limit(needed: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= needed {
+        return;
+    }
+    let raised = needed.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+        Ok(()) => tracing::info!(from = soft, to = raised, "raised the open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
+    if raised < needed {
+        tracing::warn!(
+            limit = raised,
+            needed,
+            "the open-file limit is below server.max_connections + delivery.concurrency + {OTHER_FILES}: \
+             past it, connections are refused; raise the hard limit (LimitNOFILE) or lower max_connections"
+        );
     }
 }
 

@@ -639,3 +639,31 @@ async fn silent_connections_are_closed_and_free_their_place() {
     .expect("the place is free again");
     assert_eq!(status, 202, "{answer}");
 }
+
+/// The gateway raises its soft open-file limit to what `max_connections`
+/// needs (systemd starts services at 1,024, below the default 4,096).
+#[tokio::test]
+async fn the_open_file_limit_is_raised_to_what_the_connection_limit_needs() {
+    let redis = RedisServer::start();
+    let gateway = crate::support::gateway::GatewayProcess::start_with(
+        &redis.url(),
+        "",
+        crate::support::gateway::ProcessOptions::default().soft_open_files(512),
+    )
+    .await;
+    let pid = gateway.pid().expect("running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("an open-files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    let (soft, hard) = (numbers[0], numbers[1]);
+    // max_connections 4096 + delivery.concurrency 256 + 256 others.
+    let needed = 4096 + 256 + 256;
+    assert_eq!(soft, needed.min(hard), "{line}");
+    assert!(soft > 512, "raised from the 512 it started with: {line}");
+}

@@ -105,6 +105,7 @@ pub struct ProcessOptions {
     log_filter: String,
     env: Vec<(String, String)>,
     admin_tokens: Option<String>,
+    soft_open_files: Option<u64>,
 }
 
 impl Default for ProcessOptions {
@@ -113,6 +114,7 @@ impl Default for ProcessOptions {
             log_filter: "info".to_owned(),
             env: Vec::new(),
             admin_tokens: None,
+            soft_open_files: None,
         }
     }
 }
@@ -130,6 +132,14 @@ impl ProcessOptions {
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// Starts the process with this soft open-file limit (`ulimit -Sn`).
+    pub fn soft_open_files(self, limit: u64) -> Self {
+        Self {
+            soft_open_files: Some(limit),
+            ..self
+        }
     }
 
     /// Replaces the `tokens = [...]` line of `[admin]` with `line`.
@@ -211,7 +221,19 @@ impl GatewayProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let binary = env!("CARGO_BIN_EXE_switchyard");
+        let mut command = match self.options.soft_open_files {
+            // The shell sets the limit, then becomes the gateway (same pid).
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                sh
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
