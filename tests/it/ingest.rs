@@ -66,11 +66,17 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// A gateway on the test sources with `change` made to its config.
+async fn setup_with(change: impl FnOnce(&mut switchyard::config::Config)) -> Setup {
     let redis = RedisServer::start();
-    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), SOURCES))).await;
+    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
+    change(&mut config);
     Setup {
+        gateway: TestGateway::start(config).await,
         redis,
-        gateway,
         client: reqwest::Client::new(),
     }
 }
@@ -518,14 +524,10 @@ async fn a_sender_that_disconnects_mid_body_leaves_nothing_behind() {
 #[tokio::test]
 async fn requests_past_the_concurrency_limit_are_shed_until_one_finishes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let redis = RedisServer::start();
-    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
-    config.server.max_concurrent_requests = 2;
-    let s = Setup {
-        gateway: TestGateway::start(config).await,
-        redis,
-        client: reqwest::Client::new(),
-    };
+    let s = setup_with(|config| {
+        config.server.max_concurrent_requests = 2;
+    })
+    .await;
     let body = br#"{"action":"opened"}"#;
 
     // Two senders hold their requests open mid-body, each holding a slot.
@@ -564,14 +566,10 @@ async fn requests_past_the_concurrency_limit_are_shed_until_one_finishes() {
 /// queue) instead of costing memory; when a connection closes, it is served.
 #[tokio::test]
 async fn connections_past_the_limit_wait_until_one_closes() {
-    let redis = RedisServer::start();
-    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
-    config.server.max_connections = 2;
-    let s = Setup {
-        gateway: TestGateway::start(config).await,
-        redis,
-        client: reqwest::Client::new(),
-    };
+    let s = setup_with(|config| {
+        config.server.max_connections = 2;
+    })
+    .await;
     let body = br#"{"action":"opened"}"#;
     let mut held = Vec::new();
     for i in 0..2 {
@@ -611,15 +609,11 @@ async fn connections_past_the_limit_wait_until_one_closes() {
 #[tokio::test]
 async fn silent_connections_are_closed_and_free_their_place() {
     use tokio::io::AsyncReadExt;
-    let redis = RedisServer::start();
-    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
-    config.server.max_connections = 1;
-    config.server.request_timeout = Duration::from_secs(1);
-    let s = Setup {
-        gateway: TestGateway::start(config).await,
-        redis,
-        client: reqwest::Client::new(),
-    };
+    let s = setup_with(|config| {
+        config.server.max_connections = 1;
+        config.server.request_timeout = Duration::from_secs(1);
+    })
+    .await;
     let mut silent = tokio::net::TcpStream::connect(s.gateway.public)
         .await
         .expect("connect");
