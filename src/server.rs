@@ -327,10 +327,13 @@ async fn serve_public(
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    let mut builder = http1::Builder::new();
-    builder
+    let mut keep_alive = http1::Builder::new();
+    keep_alive
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let mut one_request = keep_alive.clone();
+    one_request.keep_alive(false);
+    let pressure = limits.max_connections / 4;
     let graceful = GracefulShutdown::new();
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let mut last_warned: Option<Instant> = None;
@@ -370,6 +373,14 @@ async fn serve_public(
             },
         };
         let service = TowerToHyperService::new(app.clone());
+        // With under a quarter of the places left, a new connection serves
+        // one request and closes: places turn over instead of idling in
+        // senders' connection pools while others wait to be accepted.
+        let builder = if open.available_permits() < pressure {
+            &one_request
+        } else {
+            &keep_alive
+        };
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         let open_connections = metrics.open_connections.clone();

@@ -661,3 +661,50 @@ async fn the_open_file_limit_is_raised_to_what_the_connection_limit_needs() {
     assert_eq!(soft, needed.min(hard), "{line}");
     assert!(soft > 512, "raised from the 512 it started with: {line}");
 }
+
+/// Under connection pressure (under a quarter of `max_connections` left), a
+/// new connection serves one request and closes, so places turn over instead
+/// of idling in senders' pools; with room, connections are kept alive.
+#[tokio::test]
+async fn under_connection_pressure_new_connections_serve_one_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup_with(|config| config.server.max_connections = 4).await;
+    let s = &setup;
+    let body = br#"{"action":"opened"}"#;
+    // One whole request on a raw connection; the answer's head and whether
+    // the connection closed after it.
+    let exchange = |delivery: &'static str| async move {
+        let mut stream = s.half_sent(delivery, body).await;
+        stream
+            .write_all(&body[5..])
+            .await
+            .expect("rest of the body");
+        let mut answer = vec![0; 1024];
+        let n = stream.read(&mut answer).await.expect("answer");
+        let head = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut answer)).await,
+            Ok(Ok(0))
+        );
+        (head, closed, stream)
+    };
+
+    let (head, closed, _first) = exchange("roomy").await;
+    assert!(head.starts_with("http/1.1 202"), "{head}");
+    assert!(
+        !closed && !head.contains("connection: close"),
+        "kept alive: {head}"
+    );
+
+    let mut held = Vec::new();
+    for delivery in ["held-0", "held-1"] {
+        held.push(s.half_sent(delivery, body).await);
+    }
+    // Three of four places taken: this one is the last.
+    let (head, closed, _last) = exchange("pressed").await;
+    assert!(head.starts_with("http/1.1 202"), "{head}");
+    assert!(
+        closed && head.contains("connection: close"),
+        "one request, then closed: {head}"
+    );
+}
