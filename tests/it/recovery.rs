@@ -87,17 +87,9 @@ fn acked_jobs(answers: &[Answer], routes_per_event: usize) -> HashSet<JobKey> {
 
 /// The job a request delivered, from the gateway's headers.
 fn job_of(request: &Recorded) -> JobKey {
-    let header = |name: &str| {
-        request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
     (
-        header("x-switchyard-event-id"),
-        header("x-switchyard-route"),
+        request.header("x-switchyard-event-id"),
+        request.header("x-switchyard-route"),
     )
 }
 

@@ -628,16 +628,11 @@ pub async fn reconcile(
     // Every job the destinations took, with the event id they were told.
     let mut taken: HashMap<JobKey, usize> = HashMap::new();
     for request in receivers.iter().flat_map(|r| r.accepted()) {
-        let header = |name: &str| {
-            request
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let (delivery, route) = (header("x-github-delivery"), header("x-switchyard-route"));
-        let event_id = header("x-switchyard-event-id");
+        let (delivery, route) = (
+            request.header("x-github-delivery"),
+            request.header("x-switchyard-route"),
+        );
+        let event_id = request.header("x-switchyard-event-id");
         check_job(
             &by_delivery,
             &delivery,

@@ -91,6 +91,17 @@ pub struct Recorded {
     pub answered: Option<Answered>,
 }
 
+impl Recorded {
+    /// Header `name` as text; empty when absent or not text.
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
 /// The answer the receiver gave to one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Answered {
