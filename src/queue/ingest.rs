@@ -22,7 +22,9 @@ use super::{Job, Queue, QueueError, Stat};
 /// key per event (in ARGV order).
 /// ARGV: now (ms), then per event: has_dedupe, event id, dedupe TTL (ms),
 /// number of jobs, and per job its route name and encoded job.
-/// Returns per event `{1, id}` (queued) or `{0, first id}` (duplicate).
+/// Returns the number of events when every one was queued, the common case
+/// (one integer is cheap to parse however large the batch); otherwise, per
+/// event, `1` (queued) or the first event's id (duplicate).
 ///
 /// One `SET NX GET` both looks the delivery id up and claims it (Redis 7.0
 /// and later). The dedupe record never stands without its jobs, nor part of
@@ -44,7 +46,7 @@ local function count_received(received)
     redis.call('HSET', KEYS[3], route, ARGV[1])
   end
 end
-local results, received = {}, {}
+local results, received, duplicates = {}, {}, false
 local a, e = 2, 0
 while a <= #ARGV do
   e = e + 1
@@ -52,7 +54,7 @@ while a <= #ARGV do
   a = a + 4
   local first = dedupe and redis.call('SET', KEYS[3 + e], id, 'NX', 'GET', 'PX', ttl)
   if first then
-    results[e] = {0, first}
+    results[e], duplicates = first, true
   else
     local added = {}
     for j = a, a + 2 * jobs - 1, 2 do
@@ -68,12 +70,13 @@ while a <= #ARGV do
     for j = a, a + 2 * jobs - 1, 2 do
       received[ARGV[j]] = (received[ARGV[j]] or 0) + 1
     end
-    results[e] = {1, id}
+    results[e] = 1
   end
   a = a + 2 * jobs
 end
 count_received(received)
-return results
+if duplicates then return results end
+return e
 ";
 
 /// Compiled once; `invoke` sends EVALSHA and falls back to EVAL after a
@@ -222,28 +225,40 @@ impl Queue {
             }
         }
         let mut conn = self.conn.clone();
-        let outcome: Result<Vec<(u8, String)>, RedisError> =
-            invocation.invoke_async(&mut conn).await;
-        match outcome {
-            Ok(results) if results.len() == batch.len() => results
-                .into_iter()
-                .map(|(queued, id)| {
-                    Ok(if queued == 1 {
-                        Enqueued::Accepted
-                    } else {
-                        Enqueued::Duplicate { first_id: id }
-                    })
-                })
-                .collect(),
-            Ok(_) => all_failed(
-                batch.len(),
-                self.error(RedisError::from((
-                    ErrorKind::UnexpectedReturnType,
-                    "the enqueue script answered for a different number of events",
-                ))),
-            ),
+        match invocation.invoke_async::<redis::Value>(&mut conn).await {
+            Ok(reply) => match enqueue_results(reply, batch.len()) {
+                Some(results) => results.into_iter().map(Ok).collect(),
+                None => all_failed(
+                    batch.len(),
+                    self.error(RedisError::from((
+                        ErrorKind::UnexpectedReturnType,
+                        "the enqueue script did not answer for each event of the batch",
+                    ))),
+                ),
+            },
             Err(source) => all_failed(batch.len(), self.error(source)),
         }
+    }
+}
+
+/// Reads [`ENQUEUE_EVENTS`]'s reply for `events` events; `None` when it
+/// does not answer for each of them.
+fn enqueue_results(reply: redis::Value, events: usize) -> Option<Vec<Enqueued>> {
+    match reply {
+        redis::Value::Int(queued) if usize::try_from(queued) == Ok(events) => {
+            Some(vec![Enqueued::Accepted; events])
+        }
+        redis::Value::Array(results) if results.len() == events => results
+            .into_iter()
+            .map(|result| match result {
+                redis::Value::Int(1) => Some(Enqueued::Accepted),
+                redis::Value::BulkString(first_id) => Some(Enqueued::Duplicate {
+                    first_id: String::from_utf8(first_id).ok()?,
+                }),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
     }
 }
 
@@ -251,6 +266,29 @@ impl Queue {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn enqueue_replies_are_read_per_event_or_refused() {
+        use redis::Value;
+        assert_eq!(
+            enqueue_results(Value::Int(3), 3),
+            Some(vec![Enqueued::Accepted; 3])
+        );
+        assert_eq!(enqueue_results(Value::Int(2), 3), None);
+        let mixed = Value::Array(vec![Value::Int(1), Value::BulkString(b"01FIRST".to_vec())]);
+        assert_eq!(
+            enqueue_results(mixed.clone(), 2),
+            Some(vec![
+                Enqueued::Accepted,
+                Enqueued::Duplicate {
+                    first_id: "01FIRST".to_owned()
+                }
+            ])
+        );
+        assert_eq!(enqueue_results(mixed, 3), None);
+        assert_eq!(enqueue_results(Value::Array(vec![Value::Int(0)]), 1), None);
+        assert_eq!(enqueue_results(Value::Nil, 1), None);
+    }
 
     proptest! {
         #[test]
