@@ -259,12 +259,18 @@ impl Metrics {
 
     /// Counts one inbound request.
     pub fn ingest(&self, source: &str, outcome: &str) {
+        self.ingest_counter(source, outcome).inc();
+    }
+
+    /// The counter of inbound requests of `source` ending in `outcome`, for
+    /// callers that count the same pair often and look it up once.
+    pub fn ingest_counter(&self, source: &str, outcome: &str) -> Counter {
         self.ingest_requests
             .get_or_create(&IngestLabels {
                 source: source.to_owned(),
                 outcome: outcome.to_owned(),
             })
-            .inc();
+            .clone()
     }
 
     /// Counts one failed Redis operation.

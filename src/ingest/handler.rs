@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{EventView, SourceState};
 use crate::api_error::ApiError;
@@ -84,7 +84,10 @@ pub(super) async fn accept(
             }
             answer(
                 StatusCode::ACCEPTED,
-                json!({"id": id, "routes": routes}),
+                &AcceptedAnswer {
+                    id: &id,
+                    routes: &routes,
+                },
                 "accepted",
             )
         }
@@ -97,7 +100,10 @@ pub(super) async fn accept(
             );
             answer(
                 StatusCode::OK,
-                json!({"id": first_id, "duplicate": true}),
+                &DuplicateAnswer {
+                    id: &first_id,
+                    duplicate: true,
+                },
                 "duplicate",
             )
         }
@@ -118,7 +124,21 @@ pub(super) async fn accept(
     }
 }
 
-fn answer(status: StatusCode, body: serde_json::Value, outcome: &'static str) -> Response {
+/// The body of a 202: the event's id and the routes it was queued for.
+#[derive(Serialize)]
+struct AcceptedAnswer<'a> {
+    id: &'a str,
+    routes: &'a [&'a str],
+}
+
+/// The body of a 200 for a delivery seen before: the first event's id.
+#[derive(Serialize)]
+struct DuplicateAnswer<'a> {
+    id: &'a str,
+    duplicate: bool,
+}
+
+fn answer(status: StatusCode, body: &impl Serialize, outcome: &'static str) -> Response {
     let mut response = (status, Json(body)).into_response();
     response.extensions_mut().insert(Outcome(outcome));
     response

@@ -49,6 +49,10 @@ struct SourceState {
     routes: Vec<RouteMatch>,
     /// Events that matched no route.
     unrouted: Counter,
+    /// Requests answered `accepted` and `duplicate`, the outcomes of nearly
+    /// every request (others are looked up when they happen).
+    accepted_requests: Counter,
+    duplicate_requests: Counter,
     writer: EventWriter,
     metrics: Arc<Metrics>,
 }
@@ -88,6 +92,8 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
                     source: source.name.clone(),
                 })
                 .clone(),
+            accepted_requests: metrics.ingest_counter(&source.name, "accepted"),
+            duplicate_requests: metrics.ingest_counter(&source.name, "duplicate"),
             writer: writer.clone(),
             metrics: metrics.clone(),
         });
@@ -128,7 +134,15 @@ fn count_outcome(state: &SourceState, response: &Response) {
         .map(|o| o.0)
         .or_else(|| extensions.get::<Refused>().map(|r| r.0.code()))
         .unwrap_or_else(|| error_code(response.status()));
-    state.metrics.ingest(&state.name, outcome);
+    match outcome {
+        "accepted" => {
+            state.accepted_requests.inc();
+        }
+        "duplicate" => {
+            state.duplicate_requests.inc();
+        }
+        other => state.metrics.ingest(&state.name, other),
+    }
 }
 
 async fn unknown_source(State(metrics): State<Arc<Metrics>>, uri: Uri) -> Response {
@@ -176,7 +190,7 @@ fn error_code(status: StatusCode) -> &'static str {
 /// Gives error answers of tower-http layers (413 from the body limit, 408
 /// from the timeout) the JSON body every other error has. It must wrap those
 /// layers, so the server applies it outside the request timeout.
-pub async fn json_errors(response: Response) -> Response {
+pub fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
