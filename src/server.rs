@@ -167,7 +167,7 @@ pub async fn run(
                 http::StatusCode::REQUEST_TIMEOUT,
                 config.server.request_timeout,
             ))
-            .service(ingest::router(&config, queue.clone(), metrics.clone()));
+            .service(ingest::service(&config, queue.clone(), metrics.clone()));
         let public_app = axum::Router::new().fallback_service(stack);
         let public_addr = local_addr(&listeners.public, "public")?;
         tracing::info!(public = %public_addr, "ingest listening");

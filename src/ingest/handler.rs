@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Extension;
+use std::convert::Infallible;
+
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use serde::Serialize;
 
 use super::{EventView, SourceState};
@@ -21,13 +21,29 @@ use crate::signature::Verified;
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome(pub &'static str);
 
+/// Queues a verified request's event for every route it matches; the
+/// answer, never an error.
 pub(super) async fn accept(
-    State(state): State<Arc<SourceState>>,
-    Extension(verified): Extension<Verified>,
-    headers: HeaderMap,
+    state: Arc<SourceState>,
+    request: Request<Bytes>,
+) -> Result<Response, Infallible> {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    // Verify sets it on every request it hands on.
+    let delivery_id = parts
+        .extensions
+        .get::<Verified>()
+        .and_then(|verified| verified.delivery_id.clone());
+    Ok(answer_event(&state, &headers, body, delivery_id).await)
+}
+
+async fn answer_event(
+    state: &SourceState,
+    headers: &HeaderMap,
     body: Bytes,
+    delivery_id: Option<String>,
 ) -> Response {
-    let view = EventView::new(&headers, &body);
+    let view = EventView::new(headers, &body);
     let matched: Vec<&super::RouteMatch> = state
         .routes
         .iter()
@@ -59,8 +75,7 @@ pub(super) async fn accept(
         id: &id,
         source: &state.name,
         jobs: &jobs,
-        dedupe: verified
-            .delivery_id
+        dedupe: delivery_id
             .as_deref()
             .map(|delivery_id| (delivery_id, state.dedupe_window)),
     };
@@ -78,7 +93,7 @@ pub(super) async fn accept(
                     source = %state.name,
                     routes = ?routes,
                     request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default(),
-                    delivery_id = verified.delivery_id.as_deref().unwrap_or_default(),
+                    delivery_id = delivery_id.as_deref().unwrap_or_default(),
                     "event accepted"
                 );
             }
@@ -95,7 +110,7 @@ pub(super) async fn accept(
             tracing::info!(
                 source = %state.name,
                 event_id = %first_id,
-                delivery_id = verified.delivery_id.as_deref().unwrap_or_default(),
+                delivery_id = delivery_id.as_deref().unwrap_or_default(),
                 "duplicate delivery; already queued"
             );
             answer(

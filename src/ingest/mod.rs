@@ -1,32 +1,30 @@
-//! The public listener: one route per source, each behind its own stack
-//! (outcome counting → body limit → load shedding → signature verification →
-//! handler). An event is answered 2xx only once every job of it is written
-//! to Redis.
+//! The public listener: each source, found by its path, behind its own
+//! stack (load shedding → body limit and signature verification → handler),
+//! every answer counted by outcome. An event is answered 2xx only once every
+//! job of it is written to Redis.
 
 mod filter;
 mod handler;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::State;
+use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use http::{StatusCode, Uri, header};
-use tower::ServiceBuilder;
+use futures_util::future::BoxFuture;
+use http::{Method, Request, StatusCode, header};
+use prometheus_client::metrics::counter::Counter;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
-use tower::util::MapResponseLayer;
-use tower_http::limit::RequestBodyLimitLayer;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 
 use crate::api_error::ApiError;
 use crate::config::{Config, Filter};
 use crate::queue::{EventWriter, Queue};
 use crate::signature::{self, Refused, VerifyLayer};
 use crate::telemetry::{Metrics, RouteLabels, SourceLabels};
-use prometheus_client::metrics::counter::Counter;
 
 pub use filter::EventView;
 pub use handler::Outcome;
@@ -57,8 +55,46 @@ struct SourceState {
     metrics: Arc<Metrics>,
 }
 
-/// The public router for every configured source.
-pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
+/// One source as the public service holds it: its state and its stack
+/// (load shedding, verification, handler).
+struct SourceEntry<S> {
+    state: Arc<SourceState>,
+    stack: S,
+}
+
+/// The public service: finds the source by exact path, refuses what the
+/// request head alone shows to be wrong, runs the source's stack and counts
+/// every answer by outcome. Written as one service with one boxed future per
+/// request: as an axum router with per-source layers it boxed a future per
+/// layer.
+pub struct Ingest<S> {
+    sources: Arc<HashMap<String, SourceEntry<S>>>,
+    max_body_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Clone for Ingest<S> {
+    fn clone(&self) -> Self {
+        Self {
+            sources: self.sources.clone(),
+            max_body_bytes: self.max_body_bytes,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The public service for every configured source.
+pub fn service(
+    config: &Config,
+    queue: Queue,
+    metrics: Arc<Metrics>,
+) -> Ingest<
+    impl Service<Request<Body>, Response = Response, Error = BoxError, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+> {
     let mut by_source: HashMap<&str, Vec<RouteMatch>> = HashMap::new();
     for route in &config.routes {
         by_source
@@ -80,7 +116,7 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config.server.max_concurrent_requests,
     ));
-    let mut router = Router::new();
+    let mut sources = HashMap::new();
     for source in config.sources.values() {
         let state = Arc::new(SourceState {
             name: source.name.clone(),
@@ -97,11 +133,8 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             writer: writer.clone(),
             metrics: metrics.clone(),
         });
-        // Composed statically, saving the box per request that each
-        // separate axum layer adds. The body limit stays apart because it
-        // changes the body type the others take.
-        let shed_and_verify = ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(overloaded))
+        let handler_state = state.clone();
+        let stack = ServiceBuilder::new()
             .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(
                 in_flight.clone(),
@@ -109,21 +142,70 @@ pub fn router(config: &Config, queue: Queue, metrics: Arc<Metrics>) -> Router {
             .layer(VerifyLayer::new(
                 source.name.as_str(),
                 signature::verifier_for(source),
-            ));
-        let endpoint = post(handler::accept)
-            .with_state(state.clone())
-            .route_layer(shed_and_verify)
-            .route_layer(RequestBodyLimitLayer::new(config.server.max_body_bytes))
-            .fallback(method_not_allowed)
-            // A plain response map: `from_fn` would box a future and clone
-            // the inner service per request.
-            .layer(MapResponseLayer::new(move |response: Response| {
-                count_outcome(&state, &response);
-                response
+                config.server.max_body_bytes,
+            ))
+            .service(service_fn(move |request| {
+                handler::accept(handler_state.clone(), request)
             }));
-        router = router.route(&source.path, endpoint);
+        sources.insert(source.path.clone(), SourceEntry { state, stack });
     }
-    router.fallback(unknown_source).with_state(metrics)
+    Ingest {
+        sources: Arc::new(sources),
+        max_body_bytes: config.server.max_body_bytes,
+        metrics,
+    }
+}
+
+impl<S> Service<Request<Body>> for Ingest<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness is the source stack's, checked per request by `oneshot`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let Some(source) = self.sources.get(request.uri().path()) else {
+            self.metrics.ingest(UNKNOWN_SOURCE_LABEL, "unknown_source");
+            let response = ApiError::unknown_source(request.uri().path()).into_response();
+            return Box::pin(std::future::ready(Ok(response)));
+        };
+        let state = source.state.clone();
+        let stack = source.stack.clone();
+        let max_body_bytes = self.max_body_bytes;
+        Box::pin(async move {
+            let response = if request.method() != Method::POST {
+                method_not_allowed()
+            } else if declared_length(&request).is_some_and(|length| length > max_body_bytes) {
+                ApiError::body_too_large().into_response()
+            } else {
+                // Shedding is the stack's only error.
+                stack
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|_| overloaded())
+            };
+            count_outcome(&state, &response);
+            Ok(response)
+        })
+    }
+}
+
+/// The body length the sender declared, if any.
+fn declared_length<B>(request: &Request<B>) -> Option<usize> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Counts every answer of a source by outcome.
@@ -145,14 +227,9 @@ fn count_outcome(state: &SourceState, response: &Response) {
     }
 }
 
-async fn unknown_source(State(metrics): State<Arc<Metrics>>, uri: Uri) -> Response {
-    metrics.ingest(UNKNOWN_SOURCE_LABEL, "unknown_source");
-    ApiError::unknown_source(uri.path()).into_response()
-}
-
 /// The answer when `server.max_concurrent_requests` are already in flight:
 /// at once, before reading the body, so an overload costs little.
-async fn overloaded(_: tower::BoxError) -> Response {
+fn overloaded() -> Response {
     let mut response = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
@@ -166,7 +243,7 @@ async fn overloaded(_: tower::BoxError) -> Response {
     response
 }
 
-async fn method_not_allowed() -> Response {
+fn method_not_allowed() -> Response {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -187,26 +264,22 @@ fn error_code(status: StatusCode) -> &'static str {
     }
 }
 
-/// Gives error answers of tower-http layers (413 from the body limit, 408
-/// from the timeout) the JSON body every other error has. It must wrap those
-/// layers, so the server applies it outside the request timeout.
+/// Gives the 408 of tower-http's request timeout the JSON body every other
+/// error has. It must wrap that layer, so the server applies it outside the
+/// request timeout.
 pub fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+    if status != StatusCode::REQUEST_TIMEOUT || is_json {
         return response;
     }
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large().into_response(),
-        StatusCode::REQUEST_TIMEOUT => ApiError::new(
-            status,
-            "request_timeout",
-            "the request was not received in time",
-        )
-        .into_response(),
-        _ => response,
-    }
+    ApiError::new(
+        status,
+        "request_timeout",
+        "the request was not received in time",
+    )
+    .into_response()
 }

@@ -1,6 +1,7 @@
-//! `VerifyLayer` / `Verify<S>`: reads the body once (behind the body limit),
+//! `VerifyLayer` / `Verify<S>`: reads the body once, up to the body limit,
 //! runs the source's verifier, and either hands the request on with the body
-//! as `Bytes` (no copy) and a [`Verified`] extension, or answers 401 itself.
+//! as `Bytes` (no copy) and a [`Verified`] extension, or answers 401 (413
+//! past the limit) itself.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,10 +9,11 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError};
-use tower::{Layer, Service};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tower::{BoxError, Layer, Service};
 
 use super::{Rejection, SignedRequest, Verifier};
 use crate::api_error::ApiError;
@@ -35,14 +37,21 @@ pub struct Refused(pub Rejection);
 pub struct VerifyLayer {
     source: Arc<str>,
     verifier: Arc<dyn Verifier>,
+    max_body_bytes: usize,
 }
 
 impl VerifyLayer {
-    /// A layer that verifies requests of `source` with `verifier`.
-    pub fn new(source: impl Into<Arc<str>>, verifier: Arc<dyn Verifier>) -> Self {
+    /// A layer that verifies requests of `source` with `verifier`, refusing
+    /// bodies over `max_body_bytes`.
+    pub fn new(
+        source: impl Into<Arc<str>>,
+        verifier: Arc<dyn Verifier>,
+        max_body_bytes: usize,
+    ) -> Self {
         Self {
             source: source.into(),
             verifier,
+            max_body_bytes,
         }
     }
 }
@@ -55,6 +64,7 @@ impl<S> Layer<S> for VerifyLayer {
             inner,
             source: self.source.clone(),
             verifier: self.verifier.clone(),
+            max_body_bytes: self.max_body_bytes,
         }
     }
 }
@@ -65,11 +75,12 @@ pub struct Verify<S> {
     inner: S,
     source: Arc<str>,
     verifier: Arc<dyn Verifier>,
+    max_body_bytes: usize,
 }
 
 impl<S> Service<Request<Body>> for Verify<S>
 where
-    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S: Service<Request<Bytes>, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -87,9 +98,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let source = self.source.clone();
         let verifier = self.verifier.clone();
+        let max_body_bytes = self.max_body_bytes;
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
-            let bytes = match body.collect().await {
+            let bytes = match Limited::new(body, max_body_bytes).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(err) => return Ok(body_error(&source, &err)),
             };
@@ -105,9 +117,7 @@ where
                         source,
                         delivery_id,
                     });
-                    inner
-                        .call(Request::from_parts(parts, Body::from(bytes)))
-                        .await
+                    inner.call(Request::from_parts(parts, bytes)).await
                 }
                 Err(rejection) => {
                     tracing::warn!(
@@ -127,8 +137,8 @@ where
 
 /// The body could not be read: over the limit (413), or the sender went away
 /// or sent a broken body (400).
-fn body_error(source: &str, err: &axum::Error) -> Response {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+fn body_error(source: &str, err: &BoxError) -> Response {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(e) = cause {
         if e.is::<LengthLimitError>() {
             tracing::warn!(source, reason = "body_too_large", "webhook refused");
