@@ -244,12 +244,17 @@ fn overloaded() -> Response {
 }
 
 fn method_not_allowed() -> Response {
-    ApiError::new(
+    let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "webhooks are delivered with POST",
     )
-    .into_response()
+    .into_response();
+    // A 405 names the methods the resource takes (RFC 9110, 15.5.6).
+    response
+        .headers_mut()
+        .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+    response
 }
 
 /// The code for answers produced by tower-http layers (which know nothing of

@@ -416,6 +416,58 @@ async fn bodies_over_the_limit_get_413_whether_declared_or_streamed() {
     assert_eq!(streamed.status(), 413);
     let answer: Value = streamed.json().await.expect("json body");
     assert_eq!(answer["error"], "body_too_large");
+    let metrics = reqwest::get(gateway.admin_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let line = r#"switchyard_ingest_requests_total{source="github",outcome="body_too_large"} 2"#;
+    assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
+}
+
+/// A body over axum's own default cap (2 MiB) but within `max_body_bytes`
+/// is accepted: the configured limit is the only one.
+#[tokio::test]
+async fn the_configured_body_limit_is_the_only_one() {
+    let s = setup_with(|config| config.server.max_body_bytes = 4 * 1024 * 1024).await;
+    let big = format!(
+        r#"{{"action":"opened","pad":"{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let (status, answer) = s
+        .post_signed("push", "big-1", big.as_bytes(), &sign(big.as_bytes()))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+}
+
+/// Any method but POST on a source path: 405 naming POST in `Allow`,
+/// counted under the source.
+#[tokio::test]
+async fn other_methods_get_405_with_allow_post() {
+    let s = setup().await;
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::HEAD,
+    ] {
+        let response = s
+            .client
+            .request(method.clone(), s.gateway.public_url("/hooks/github"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(
+            response.headers().get("allow").map(|v| v.as_bytes()),
+            Some(&b"POST"[..]),
+            "{method}"
+        );
+    }
+    let metrics = s.metrics().await;
+    let line =
+        r#"switchyard_ingest_requests_total{source="github",outcome="method_not_allowed"} 3"#;
+    assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
 }
 
 #[tokio::test]
