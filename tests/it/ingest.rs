@@ -133,12 +133,7 @@ impl Setup {
     }
 
     async fn metrics(&self) -> String {
-        reqwest::get(self.gateway.admin_url("/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        self.gateway.metrics().await
     }
 }
 
@@ -318,12 +313,7 @@ async fn an_event_matching_no_route_is_accepted_and_counted_as_unrouted() {
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["routes"], serde_json::json!([]));
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gateway.metrics().await;
     assert!(
         metrics.contains(r#"switchyard_unrouted_events_total{source="github"} 1"#),
         "{metrics}"
@@ -416,12 +406,7 @@ async fn bodies_over_the_limit_get_413_whether_declared_or_streamed() {
     assert_eq!(streamed.status(), 413);
     let answer: Value = streamed.json().await.expect("json body");
     assert_eq!(answer["error"], "body_too_large");
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = gateway.metrics().await;
     let line = r#"switchyard_ingest_requests_total{source="github",outcome="body_too_large"} 2"#;
     assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
 }

@@ -287,12 +287,7 @@ async fn a_route_that_goes_quiet_is_reported_once_and_again_when_it_resumes() {
     let alert: Value = serde_json::from_slice(&told[0].body).expect("json alert");
     assert_eq!(alert["type"], "silent");
     assert_eq!(alert["route"], "quiet");
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = gateway.metrics().await;
     assert_eq!(
         sample(&metrics, r#"switchyard_route_silent{route="quiet"}"#),
         1.0

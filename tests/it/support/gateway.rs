@@ -76,6 +76,16 @@ impl TestGateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The Prometheus text of `/metrics` on the admin listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Requests shutdown and waits for `run` to return.
     pub async fn stop(mut self) -> Result<(), ServerError> {
         self.shutdown.cancel();
