@@ -93,8 +93,8 @@ pub enum ServerError {
     /// The Redis client could not be set up.
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// The outbound HTTP client could not be set up (TLS roots, say).
-    #[error("cannot set up the outbound HTTP client")]
+    /// The HTTP client of owner alerts could not be set up (TLS roots, say).
+    #[error("cannot set up the HTTP client for owner alerts")]
     Outbound(#[source] reqwest::Error),
 }
 
@@ -133,8 +133,7 @@ pub async fn run(
             metrics.clone(),
             alerts,
             consumer_name(),
-        )
-        .map_err(ServerError::Outbound)?;
+        );
         Some(tokio::spawn(
             engine.run(shutdown.clone(), config.server.shutdown_timeout),
         ))

@@ -270,6 +270,8 @@ pub struct Route {
 pub struct Destination {
     /// http(s) URL.
     pub url: Url,
+    /// The same URL as the request target, converted once.
+    pub uri: http::Uri,
     /// Per-attempt deadline.
     pub timeout: Duration,
     /// Deliveries in flight to this destination at most (per process).

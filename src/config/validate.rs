@@ -867,8 +867,20 @@ fn destination(
     if url.is_empty() {
         return None;
     }
+    let url = http_url(&url_key, &url, problems)?;
+    let uri = match http::Uri::try_from(url.as_str()) {
+        Ok(uri) => uri,
+        Err(err) => {
+            problems.add(
+                url_key,
+                format!("{url:?} cannot be a request target: {err}"),
+            );
+            return None;
+        }
+    };
     Some(Destination {
-        url: http_url(&url_key, &url, problems)?,
+        url,
+        uri,
         timeout,
         max_in_flight,
         signing_secret,

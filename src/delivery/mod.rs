@@ -72,17 +72,17 @@ impl Engine {
         metrics: Arc<Metrics>,
         alerts: Arc<Alerts>,
         consumer: String,
-    ) -> Result<Arc<Self>, reqwest::Error> {
+    ) -> Arc<Self> {
         let routes = config
             .routes
             .iter()
             .map(|r| (r.name.clone(), r.clone()))
             .collect();
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             routes,
             gates: Gates::new(config.delivery.breaker),
             slots: Arc::new(Semaphore::new(config.delivery.concurrency)),
-            outbound: Outbound::new()?,
+            outbound: Outbound::new(),
             config,
             completer: queue.completer(),
             queue,
@@ -90,7 +90,7 @@ impl Engine {
             consumer,
             tasks: TaskTracker::new(),
             alerts,
-        }))
+        })
     }
 
     /// Runs until `shutdown`; then stops reading and waits up to `deadline`

@@ -83,15 +83,11 @@ impl Setup {
     /// Posts a signed GitHub-style event; returns the event id.
     async fn send(&self, delivery: &str, body: &[u8]) -> String {
         let url = self.gateway.public_url("/hooks/github");
-        let (status, answer) = github::post(
-            &reqwest::Client::new(),
-            &url,
-            SECRET,
-            "push",
-            delivery,
-            body,
-        )
-        .await;
+        let sender = reqwest::Client::builder()
+            .user_agent(SENDER_AGENT)
+            .build()
+            .expect("client");
+        let (status, answer) = github::post(&sender, &url, SECRET, "push", delivery, body).await;
         assert_eq!(status, 202, "{answer}");
         answer["id"].as_str().expect("event id").to_owned()
     }
@@ -135,6 +131,9 @@ impl Setup {
     }
 }
 
+/// The User-Agent of events sent by these tests.
+const SENDER_AGENT: &str = "GitHub-Hookshot/test";
+
 fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).expect("utf-8")
 }
@@ -156,6 +155,10 @@ async fn an_event_is_delivered_once_to_each_route_with_its_bytes_and_headers() {
         assert_eq!(
             request.headers["x-github-event"], "push",
             "event headers forwarded"
+        );
+        assert_eq!(
+            request.headers["user-agent"], SENDER_AGENT,
+            "the sender's User-Agent forwarded"
         );
         assert_eq!(request.headers["x-switchyard-event-id"], event_id.as_str());
         assert_eq!(request.headers["x-switchyard-attempt"], "1");
