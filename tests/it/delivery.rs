@@ -423,3 +423,84 @@ async fn consumers_of_gone_processes_are_pruned_but_not_those_holding_jobs() {
         .expect("prune");
     assert_eq!(pruned, ["idle"], "the holder keeps its pending job");
 }
+
+/// An https destination is reached over TLS with its certificate checked
+/// against the web's roots: a self-signed one is refused during the
+/// handshake, so not a byte of the event reaches it, and the attempt is a
+/// retryable connection error that names the certificate.
+#[tokio::test]
+async fn https_destinations_with_untrusted_certificates_are_refused() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use switchyard::delivery::{Outbound, Outcome};
+    use tokio::io::AsyncReadExt;
+    use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer, pki_types::PrivatePkcs8KeyDer};
+
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.signing_key.serialize_der()));
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![issued.cert.der().clone()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let bytes_read = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let (handshakes, bytes_read) = (handshakes.clone(), bytes_read.clone());
+        async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                handshakes.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let mut buf = vec![0; 4096];
+                    let n = tls.read(&mut buf).await.unwrap_or(0);
+                    bytes_read.fetch_add(n, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+
+    let url = format!("https://localhost:{port}/hook");
+    let destination = switchyard::config::Destination {
+        url: url.parse().expect("url"),
+        uri: url.parse().expect("uri"),
+        timeout: Duration::from_secs(5),
+        max_in_flight: 1,
+        signing_secret: None,
+        forward_headers: None,
+        retry_on: Vec::new(),
+    };
+    let job = switchyard::queue::Job {
+        id: "job-1".to_owned(),
+        event_id: "event-1".to_owned(),
+        route: "tls".to_owned(),
+        source: "github".to_owned(),
+        received_ms: 0,
+        attempt: 1,
+        headers: bytes::Bytes::new(),
+        body: bytes::Bytes::from_static(b"{\"secret\":\"payload\"}"),
+        history: Vec::new(),
+    };
+    let (outcome, _) = Outbound::new().attempt(&destination, &job).await;
+    server.abort();
+
+    let Outcome::Retryable {
+        status: None,
+        error: Some(error),
+        retry_after: None,
+    } = &outcome
+    else {
+        panic!("a refused certificate is a retryable connection error, got {outcome:?}");
+    };
+    assert!(error.starts_with("connect: "), "{error}");
+    assert!(error.contains("certificate"), "{error}");
+    assert!(handshakes.load(Ordering::SeqCst) >= 1, "TLS was attempted");
+    assert_eq!(
+        bytes_read.load(Ordering::SeqCst),
+        0,
+        "nothing sent in the clear or otherwise"
+    );
+}
