@@ -11,7 +11,6 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -161,11 +160,6 @@ pub async fn run(
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http())
-            .layer(MapResponseLayer::new(ingest::json_errors))
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                http::StatusCode::REQUEST_TIMEOUT,
-                config.server.request_timeout,
-            ))
             .service(ingest::service(&config, queue.clone(), metrics.clone()));
         let public_app = axum::Router::new().fallback_service(stack);
         let public_addr = local_addr(&listeners.public, "public")?;

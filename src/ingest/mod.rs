@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -70,6 +71,7 @@ struct SourceEntry<S> {
 pub struct Ingest<S> {
     sources: Arc<HashMap<String, SourceEntry<S>>>,
     max_body_bytes: usize,
+    request_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -78,6 +80,7 @@ impl<S> Clone for Ingest<S> {
         Self {
             sources: self.sources.clone(),
             max_body_bytes: self.max_body_bytes,
+            request_timeout: self.request_timeout,
             metrics: self.metrics.clone(),
         }
     }
@@ -152,6 +155,7 @@ pub fn service(
     Ingest {
         sources: Arc::new(sources),
         max_body_bytes: config.server.max_body_bytes,
+        request_timeout: config.server.request_timeout,
         metrics,
     }
 }
@@ -179,17 +183,21 @@ where
         let state = source.state.clone();
         let stack = source.stack.clone();
         let max_body_bytes = self.max_body_bytes;
+        let request_timeout = self.request_timeout;
         Box::pin(async move {
             let response = if request.method() != Method::POST {
                 method_not_allowed()
             } else if declared_length(&request).is_some_and(|length| length > max_body_bytes) {
                 ApiError::body_too_large().into_response()
             } else {
-                // Shedding is the stack's only error.
-                stack
-                    .oneshot(request)
+                // Shedding is the stack's only error. The deadline covers
+                // reading the body, verifying and queueing.
+                tokio::time::timeout(request_timeout, stack.oneshot(request))
                     .await
-                    .unwrap_or_else(|_| overloaded())
+                    .map_or_else(
+                        |_| request_timed_out(),
+                        |answer| answer.unwrap_or_else(|_| overloaded()),
+                    )
             };
             count_outcome(&state, &response);
             Ok(response)
@@ -257,32 +265,25 @@ fn method_not_allowed() -> Response {
     response
 }
 
-/// The code for answers produced by tower-http layers (which know nothing of
-/// our error format), by status.
+/// The outcome of an answer that carries none of its own (the service's
+/// own refusals: wrong method, oversize, unreadable body, timeout), by
+/// status.
 fn error_code(status: StatusCode) -> &'static str {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
         StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::BAD_REQUEST => "body_unreadable",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         s if s.is_success() => "accepted",
         _ => "error",
     }
 }
 
-/// Gives the 408 of tower-http's request timeout the JSON body every other
-/// error has. It must wrap that layer, so the server applies it outside the
-/// request timeout.
-pub fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if status != StatusCode::REQUEST_TIMEOUT || is_json {
-        return response;
-    }
+/// The answer when a request was not read, verified and queued within
+/// `server.request_timeout`.
+fn request_timed_out() -> Response {
     ApiError::new(
-        status,
+        StatusCode::REQUEST_TIMEOUT,
         "request_timeout",
         "the request was not received in time",
     )

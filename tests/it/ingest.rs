@@ -671,6 +671,35 @@ async fn silent_connections_are_closed_and_free_their_place() {
     assert_eq!(status, 202, "{answer}");
 }
 
+/// A body that stops coming is answered 408 in JSON after
+/// `request_timeout`, counted under its source, and nothing is queued.
+#[tokio::test]
+async fn a_body_that_stops_coming_is_answered_408_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let s = setup_with(|config| config.server.request_timeout = Duration::from_secs(1)).await;
+    let mut stream = s.half_sent("stalled", br#"{"action":"opened"}"#).await;
+    let mut answer = Vec::new();
+    let read_answer = async {
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(b"}") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_answer)
+        .await
+        .expect("answered within the request timeout and then some");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
+    assert!(s.jobs().await.is_empty(), "nothing queued");
+    let metrics = s.metrics().await;
+    let line = r#"switchyard_ingest_requests_total{source="github",outcome="request_timeout"} 1"#;
+    assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
+}
+
 /// The gateway raises its soft open-file limit to what `max_connections`
 /// needs (systemd starts services at 1,024, below the default 4,096).
 #[tokio::test]
