@@ -282,31 +282,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one delivery attempt and its latency.
-    pub fn attempt(&self, route: &str, outcome: &str, latency: std::time::Duration) {
-        self.delivery_attempts
-            .get_or_create(&RouteOutcomeLabels {
-                route: route.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-        self.attempt_latency
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
-            .observe(latency.as_secs_f64());
-    }
-
-    /// Records the end-to-end latency of a delivered job.
-    pub fn delivered(&self, route: &str, received_ms: u64, delivered_ms: u64) {
-        let seconds = delivered_ms.saturating_sub(received_ms) as f64 / 1000.0;
-        self.end_to_end_latency
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
-            .observe(seconds);
-    }
-
     /// Counts a job put back without an attempt.
     pub fn deferred(&self, route: &str, reason: &str) {
         self.deliveries_deferred

@@ -290,6 +290,9 @@ impl Gates {
     /// The gate of `key`, created with `max_in_flight` slots on first use.
     pub fn gate(&self, key: &str, max_in_flight: usize) -> Arc<DestinationGate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = gates.get(key) {
+            return gate.clone();
+        }
         gates
             .entry(key.to_owned())
             .or_insert_with(|| {

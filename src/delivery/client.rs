@@ -167,8 +167,9 @@ impl Default for Outbound {
 fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in decode_headers(&job.headers) {
-        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(value))
-        else {
+        // The value shares the job's buffer instead of copying it.
+        let value = HeaderValue::from_maybe_shared(job.headers.slice_ref(value));
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), value) else {
             continue;
         };
         let wanted = match &destination.forward_headers {
@@ -185,6 +186,10 @@ fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
     headers
         .entry(http::header::USER_AGENT)
         .or_insert(HeaderValue::from_static(USER_AGENT));
+    headers.insert(
+        HeaderName::from_static("x-switchyard-attempt"),
+        HeaderValue::from(job.attempt),
+    );
     let mut set = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), value);
@@ -192,7 +197,6 @@ fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
     };
     set("x-switchyard-event-id", &job.event_id);
     set("x-switchyard-route", &job.route);
-    set("x-switchyard-attempt", &job.attempt.to_string());
     if let Some(secret) = &destination.signing_secret {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +25,7 @@ use crate::config::{Config, Route};
 use crate::queue::{
     AttemptRecord, Claimed, Completer, DeadReason, Job, NewDeadLetter, Queue, QueueError, Stat,
 };
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RouteLabels, RouteOutcomeLabels};
 
 pub use backoff::{next_delay, parse_retry_after};
 pub use breaker::{Admission, Breaker, BreakerState};
@@ -48,10 +50,63 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 /// Pause after a Redis error before the loop tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// A route as delivery needs it, with its metrics looked up once (not by
+/// label per attempt).
+struct RouteState {
+    route: Route,
+    delivered_attempts: Counter,
+    retryable_attempts: Counter,
+    rejected_attempts: Counter,
+    attempt_latency: Histogram,
+    end_to_end_latency: Histogram,
+}
+
+impl RouteState {
+    fn new(route: &Route, metrics: &Metrics) -> Self {
+        let attempts = |outcome: &str| {
+            metrics
+                .delivery_attempts
+                .get_or_create(&RouteOutcomeLabels {
+                    route: route.name.clone(),
+                    outcome: outcome.to_owned(),
+                })
+                .clone()
+        };
+        let labels = RouteLabels {
+            route: route.name.clone(),
+        };
+        Self {
+            delivered_attempts: attempts("delivered"),
+            retryable_attempts: attempts("retryable"),
+            rejected_attempts: attempts("rejected"),
+            attempt_latency: metrics.attempt_latency.get_or_create(&labels).clone(),
+            end_to_end_latency: metrics.end_to_end_latency.get_or_create(&labels).clone(),
+            route: route.clone(),
+        }
+    }
+
+    /// Counts one attempt by outcome and records its latency.
+    fn record_attempt(&self, outcome: &Outcome, latency: Duration) {
+        match outcome {
+            Outcome::Delivered { .. } => &self.delivered_attempts,
+            Outcome::Retryable { .. } => &self.retryable_attempts,
+            Outcome::Rejected { .. } => &self.rejected_attempts,
+        }
+        .inc();
+        self.attempt_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Records the end-to-end latency of a delivered job.
+    fn record_delivered(&self, received_ms: u64, delivered_ms: u64) {
+        let seconds = delivered_ms.saturating_sub(received_ms) as f64 / 1000.0;
+        self.end_to_end_latency.observe(seconds);
+    }
+}
+
 /// The delivery engine of one gateway process.
 pub struct Engine {
     config: Arc<Config>,
-    routes: HashMap<String, Route>,
+    routes: HashMap<String, RouteState>,
     queue: Queue,
     completer: Completer,
     metrics: Arc<Metrics>,
@@ -76,7 +131,7 @@ impl Engine {
         let routes = config
             .routes
             .iter()
-            .map(|r| (r.name.clone(), r.clone()))
+            .map(|r| (r.name.clone(), RouteState::new(r, &metrics)))
             .collect();
         Arc::new(Self {
             routes,
@@ -264,11 +319,12 @@ impl Engine {
                 return;
             }
         };
-        let Some(route) = self.routes.get(&job.route) else {
+        let Some(state) = self.routes.get(&job.route) else {
             self.dead_letter(&entry_id, &job, None, DeadReason::Unroutable, None)
                 .await;
             return;
         };
+        let route = &state.route;
         let destination = &route.destination;
         let gate = self
             .gates
@@ -314,7 +370,7 @@ impl Engine {
             self.metrics.redis_error("stats");
             tracing::debug!(error = %err, "cannot record the last failure");
         }
-        self.metrics.attempt(&route.name, outcome.label(), latency);
+        state.record_attempt(&outcome, latency);
         tracing::info!(
             event_id = %job.event_id,
             job_id = %job.id,
@@ -345,8 +401,7 @@ impl Engine {
                     "complete",
                     self.completer.complete(&entry_id, &route.name).await,
                 );
-                self.metrics
-                    .delivered(&route.name, job.received_ms, now_ms());
+                state.record_delivered(job.received_ms, now_ms());
             }
             Outcome::Rejected { status, .. } => {
                 self.dead_letter(
