@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Collected, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -25,6 +25,15 @@ const ERROR_BODY_SNIPPET: usize = 256;
 /// Most of an answer's body read; past it the connection is dropped instead
 /// of drained for reuse.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Idle time before TCP keepalive probes (and HTTP/2 pings) start, and the
+/// time between them.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Unanswered keepalive probes before a connection is dropped.
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Longest time written data may go unacknowledged before the connection
+/// is dropped.
+#[cfg(target_os = "linux")]
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle pooled connection to a destination is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Sent on every delivery.
@@ -102,14 +111,22 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// A client that keeps idle connections for a minute and never follows
-    /// redirects (hyper's client does not).
+    /// A client that keeps idle connections for a minute, notices dead
+    /// ones, and never follows redirects (hyper's client does not).
     pub fn new() -> Self {
         let mut http = HttpConnector::new();
         // `https_or_http` below decides by scheme; the inner connector must
         // let https URLs through to it.
         http.enforce_http(false);
         http.set_nodelay(true);
+        // A pooled connection whose peer vanished (no FIN, no RST) is found
+        // by keepalive probes and unacknowledged writes, not kept for the
+        // kernel's quarter of an hour.
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        http.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        #[cfg(target_os = "linux")]
+        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let https = HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -119,40 +136,44 @@ impl Outbound {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
+            // One HTTP/2 connection carries every delivery to its
+            // destination: pings find it dead instead of every attempt
+            // timing out on it.
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(Some(TCP_KEEPALIVE))
+            .http2_keep_alive_timeout(TCP_KEEPALIVE)
             .build(https);
         Self { client }
     }
 
-    /// Sends `job` to `destination` once, within the destination's timeout
-    /// (answer and body included); returns the outcome and latency.
+    /// Sends `job` to `destination` once; returns the outcome and latency.
+    /// `destination.timeout` bounds the answer's head; what is read of its
+    /// body must come by the same deadline, but a late body does not change
+    /// the outcome the status gave.
     pub async fn attempt(&self, destination: &Destination, job: &Job) -> (Outcome, Duration) {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(destination.timeout, self.exchange(destination, job))
-            .await
-            .unwrap_or_else(|_| Outcome::Retryable {
-                status: None,
-                error: Some(format!(
-                    "timeout: no complete answer within {}",
-                    humantime::format_duration(destination.timeout)
-                )),
-                retry_after: None,
-            });
-        (outcome, started.elapsed())
-    }
-
-    async fn exchange(&self, destination: &Destination, job: &Job) -> Outcome {
+        let deadline = tokio::time::Instant::from_std(started + destination.timeout);
         let mut request = Request::new(Full::new(job.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = destination.uri.clone();
         *request.headers_mut() = outbound_headers(destination, job);
-        match self.client.request(request).await {
-            Ok(response) => classify(destination, response).await,
-            Err(err) => Outcome::Retryable {
+        let outcome = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => classify(destination, response, deadline).await,
+            Ok(Err(err)) => Outcome::Retryable {
                 status: None,
                 error: Some(transport_error(&err)),
                 retry_after: None,
             },
-        }
+            Err(_) => Outcome::Retryable {
+                status: None,
+                error: Some(format!(
+                    "timeout: no answer within {}",
+                    humantime::format_duration(destination.timeout)
+                )),
+                retry_after: None,
+            },
+        };
+        (outcome, started.elapsed())
     }
 }
 
@@ -229,27 +250,24 @@ fn sign(secret: &Secret, id: &str, timestamp: &str, body: &[u8]) -> String {
     )
 }
 
-async fn classify(destination: &Destination, response: Response<Incoming>) -> Outcome {
+async fn classify(
+    destination: &Destination,
+    response: Response<Incoming>,
+    deadline: tokio::time::Instant,
+) -> Outcome {
     let status = response.status().as_u16();
     let retry_after = matches!(status, 429 | 503)
         .then(|| response.headers().get(http::header::RETRY_AFTER))
         .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    // Read to the end (up to a limit) so the connection goes back to the
-    // pool; a longer answer costs its connection, not the outcome.
-    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map(Collected::to_bytes);
+    let body = body_start(response.into_body(), deadline).await;
     if (200..300).contains(&status) {
         return Outcome::Delivered { status };
     }
-    let snippet = body.ok().and_then(|body| {
-        let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
-        let text = text.trim();
-        (!text.is_empty()).then(|| text.to_owned())
-    });
+    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_SNIPPET)]);
+    let text = text.trim();
+    let snippet = (!text.is_empty()).then(|| text.to_owned());
     let retryable =
         matches!(status, 408 | 425 | 429 | 500..=599) || destination.retry_on.contains(&status);
     if retryable {
@@ -264,6 +282,26 @@ async fn classify(destination: &Destination, response: Response<Incoming>) -> Ou
             error: snippet,
         }
     }
+}
+
+/// The answer's body up to [`MAX_ANSWER_BYTES`] or `deadline`: read to its
+/// end when it is no longer and comes in time, so the connection goes back
+/// to the pool; a longer, late or broken body keeps what came and costs its
+/// connection, not the outcome.
+async fn body_start(mut body: Incoming, deadline: tokio::time::Instant) -> Bytes {
+    let mut start = BytesMut::new();
+    while start.len() < MAX_ANSWER_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let room = MAX_ANSWER_BYTES - start.len();
+                    start.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Ok(Some(Err(_)) | None) | Err(_) => break,
+        }
+    }
+    start.freeze()
 }
 
 /// A short kind and message for a failed exchange, e.g. `connect: …`.

@@ -463,28 +463,8 @@ async fn https_destinations_with_untrusted_certificates_are_refused() {
         }
     });
 
-    let url = format!("https://localhost:{port}/hook");
-    let destination = switchyard::config::Destination {
-        url: url.parse().expect("url"),
-        uri: url.parse().expect("uri"),
-        timeout: Duration::from_secs(5),
-        max_in_flight: 1,
-        signing_secret: None,
-        forward_headers: None,
-        retry_on: Vec::new(),
-    };
-    let job = switchyard::queue::Job {
-        id: "job-1".to_owned(),
-        event_id: "event-1".to_owned(),
-        route: "tls".to_owned(),
-        source: "github".to_owned(),
-        received_ms: 0,
-        attempt: 1,
-        headers: bytes::Bytes::new(),
-        body: bytes::Bytes::from_static(b"{\"secret\":\"payload\"}"),
-        history: Vec::new(),
-    };
-    let (outcome, _) = Outbound::new().attempt(&destination, &job).await;
+    let destination = destination(&format!("https://localhost:{port}/hook"), 5);
+    let (outcome, _) = Outbound::new().attempt(&destination, &job()).await;
     server.abort();
 
     let Outcome::Retryable {
@@ -503,4 +483,80 @@ async fn https_destinations_with_untrusted_certificates_are_refused() {
         0,
         "nothing sent in the clear or otherwise"
     );
+}
+
+/// A destination built by hand for `Outbound` alone.
+fn destination(url: &str, timeout_secs: u64) -> switchyard::config::Destination {
+    switchyard::config::Destination {
+        url: url.parse().expect("url"),
+        uri: url.parse().expect("uri"),
+        timeout: Duration::from_secs(timeout_secs),
+        max_in_flight: 1,
+        signing_secret: None,
+        forward_headers: None,
+        retry_on: Vec::new(),
+    }
+}
+
+/// A job built by hand for `Outbound` alone.
+fn job() -> switchyard::queue::Job {
+    switchyard::queue::Job {
+        id: "job-1".to_owned(),
+        event_id: "event-1".to_owned(),
+        route: "direct".to_owned(),
+        source: "github".to_owned(),
+        received_ms: 0,
+        attempt: 1,
+        headers: bytes::Bytes::new(),
+        body: bytes::Bytes::from_static(b"{\"secret\":\"payload\"}"),
+        history: Vec::new(),
+    }
+}
+
+/// An answer whose head arrives in time but whose body stalls keeps the
+/// outcome its status gave: a 200 is delivered (not retried, which would
+/// deliver it again), a 503 keeps its status and Retry-After.
+#[tokio::test]
+async fn a_stalled_answer_body_does_not_change_the_outcome() {
+    use switchyard::delivery::{Outbound, Outcome};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    for (head, expected) in [
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart",
+            Outcome::Delivered { status: 200 },
+        ),
+        (
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 7\r\ncontent-length: 100\r\n\r\nbusy",
+            Outcome::Retryable {
+                status: Some(503),
+                error: Some("busy".to_owned()),
+                retry_after: Some(Duration::from_secs(7)),
+            },
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = vec![0; 16 * 1024];
+            let _ = stream.read(&mut request).await;
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .expect("answer head");
+            // The rest of the body never comes; the connection stays open.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let destination = destination(&format!("http://127.0.0.1:{port}/hook"), 1);
+        let (outcome, latency) = Outbound::new().attempt(&destination, &job()).await;
+        server.abort();
+        assert_eq!(outcome, expected);
+        assert!(
+            latency < Duration::from_secs(3),
+            "bounded by the deadline: {latency:?}"
+        );
+    }
 }
