@@ -272,6 +272,10 @@ pub struct Destination {
     pub url: Url,
     /// The same URL as the request target, converted once.
     pub uri: http::Uri,
+    /// `Authorization: Basic …` made from credentials written in the URL,
+    /// which keeps none: so they never reach logs, metrics, dead letters or
+    /// the admin API.
+    pub authorization: Option<Secret>,
     /// Per-attempt deadline.
     pub timeout: Duration,
     /// Deliveries in flight to this destination at most (per process).

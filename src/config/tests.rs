@@ -438,6 +438,33 @@ fn destination_url_must_be_http_or_https() {
 }
 
 #[test]
+fn credentials_in_a_destination_url_become_basic_auth_and_leave_the_url() {
+    use base64::Engine as _;
+    let config = expect_ok(load(&with_destination_url(
+        "https://hooks:p%40ss@billing.example.com/in",
+    )));
+    let destination = &config.routes[0].destination;
+    assert_eq!(destination.url.as_str(), "https://billing.example.com/in");
+    assert_eq!(destination.uri, "https://billing.example.com/in");
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("hooks:p@ss")
+    );
+    let authorization = destination
+        .authorization
+        .as_ref()
+        .expect("credentials kept");
+    assert_eq!(authorization.expose(), expected.as_bytes());
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("p@ss") && !debug.contains("p%40ss") && !debug.contains(&expected));
+
+    let plain = expect_ok(load(&with_destination_url(
+        "https://billing.example.com/in",
+    )));
+    assert!(plain.routes[0].destination.authorization.is_none());
+}
+
+#[test]
 fn destination_url_must_have_a_host() {
     assert_only_problem(
         load(&with_destination_url("http://")),

@@ -466,6 +466,27 @@ fn delivery(file: DeliveryFile, problems: &mut Problems) -> (DeliveryConfig, usi
     )
 }
 
+/// Removes `user:password@` from `url`, returning the `Authorization`
+/// value they make (HTTP Basic, the credentials percent-decoded), if any.
+fn take_credentials(url: &mut Url) -> Option<Secret> {
+    use base64::Engine as _;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let mut credentials = decode(url.username());
+    credentials.push(b':');
+    credentials.extend(decode(url.password().unwrap_or_default()));
+    // An http(s) URL with a host (checked before) takes both.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let value = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    );
+    Some(Secret::new(value.into_bytes()))
+}
+
 /// An absolute http(s) URL with a host.
 fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Url> {
     match Url::parse(value) {
@@ -867,7 +888,8 @@ fn destination(
     if url.is_empty() {
         return None;
     }
-    let url = http_url(&url_key, &url, problems)?;
+    let mut url = http_url(&url_key, &url, problems)?;
+    let authorization = take_credentials(&mut url);
     let uri = match http::Uri::try_from(url.as_str()) {
         Ok(uri) => uri,
         Err(err) => {
@@ -881,6 +903,7 @@ fn destination(
     Some(Destination {
         url,
         uri,
+        authorization,
         timeout,
         max_in_flight,
         signing_secret,

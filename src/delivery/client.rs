@@ -203,6 +203,12 @@ fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
             headers.append(name, value);
         }
     }
+    if let Some(authorization) = &destination.authorization
+        && let Ok(mut value) = HeaderValue::from_bytes(authorization.expose())
+    {
+        value.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
     // The sender's own User-Agent is forwarded; ours stands in for none.
     headers
         .entry(http::header::USER_AGENT)

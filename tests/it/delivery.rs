@@ -490,6 +490,7 @@ fn destination(url: &str, timeout_secs: u64) -> switchyard::config::Destination 
     switchyard::config::Destination {
         url: url.parse().expect("url"),
         uri: url.parse().expect("uri"),
+        authorization: None,
         timeout: Duration::from_secs(timeout_secs),
         max_in_flight: 1,
         signing_secret: None,
@@ -559,4 +560,29 @@ async fn a_stalled_answer_body_does_not_change_the_outcome() {
             "bounded by the deadline: {latency:?}"
         );
     }
+}
+
+/// Credentials written in a destination URL are sent as HTTP Basic auth.
+#[tokio::test]
+async fn credentials_in_the_destination_url_are_sent_as_basic_auth() {
+    use base64::Engine as _;
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let toml = config_toml(&redis.url(), &config(&receiver, 1, "", "")).replace(
+        "url = \"http://127.0.0.1",
+        "url = \"http://hooks:p%40ss@127.0.0.1",
+    );
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    let s = Setup {
+        redis,
+        gateway,
+        receiver,
+    };
+    s.send("d-basic", b"{}").await;
+    let requests = s.receiver.wait_for(1, Duration::from_secs(10)).await;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("hooks:p@ss")
+    );
+    assert_eq!(requests[0].headers["authorization"], expected.as_str());
 }
