@@ -36,6 +36,8 @@ const TCP_KEEPALIVE_RETRIES: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle pooled connection to a destination is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Headers an outbound request is sized for: a typical webhook's and ours.
+const OUTBOUND_HEADERS_CAPACITY: usize = 24;
 /// Sent on every delivery.
 const USER_AGENT: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
 
@@ -186,7 +188,8 @@ impl Default for Outbound {
 /// The request headers: the original ones (all but hop-by-hop, or the
 /// configured list), Switchyard's, and the signature when configured.
 fn outbound_headers(destination: &Destination, job: &Job) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    // Room for a typical webhook's headers and ours, so the map does not grow.
+    let mut headers = HeaderMap::with_capacity(OUTBOUND_HEADERS_CAPACITY);
     for (name, value) in decode_headers(&job.headers) {
         // The value shares the job's buffer instead of copying it.
         let value = HeaderValue::from_maybe_shared(job.headers.slice_ref(value));
