@@ -34,14 +34,21 @@ pub(super) async fn accept(
         .extensions
         .get::<Verified>()
         .and_then(|verified| verified.delivery_id.clone());
-    Ok(answer_event(&state, &headers, body, delivery_id).await)
+    let deadline = parts.extensions.get::<RequestDeadline>().map(|d| d.0);
+    Ok(answer_event(&state, &headers, body, delivery_id, deadline).await)
 }
+
+/// Request extension: when the request's answer is due
+/// (`server.request_timeout` after it reached the ingest service).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDeadline(pub tokio::time::Instant);
 
 async fn answer_event(
     state: &SourceState,
     headers: &HeaderMap,
     body: Bytes,
     delivery_id: Option<String>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Response {
     let view = EventView::new(headers, &body);
     let matched: Vec<&super::RouteMatch> = state
@@ -79,7 +86,14 @@ async fn answer_event(
             .as_deref()
             .map(|delivery_id| (delivery_id, state.dedupe_window)),
     };
-    match state.writer.enqueue(&event).await {
+    // A queue slower than the request's deadline is answered as a queue
+    // that cannot take the event (503, retry later), not as a request that
+    // was not received in time.
+    let written = match deadline {
+        Some(deadline) => state.writer.enqueue_by(&event, deadline).await,
+        None => state.writer.enqueue(&event).await,
+    };
+    match written {
         Ok(Enqueued::Accepted) => {
             for route in &matched {
                 route.enqueued.inc();

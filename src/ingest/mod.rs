@@ -28,7 +28,7 @@ use crate::signature::{self, Refused, VerifyLayer};
 use crate::telemetry::{Metrics, RouteLabels, SourceLabels};
 
 pub use filter::EventView;
-pub use handler::Outcome;
+pub use handler::{Outcome, RequestDeadline};
 
 /// Label of requests that reached no source.
 const UNKNOWN_SOURCE_LABEL: &str = "unknown";
@@ -174,7 +174,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let Some(source) = self.sources.get(request.uri().path()) else {
             self.metrics.ingest(UNKNOWN_SOURCE_LABEL, "unknown_source");
             let response = ApiError::unknown_source(request.uri().path()).into_response();
@@ -183,7 +183,8 @@ where
         let state = source.state.clone();
         let stack = source.stack.clone();
         let max_body_bytes = self.max_body_bytes;
-        let request_timeout = self.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        request.extensions_mut().insert(RequestDeadline(deadline));
         Box::pin(async move {
             let response = if request.method() != Method::POST {
                 method_not_allowed()
@@ -191,8 +192,9 @@ where
                 ApiError::body_too_large().into_response()
             } else {
                 // Shedding is the stack's only error. The deadline covers
-                // reading the body, verifying and queueing.
-                tokio::time::timeout(request_timeout, stack.oneshot(request))
+                // reading the body and verifying (408); the handler gives
+                // queueing up at the same deadline (503).
+                tokio::time::timeout_at(deadline, stack.oneshot(request))
                     .await
                     .map_or_else(
                         |_| request_timed_out(),

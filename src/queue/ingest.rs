@@ -199,6 +199,26 @@ impl EventWriter {
     }
 }
 
+impl EventWriter {
+    /// [`Self::enqueue`], given up at `deadline` with a `Timeout` error. The
+    /// event may still be written after that; it was answered no 2xx.
+    pub async fn enqueue_by(
+        &self,
+        event: &NewEvent<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Enqueued, QueueError> {
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout_at(deadline, self.enqueue(event))
+            .await
+            .unwrap_or_else(|_| {
+                Err(QueueError::Timeout {
+                    url: self.queue.display_url().to_owned(),
+                    after: deadline.saturating_duration_since(started),
+                })
+            })
+    }
+}
+
 impl Queue {
     /// One script call for `batch`; one result per event, in order.
     async fn write_events(&self, batch: &[PendingEvent]) -> Vec<Result<Enqueued, QueueError>> {

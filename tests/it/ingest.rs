@@ -700,6 +700,32 @@ async fn a_body_that_stops_coming_is_answered_408_and_counted() {
     assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
 }
 
+/// A queue slower than `request_timeout` is answered 503
+/// `queue_unavailable` (retry later), not 408: the request itself arrived
+/// in time.
+#[tokio::test]
+async fn a_queue_slower_than_the_request_deadline_is_answered_503() {
+    let s = setup_with(|config| config.server.request_timeout = Duration::from_secs(1)).await;
+    let mut conn = s.redis.connection().await;
+    // Scripts wait while writes are paused.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT PAUSE");
+    let (status, answer) = s.post("push", "paused", br#"{"action":"opened"}"#).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("queue_unavailable")),
+        "{answer}"
+    );
+    let metrics = s.metrics().await;
+    let line = r#"switchyard_ingest_requests_total{source="github",outcome="queue_unavailable"} 1"#;
+    assert!(metrics.contains(line), "{line} missing in:\n{metrics}");
+}
+
 /// The gateway raises its soft open-file limit to what `max_connections`
 /// needs (systemd starts services at 1,024, below the default 4,096).
 #[tokio::test]
