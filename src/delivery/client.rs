@@ -105,8 +105,8 @@ impl Outcome {
 /// The pooled outbound client (HTTP/1.1, and HTTP/2 where TLS negotiates
 /// it; rustls). hyper-util's client, not reqwest: per delivery reqwest
 /// re-parsed the URL, boxed the body and response and kept its own timers,
-/// about a fifth of a delivery's instructions, for features (redirects,
-/// cookies, decoding) a delivery does not use.
+/// more than half of an attempt's instructions, for features (redirects,
+/// cookies, decoding, proxies) a delivery does not use.
 #[derive(Clone)]
 pub struct Outbound {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
