@@ -84,12 +84,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Metric label of [`Outcome::Delivered`].
+    pub const DELIVERED: &'static str = "delivered";
+    /// Metric label of [`Outcome::Retryable`].
+    pub const RETRYABLE: &'static str = "retryable";
+    /// Metric label of [`Outcome::Rejected`].
+    pub const REJECTED: &'static str = "rejected";
+
     /// The metric label.
     pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Delivered { .. } => "delivered",
-            Outcome::Retryable { .. } => "retryable",
-            Outcome::Rejected { .. } => "rejected",
+            Outcome::Delivered { .. } => Self::DELIVERED,
+            Outcome::Retryable { .. } => Self::RETRYABLE,
+            Outcome::Rejected { .. } => Self::REJECTED,
         }
     }
 

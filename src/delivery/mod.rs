@@ -76,9 +76,9 @@ impl RouteState {
             route: route.name.clone(),
         };
         Self {
-            delivered_attempts: attempts("delivered"),
-            retryable_attempts: attempts("retryable"),
-            rejected_attempts: attempts("rejected"),
+            delivered_attempts: attempts(Outcome::DELIVERED),
+            retryable_attempts: attempts(Outcome::RETRYABLE),
+            rejected_attempts: attempts(Outcome::REJECTED),
             attempt_latency: metrics.attempt_latency.get_or_create(&labels).clone(),
             end_to_end_latency: metrics.end_to_end_latency.get_or_create(&labels).clone(),
             route: route.clone(),

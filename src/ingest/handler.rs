@@ -1,10 +1,9 @@
 //! The handler behind a verified source: match routes, write the event
 //! durably, answer.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use std::convert::Infallible;
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -41,7 +40,7 @@ pub(super) async fn accept(
 /// Request extension: when the request's answer is due
 /// (`server.request_timeout` after it reached the ingest service).
 #[derive(Debug, Clone, Copy)]
-pub struct RequestDeadline(pub tokio::time::Instant);
+pub(super) struct RequestDeadline(pub(super) tokio::time::Instant);
 
 async fn answer_event(
     state: &SourceState,

@@ -28,7 +28,9 @@ use crate::signature::{self, Refused, VerifyLayer};
 use crate::telemetry::{Metrics, RouteLabels, SourceLabels};
 
 pub use filter::EventView;
-pub use handler::{Outcome, RequestDeadline};
+pub use handler::Outcome;
+
+use handler::RequestDeadline;
 
 /// Label of requests that reached no source.
 const UNKNOWN_SOURCE_LABEL: &str = "unknown";

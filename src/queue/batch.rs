@@ -144,6 +144,26 @@ fn split_by_bytes<T, A>(
     parts
 }
 
+/// Reads a batch script's reply for `items` items. Such scripts answer the
+/// number of items when every one came to the common outcome `all` (one
+/// integer, cheap to parse however large the batch: redis-rs parses each
+/// reply value at about 2k instructions), and otherwise one value per item,
+/// read by `each`. `None` when the reply does not answer for each item.
+pub fn per_item<T: Clone>(
+    reply: redis::Value,
+    items: usize,
+    all: T,
+    each: impl Fn(redis::Value) -> Option<T>,
+) -> Option<Vec<T>> {
+    match reply {
+        redis::Value::Int(count) if usize::try_from(count) == Ok(items) => Some(vec![all; items]),
+        redis::Value::Array(values) if values.len() == items => {
+            values.into_iter().map(each).collect()
+        }
+        _ => None,
+    }
+}
+
 /// `error` for every item of a batch that failed as a whole.
 pub fn all_failed<R>(count: usize, error: QueueError) -> Vec<Result<R, QueueError>> {
     (0..count).map(|_| Err(error.clone())).collect()

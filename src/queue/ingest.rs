@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use redis::{ErrorKind, RedisError, Script};
 
-use super::batch::{Batcher, all_failed};
+use super::batch::{Batcher, all_failed, per_item};
 use super::{Job, Queue, QueueError, Stat};
 
 /// Claims each event's delivery id, then writes its jobs; or returns the
@@ -22,9 +22,9 @@ use super::{Job, Queue, QueueError, Stat};
 /// key per event (in ARGV order).
 /// ARGV: now (ms), then per event: has_dedupe, event id, dedupe TTL (ms),
 /// number of jobs, and per job its route name and encoded job.
-/// Returns the number of events when every one was queued, the common case
-/// (one integer is cheap to parse however large the batch); otherwise, per
-/// event, `1` (queued) or the first event's id (duplicate).
+/// Returns the number of events when every one was queued (see
+/// [`per_item`]); otherwise, per event, `1` (queued) or the first event's id
+/// (duplicate).
 ///
 /// One `SET NX GET` both looks the delivery id up and claims it (Redis 7.0
 /// and later). The dedupe record never stands without its jobs, nor part of
@@ -197,9 +197,7 @@ impl EventWriter {
             })
             .await
     }
-}
 
-impl EventWriter {
     /// [`Self::enqueue`], given up at `deadline` with a `Timeout` error. The
     /// event may still be written after that; it was answered no 2xx.
     pub async fn enqueue_by(
@@ -264,22 +262,13 @@ impl Queue {
 /// Reads [`ENQUEUE_EVENTS`]'s reply for `events` events; `None` when it
 /// does not answer for each of them.
 fn enqueue_results(reply: redis::Value, events: usize) -> Option<Vec<Enqueued>> {
-    match reply {
-        redis::Value::Int(queued) if usize::try_from(queued) == Ok(events) => {
-            Some(vec![Enqueued::Accepted; events])
-        }
-        redis::Value::Array(results) if results.len() == events => results
-            .into_iter()
-            .map(|result| match result {
-                redis::Value::Int(1) => Some(Enqueued::Accepted),
-                redis::Value::BulkString(first_id) => Some(Enqueued::Duplicate {
-                    first_id: String::from_utf8(first_id).ok()?,
-                }),
-                _ => None,
-            })
-            .collect(),
+    per_item(reply, events, Enqueued::Accepted, |result| match result {
+        redis::Value::Int(1) => Some(Enqueued::Accepted),
+        redis::Value::BulkString(first_id) => Some(Enqueued::Duplicate {
+            first_id: String::from_utf8(first_id).ok()?,
+        }),
         _ => None,
-    }
+    })
 }
 
 #[cfg(test)]
