@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sha2::Sha256;
 
 use super::backoff::parse_retry_after;
+use super::proxy::{Proxies, ProxyConnector};
 use crate::config::{Destination, Secret};
 use crate::queue::{Job, decode_headers};
 
@@ -110,13 +111,14 @@ impl Outcome {
 }
 
 /// The pooled outbound client (HTTP/1.1, and HTTP/2 where TLS negotiates
-/// it; rustls). hyper-util's client, not reqwest: per delivery reqwest
+/// it; rustls; through the environment's proxy, see [`super::proxy`]). hyper-util's client, not reqwest: per delivery reqwest
 /// re-parsed the URL, boxed the body and response and kept its own timers,
 /// more than half of an attempt's instructions, for features (redirects,
-/// cookies, decoding, proxies) a delivery does not use.
+/// cookies, decoding) a delivery does not use.
 #[derive(Clone)]
 pub struct Outbound {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
+    proxies: Proxies,
 }
 
 impl Outbound {
@@ -136,12 +138,16 @@ impl Outbound {
         http.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
         #[cfg(target_os = "linux")]
         http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+        let proxies = Proxies::from_env();
+        // ring, named rather than the process default: with two providers
+        // compiled in (one more dependency is enough), the default panics.
         let https = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports the safe default TLS versions")
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(ProxyConnector::new(http, proxies.clone()));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
@@ -152,7 +158,7 @@ impl Outbound {
             .http2_keep_alive_interval(Some(TCP_KEEPALIVE))
             .http2_keep_alive_timeout(TCP_KEEPALIVE)
             .build(https);
-        Self { client }
+        Self { client, proxies }
     }
 
     /// Sends `job` to `destination` once; returns the outcome and latency.
@@ -166,6 +172,11 @@ impl Outbound {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = destination.uri.clone();
         *request.headers_mut() = outbound_headers(destination, job);
+        if let Some(authorization) = self.proxies.authorization(&destination.uri) {
+            request
+                .headers_mut()
+                .insert(http::header::PROXY_AUTHORIZATION, authorization);
+        }
         let outcome = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Ok(Ok(response)) => classify(destination, response, deadline).await,
             Ok(Err(err)) => Outcome::Retryable {

@@ -8,6 +8,7 @@
 mod backoff;
 mod breaker;
 mod client;
+mod proxy;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -9,12 +9,13 @@ use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
+use crate::support::tls::UntrustedTls;
 
-const SECRET: &str = "delivery-test-secret";
+pub(crate) const SECRET: &str = "delivery-test-secret";
 
 /// One source and `routes` routes named `r0…` to `<receiver>/r0…` (with
 /// `destination_extra` keys), with a fast retry policy.
-fn config(
+pub(crate) fn config(
     receiver: &Receiver,
     routes: usize,
     destination_extra: &str,
@@ -430,42 +431,11 @@ async fn consumers_of_gone_processes_are_pruned_but_not_those_holding_jobs() {
 /// retryable connection error that names the certificate.
 #[tokio::test]
 async fn https_destinations_with_untrusted_certificates_are_refused() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use switchyard::delivery::{Outbound, Outcome};
-    use tokio::io::AsyncReadExt;
-    use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer, pki_types::PrivatePkcs8KeyDer};
 
-    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.signing_key.serialize_der()));
-    let tls = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![issued.cert.der().clone()], key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let handshakes = Arc::new(AtomicUsize::new(0));
-    let bytes_read = Arc::new(AtomicUsize::new(0));
-    let server = tokio::spawn({
-        let (handshakes, bytes_read) = (handshakes.clone(), bytes_read.clone());
-        async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                handshakes.fetch_add(1, Ordering::SeqCst);
-                if let Ok(mut tls) = acceptor.accept(stream).await {
-                    let mut buf = vec![0; 4096];
-                    let n = tls.read(&mut buf).await.unwrap_or(0);
-                    bytes_read.fetch_add(n, Ordering::SeqCst);
-                }
-            }
-        }
-    });
-
-    let destination = destination(&format!("https://localhost:{port}/hook"), 5);
+    let server = UntrustedTls::start().await;
+    let destination = destination(&server.url("/hook"), 5);
     let (outcome, _) = Outbound::new().attempt(&destination, &job()).await;
-    server.abort();
 
     let Outcome::Retryable {
         status: None,
@@ -477,9 +447,9 @@ async fn https_destinations_with_untrusted_certificates_are_refused() {
     };
     assert!(error.starts_with("connect: "), "{error}");
     assert!(error.contains("certificate"), "{error}");
-    assert!(handshakes.load(Ordering::SeqCst) >= 1, "TLS was attempted");
+    assert!(server.connections() >= 1, "TLS was attempted");
     assert_eq!(
-        bytes_read.load(Ordering::SeqCst),
+        server.bytes_read(),
         0,
         "nothing sent in the clear or otherwise"
     );

@@ -13,6 +13,7 @@ mod health;
 mod hostile;
 mod ingest;
 mod lifecycle;
+mod proxy;
 mod receiver;
 mod recovery;
 mod secrets;

@@ -249,6 +249,13 @@ impl GatewayProcess {
             .arg(&self.config_path)
             .env("RUST_LOG", &self.options.log_filter)
             .env("SWITCHYARD_LOG_FORMAT", "json")
+            // Deliveries to 127.0.0.1 go direct unless a test names a proxy.
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -6,9 +6,11 @@
 pub mod gateway;
 pub mod github;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 pub mod redis;
 pub mod sender;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::time::Duration;

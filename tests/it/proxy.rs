@@ -1,0 +1,129 @@
+//! Deliveries through the egress proxy the environment names: plain `http`
+//! relayed in absolute form with the proxy's credentials, `https` through a
+//! `CONNECT` tunnel, and `NO_PROXY` hosts reached directly.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::Method;
+
+use crate::delivery::{SECRET, config};
+use crate::support::eventually;
+use crate::support::gateway::{GatewayProcess, ProcessOptions};
+use crate::support::github;
+use crate::support::proxy::ForwardProxy;
+use crate::support::receiver::Receiver;
+use crate::support::redis::RedisServer;
+use crate::support::tls::UntrustedTls;
+
+/// The proxy URL with `egress:s3cret` as its credentials.
+fn with_credentials(proxy: &ForwardProxy) -> String {
+    proxy.url().replace("http://", "http://egress:s3cret@")
+}
+
+fn basic(credentials: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
+async fn send(gateway: &GatewayProcess, delivery: &str) {
+    let url = gateway.public_url("/hooks/github");
+    let (status, answer) = github::post(
+        &reqwest::Client::new(),
+        &url,
+        SECRET,
+        "push",
+        delivery,
+        br#"{"via":"proxy"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+}
+
+#[tokio::test]
+async fn http_deliveries_go_through_the_proxy_with_its_credentials() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let proxy = ForwardProxy::start().await;
+    let options = ProcessOptions::default().env("HTTP_PROXY", &with_credentials(&proxy));
+    let gateway =
+        GatewayProcess::start_with(&redis.url(), &config(&receiver, 1, "", ""), options).await;
+
+    send(&gateway, "d-proxied").await;
+    let delivered = receiver.wait_for(1, Duration::from_secs(10)).await;
+
+    assert_eq!(delivered[0].body.as_ref(), br#"{"via":"proxy"}"#);
+    assert_eq!(
+        delivered[0].header("proxy-authorization"),
+        "",
+        "the proxy's credentials stop at the proxy"
+    );
+    let asked = proxy.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].method, Method::POST);
+    assert_eq!(
+        asked[0].target,
+        receiver.url("/r0"),
+        "absolute form, naming the destination"
+    );
+    assert_eq!(
+        asked[0].authorization.as_deref(),
+        Some(basic("egress:s3cret").as_str())
+    );
+    assert!(
+        !gateway.log().contains("s3cret"),
+        "proxy credentials reached the log"
+    );
+}
+
+#[tokio::test]
+async fn no_proxy_hosts_are_reached_directly() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let proxy = ForwardProxy::start().await;
+    let options = ProcessOptions::default()
+        .env("HTTP_PROXY", &proxy.url())
+        .env("NO_PROXY", "localhost,127.0.0.1");
+    let gateway =
+        GatewayProcess::start_with(&redis.url(), &config(&receiver, 1, "", ""), options).await;
+
+    send(&gateway, "d-direct").await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+
+    assert!(proxy.asked().is_empty(), "{:?}", proxy.asked());
+}
+
+#[tokio::test]
+async fn https_deliveries_tunnel_through_the_proxy() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let destination = UntrustedTls::start().await;
+    let proxy = ForwardProxy::start().await;
+    let options = ProcessOptions::default().env("HTTPS_PROXY", &with_credentials(&proxy));
+    let routes =
+        config(&receiver, 1, "", "").replace(&receiver.url("/r0"), &destination.url("/r0"));
+    let gateway = GatewayProcess::start_with(&redis.url(), &routes, options).await;
+
+    send(&gateway, "d-tunnelled").await;
+    let tunnelled = eventually(Duration::from_secs(10), || async {
+        destination.connections() >= 1
+    })
+    .await;
+
+    assert!(tunnelled, "the destination was never reached");
+    let asked = proxy.asked();
+    assert!(!asked.is_empty(), "the proxy was not asked for a tunnel");
+    for tunnel in &asked {
+        assert_eq!(tunnel.method, Method::CONNECT, "{asked:?}");
+        assert_eq!(tunnel.target, destination.authority());
+        assert_eq!(
+            tunnel.authorization.as_deref(),
+            Some(basic("egress:s3cret").as_str())
+        );
+    }
+    // TLS ran end to end through the tunnel: the client checked the
+    // destination's certificate (self-signed, so refused) and sent nothing.
+    assert_eq!(destination.bytes_read(), 0);
+}
