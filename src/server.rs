@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
 
 use crate::admin::{self, AdminState};
 use crate::alerts::Alerts;
@@ -159,7 +160,12 @@ pub async fn run(
             // logged, stored with the event, sent downstream and echoed back.
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(TraceLayer::new_for_http())
+            // Refusals are logged where they are decided, floods of them
+            // at most once a second; a line per 5xx here would be a second,
+            // unthrottled one.
+            .layer(
+                TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+            )
             .service(ingest::service(&config, queue.clone(), metrics.clone()));
         let public_app = axum::Router::new().fallback_service(stack);
         let public_addr = local_addr(&listeners.public, "public")?;

@@ -29,6 +29,8 @@ pub fn init_logging() {
 }
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -335,4 +337,75 @@ fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.001, 2.0, 16,
     ))
+}
+
+/// Lets a log line through at most once per interval, with the number of
+/// events it stands for. Failures that come in floods, one per request
+/// (shedding, Redis down), are logged this way: a line per request would
+/// add to the overload it reports, and their metrics count every one.
+pub struct LogThrottle {
+    every: Duration,
+    started: Instant,
+    /// When the last line was let through, in ms after `started` plus one;
+    /// 0 before the first.
+    last_line: AtomicU64,
+    since_last_line: AtomicU64,
+}
+
+impl LogThrottle {
+    /// At most one line per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            started: Instant::now(),
+            last_line: AtomicU64::new(0),
+            since_last_line: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event; `Some(n)` when a line is due, `n` being the events
+    /// since the last line, this one included.
+    pub fn note(&self) -> Option<u64> {
+        self.note_at(Instant::now())
+    }
+
+    fn note_at(&self, now: Instant) -> Option<u64> {
+        self.since_last_line.fetch_add(1, Ordering::Relaxed);
+        let now = millis(now.saturating_duration_since(self.started)) + 1;
+        let last = self.last_line.load(Ordering::Relaxed);
+        if last != 0 && now < last.saturating_add(millis(self.every)) {
+            return None;
+        }
+        // One of the callers racing here writes the line.
+        self.last_line
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(self.since_last_line.swap(0, Ordering::Relaxed))
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttled_line_is_let_through_once_per_interval_with_the_count() {
+        let throttle = LogThrottle::new(Duration::from_secs(1));
+        let at = |ms| throttle.started + Duration::from_millis(ms);
+        assert_eq!(throttle.note_at(at(0)), Some(1), "the first at once");
+        assert_eq!(throttle.note_at(at(10)), None);
+        assert_eq!(throttle.note_at(at(999)), None);
+        assert_eq!(
+            throttle.note_at(at(1000)),
+            Some(3),
+            "then what it stood for"
+        );
+        assert_eq!(throttle.note_at(at(1500)), None);
+        assert_eq!(throttle.note_at(at(5000)), Some(2));
+        assert_eq!(throttle.note_at(at(5001)), None);
+    }
 }

@@ -137,7 +137,15 @@ async fn answer_event(
         }
         Err(err) => {
             state.metrics.redis_error("enqueue");
-            tracing::error!(source = %state.name, error = %err, "cannot queue event; answering 503");
+            // `refused`: requests answered so since the last such line.
+            if let Some(refused) = state.floods.queue_unavailable.note() {
+                tracing::error!(
+                    source = %state.name,
+                    error = %err,
+                    refused,
+                    "cannot queue events; answering 503"
+                );
+            }
             let mut response = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",

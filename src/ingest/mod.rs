@@ -25,12 +25,15 @@ use crate::api_error::ApiError;
 use crate::config::{Config, Filter};
 use crate::queue::{EventWriter, Queue};
 use crate::signature::{self, Refused, VerifyLayer};
-use crate::telemetry::{Metrics, RouteLabels, SourceLabels};
+use crate::telemetry::{LogThrottle, Metrics, RouteLabels, SourceLabels};
 
 pub use filter::EventView;
 pub use handler::Outcome;
 
 use handler::RequestDeadline;
+
+/// Floods of one failure are logged at most this often.
+const FLOOD_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Label of requests that reached no source.
 const UNKNOWN_SOURCE_LABEL: &str = "unknown";
@@ -56,6 +59,14 @@ struct SourceState {
     duplicate_requests: Counter,
     writer: EventWriter,
     metrics: Arc<Metrics>,
+    /// Shared by every source: overload and Redis failures are the process's.
+    floods: Arc<FloodLogs>,
+}
+
+/// The failures logged at most once a second (see [`LogThrottle`]).
+struct FloodLogs {
+    shed: LogThrottle,
+    queue_unavailable: LogThrottle,
 }
 
 /// One source as the public service holds it: its state and its stack
@@ -117,6 +128,10 @@ pub fn service(
             });
     }
     let writer = queue.event_writer();
+    let floods = Arc::new(FloodLogs {
+        shed: LogThrottle::new(FLOOD_LOG_INTERVAL),
+        queue_unavailable: LogThrottle::new(FLOOD_LOG_INTERVAL),
+    });
     // One limit for all sources: it protects the process, not a source.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config.server.max_concurrent_requests,
@@ -137,6 +152,7 @@ pub fn service(
             duplicate_requests: metrics.ingest_counter(&source.name, "duplicate"),
             writer: writer.clone(),
             metrics: metrics.clone(),
+            floods: floods.clone(),
         });
         let handler_state = state.clone();
         let stack = ServiceBuilder::new()
@@ -200,7 +216,7 @@ where
                     .await
                     .map_or_else(
                         |_| request_timed_out(),
-                        |answer| answer.unwrap_or_else(|_| overloaded()),
+                        |answer| answer.unwrap_or_else(|_| overloaded(&state)),
                     )
             };
             count_outcome(&state, &response);
@@ -241,7 +257,14 @@ fn count_outcome(state: &SourceState, response: &Response) {
 
 /// The answer when `server.max_concurrent_requests` are already in flight:
 /// at once, before reading the body, so an overload costs little.
-fn overloaded() -> Response {
+fn overloaded(state: &SourceState) -> Response {
+    // `shed`: requests answered so since the last such line.
+    if let Some(shed) = state.floods.shed.note() {
+        tracing::warn!(
+            shed,
+            "overloaded (server.max_concurrent_requests in flight); answering 503"
+        );
+    }
     let mut response = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",

@@ -1131,7 +1131,7 @@ async fn scenario() {
         ("owner alert failed", 1),
         ("owner alerted", 4),
         ("admin action", 3),
-        ("cannot queue event; answering 503", 1),
+        ("cannot queue events; answering 503", 1),
         ("delivery: redis operation failed; retrying", 1),
         ("redis reachable", 2),
         ("shutdown requested", 1),
