@@ -372,6 +372,10 @@ impl Engine {
             tracing::debug!(error = %err, "cannot record the last failure");
         }
         state.record_attempt(&outcome, latency);
+        let error = match &outcome {
+            Outcome::Retryable { error, .. } | Outcome::Rejected { error, .. } => error.clone(),
+            Outcome::Delivered { .. } => None,
+        };
         tracing::info!(
             event_id = %job.event_id,
             job_id = %job.id,
@@ -382,12 +386,9 @@ impl Engine {
             outcome = outcome.label(),
             status = outcome.status(),
             latency_ms = latency.as_millis() as u64,
+            error = error.as_deref(),
             "delivery attempt"
         );
-        let error = match &outcome {
-            Outcome::Retryable { error, .. } | Outcome::Rejected { error, .. } => error.clone(),
-            Outcome::Delivered { .. } => None,
-        };
         job.history.push(AttemptRecord {
             attempt: job.attempt,
             at_ms: started_ms,

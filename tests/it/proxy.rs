@@ -124,6 +124,24 @@ async fn https_deliveries_tunnel_through_the_proxy() {
         );
     }
     // TLS ran end to end through the tunnel: the client checked the
-    // destination's certificate (self-signed, so refused) and sent nothing.
+    // destination's certificate (self-signed, so refused), sent nothing, and
+    // the attempt's log line says why it failed.
     assert_eq!(destination.bytes_read(), 0);
+    let logged = eventually(Duration::from_secs(10), || async {
+        gateway.log().lines().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|l| {
+                l["message"] == "delivery attempt"
+                    && l["outcome"] == "retryable"
+                    && l["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("certificate"))
+            })
+        })
+    })
+    .await;
+    assert!(
+        logged,
+        "no failed attempt naming the certificate; log:\n{}",
+        gateway.log()
+    );
 }
