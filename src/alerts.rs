@@ -46,10 +46,13 @@ pub struct Alerts {
 impl Alerts {
     /// Alerts for `config`'s owners.
     pub fn new(config: Arc<Config>, queue: Queue) -> Result<Arc<Self>, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        for certificate in &config.delivery.ca_certificates {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_der(certificate)?);
+        }
+        let client = builder.build()?;
         Ok(Arc::new(Self {
             config,
             queue,

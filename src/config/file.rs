@@ -114,6 +114,9 @@ pub struct DeliveryFile {
     pub retry: RetryFile,
     /// Run delivery workers (off: an ingest-only process).
     pub workers: Option<bool>,
+    /// PEM file of certificate authorities trusted for https destinations
+    /// and owner alerts, besides Mozilla's roots.
+    pub tls_ca_file: Option<String>,
     /// A job pending this long on a consumer is taken over by another.
     #[serde(default, with = "humantime_serde")]
     pub visibility_timeout: Option<Duration>,

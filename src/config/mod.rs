@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
+use rustls::pki_types::CertificateDer;
 use url::Url;
 
 pub use file::{AlertFormat, HmacAlgorithm, SignatureEncoding};
@@ -128,6 +129,9 @@ pub struct DeliveryConfig {
     pub visibility_timeout: Duration,
     /// When a destination's breaker opens and how long it stays open.
     pub breaker: BreakerPolicy,
+    /// Certificate authorities trusted for outbound TLS besides Mozilla's
+    /// roots (`tls_ca_file`, read and checked at load).
+    pub ca_certificates: Vec<CertificateDer<'static>>,
 }
 
 /// Circuit breaker settings, shared by every destination.

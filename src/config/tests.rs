@@ -1591,3 +1591,57 @@ fn destination_delivery_settings_are_validated() {
         "visibility_timeout",
     );
 }
+
+/// A certificate authority's certificate, PEM-encoded.
+fn test_ca_pem() -> String {
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).expect("test setup: CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("test setup: CA key");
+    params.self_signed(&key).expect("test setup: CA").pem()
+}
+
+#[test]
+fn tls_ca_file_is_read_relative_to_base_dir() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "corp-ca.pem",
+        &format!("{}{}", test_ca_pem(), test_ca_pem()),
+    );
+    let text = append(BASE, "[delivery]\ntls_ca_file = \"corp-ca.pem\"");
+    let config = expect_ok(load_in(&text, &base_env(), dir.path()));
+    assert_eq!(config.delivery.ca_certificates.len(), 2);
+    assert!(expect_ok(load(BASE)).delivery.ca_certificates.is_empty());
+}
+
+#[test]
+fn a_tls_ca_file_without_usable_certificates_is_refused() {
+    let dir = temp_dir();
+    write(dir.path(), "empty.pem", "");
+    write(
+        dir.path(),
+        "key.pem",
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+    );
+    // Well-formed PEM around bytes that are no certificate.
+    write(
+        dir.path(),
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    );
+    for (file, reason) in [
+        ("missing.pem", "cannot read certificates from"),
+        ("empty.pem", "holds no PEM certificate"),
+        ("key.pem", "holds no PEM certificate"),
+        ("garbage.pem", "certificate 1 of"),
+    ] {
+        let text = append(BASE, &format!("[delivery]\ntls_ca_file = \"{file}\""));
+        let problem = assert_only_problem(
+            load_in(&text, &base_env(), dir.path()),
+            "delivery.tls_ca_file",
+            reason,
+        );
+        assert!(problem.reason.contains(file), "{problem:?}");
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use redis::IntoConnectionInfo;
+use rustls::pki_types::pem::PemObject;
 use url::Url;
 
 use super::file::{
@@ -114,7 +115,7 @@ pub(super) fn validate(
     };
     let server = server(file.server, env, &mut problems);
     let redis = redis(file.redis, env, &mut problems);
-    let (delivery, max_in_flight) = delivery(file.delivery, &mut problems);
+    let (delivery, max_in_flight) = delivery(file.delivery, base_dir, &mut problems);
     let owners = owners(file.owners, &mut problems);
     let defaults = RouteDefaults {
         retry: delivery.retry,
@@ -421,7 +422,11 @@ fn retry_policy(
 }
 
 /// The delivery settings and the default per-destination in-flight limit.
-fn delivery(file: DeliveryFile, problems: &mut Problems) -> (DeliveryConfig, usize) {
+fn delivery(
+    file: DeliveryFile,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> (DeliveryConfig, usize) {
     let concurrency = file.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     if concurrency == 0 {
         problems.add("delivery.concurrency", "must be at least 1");
@@ -461,6 +466,10 @@ fn delivery(file: DeliveryFile, problems: &mut Problems) -> (DeliveryConfig, usi
                 failure_threshold,
                 cooldown,
             },
+            ca_certificates: file
+                .tls_ca_file
+                .map(|path| ca_certificates(&base_dir.join(path), problems))
+                .unwrap_or_default(),
         },
         file.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
     )
@@ -500,6 +509,38 @@ fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Url> {
             None
         }
     }
+}
+
+/// The certificates of a PEM file, each checked to be usable as a trust
+/// anchor, so a wrong file fails at load, not on the first https delivery.
+fn ca_certificates(path: &Path, problems: &mut Problems) -> Vec<CertificateDer<'static>> {
+    const KEY: &str = "delivery.tls_ca_file";
+    let shown = path.display();
+    let certificates = match CertificateDer::pem_file_iter(path) {
+        Ok(certificates) => certificates.collect::<Result<Vec<_>, _>>(),
+        Err(err) => Err(err),
+    };
+    let certificates = match certificates {
+        Ok(certificates) if certificates.is_empty() => {
+            problems.add(KEY, format!("{shown} holds no PEM certificate"));
+            return Vec::new();
+        }
+        Ok(certificates) => certificates,
+        Err(err) => {
+            problems.add(KEY, format!("cannot read certificates from {shown}: {err}"));
+            return Vec::new();
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, certificate) in certificates.iter().enumerate() {
+        if let Err(err) = roots.add(certificate.clone()) {
+            problems.add(
+                KEY,
+                format!("certificate {} of {shown} cannot be trusted: {err}", i + 1),
+            );
+        }
+    }
+    certificates
 }
 
 fn owners(file: BTreeMap<String, OwnerFile>, problems: &mut Problems) -> BTreeMap<String, Owner> {

@@ -2,6 +2,7 @@
 //! Switchyard's headers, optional Standard Webhooks signature) and the
 //! classification of what came back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -14,6 +15,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use sha2::Sha256;
 
 use super::backoff::parse_retry_after;
@@ -123,8 +126,10 @@ pub struct Outbound {
 
 impl Outbound {
     /// A client that keeps idle connections for a minute, notices dead
-    /// ones, and never follows redirects (hyper's client does not).
-    pub fn new() -> Self {
+    /// ones, and never follows redirects (hyper's client does not). TLS
+    /// trusts Mozilla's roots and `ca_certificates` (already checked when
+    /// the config was read; one that is not usable is left out).
+    pub fn new(ca_certificates: &[CertificateDer<'static>]) -> Self {
         let mut http = HttpConnector::new();
         // `https_or_http` below decides by scheme; the inner connector must
         // let https URLs through to it.
@@ -139,11 +144,20 @@ impl Outbound {
         #[cfg(target_os = "linux")]
         http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let proxies = Proxies::from_env();
+        let mut roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        roots.add_parsable_certificates(ca_certificates.iter().cloned());
         // ring, named rather than the process default: with two providers
         // compiled in (one more dependency is enough), the default panics.
+        let tls =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the safe default TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let https = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring supports the safe default TLS versions")
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -194,12 +208,6 @@ impl Outbound {
             },
         };
         (outcome, started.elapsed())
-    }
-}
-
-impl Default for Outbound {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -138,7 +138,7 @@ impl Engine {
             routes,
             gates: Gates::new(config.delivery.breaker),
             slots: Arc::new(Semaphore::new(config.delivery.concurrency)),
-            outbound: Outbound::new(),
+            outbound: Outbound::new(&config.delivery.ca_certificates),
             config,
             completer: queue.completer(),
             queue,

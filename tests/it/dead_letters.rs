@@ -13,6 +13,7 @@ use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
+use crate::support::tls::TrustedTls;
 
 const SECRET: &str = "dlq-test-secret";
 const TOKEN: &str = "test-admin-token";
@@ -645,4 +646,49 @@ async fn the_backlog_is_measured_and_expires_only_when_retention_says_so() {
         .filter(|e| e["action"] == "expire" && e["token"] == "retention")
         .collect();
     assert_eq!(expired.len(), 2, "every expiry is audited: {audit}");
+}
+
+/// An owner's `https` alert endpoint whose certificate an authority named in
+/// `delivery.tls_ca_file` issued gets its alert: the file applies to owner
+/// alerts as to deliveries.
+#[tokio::test]
+async fn owner_alerts_trust_the_configured_authority() {
+    let endpoint = TrustedTls::start().await;
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Reply::status(400));
+    let unused = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("corp-ca.pem");
+    std::fs::write(&ca_file, endpoint.ca_pem()).expect("write CA file");
+    let toml = config_toml(&redis.url(), &config(&receiver, &unused, 1))
+        .replace(&unused.url("/alerts"), &endpoint.url("/alerts"))
+        .replacen(
+            "[delivery]\n",
+            &format!(
+                "[delivery]\ntls_ca_file = {:?}\n",
+                ca_file.display().to_string()
+            ),
+            1,
+        );
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    let (status, answer) = github::post(
+        &reqwest::Client::new(),
+        &gateway.public_url("/hooks/github"),
+        SECRET,
+        "payments",
+        "d-alert-tls",
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+
+    let alerted = eventually(Duration::from_secs(10), || async {
+        !endpoint.received().is_empty()
+    })
+    .await;
+    assert!(alerted, "no alert reached the https endpoint");
+    let (_, body) = &endpoint.received()[0];
+    let alert: Value = serde_json::from_slice(body).expect("json alert");
+    assert_eq!(alert["route"], "payments-route");
 }

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use switchyard::delivery::{Outbound, Outcome};
 
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
-use crate::support::tls::UntrustedTls;
+use crate::support::tls::{TrustedTls, UntrustedTls};
 
 pub(crate) const SECRET: &str = "delivery-test-secret";
 
@@ -431,11 +432,9 @@ async fn consumers_of_gone_processes_are_pruned_but_not_those_holding_jobs() {
 /// retryable connection error that names the certificate.
 #[tokio::test]
 async fn https_destinations_with_untrusted_certificates_are_refused() {
-    use switchyard::delivery::{Outbound, Outcome};
-
     let server = UntrustedTls::start().await;
     let destination = destination(&server.url("/hook"), 5);
-    let (outcome, _) = Outbound::new().attempt(&destination, &job()).await;
+    let (outcome, _) = Outbound::new(&[]).attempt(&destination, &job()).await;
 
     let Outcome::Retryable {
         status: None,
@@ -453,6 +452,63 @@ async fn https_destinations_with_untrusted_certificates_are_refused() {
         0,
         "nothing sent in the clear or otherwise"
     );
+}
+
+/// A destination whose certificate an authority named in
+/// `delivery.tls_ca_file` issued is trusted, and the delivery goes over
+/// HTTP/2 when the destination offers it by ALPN, the body byte for byte.
+#[tokio::test]
+async fn https_destinations_of_a_configured_authority_get_deliveries_over_http2() {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+    let server = TrustedTls::start().await;
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("corp-ca.pem");
+    std::fs::write(&ca_file, server.ca_pem()).expect("write CA file");
+    let toml = config_toml(
+        &redis.url(),
+        &config(
+            &receiver,
+            1,
+            "",
+            &format!("tls_ca_file = {:?}", ca_file.display().to_string()),
+        ),
+    )
+    .replace(&receiver.url("/r0"), &server.url("/r0"));
+    let gateway = TestGateway::start(parse_config(&toml)).await;
+    let s = Setup {
+        redis,
+        gateway,
+        receiver,
+    };
+    s.send("d-tls", br#"{"over":"h2"}"#).await;
+    let delivered = crate::support::eventually(Duration::from_secs(10), || async {
+        !server.received().is_empty()
+    })
+    .await;
+    assert!(delivered, "nothing reached the TLS destination");
+    assert_eq!(
+        server.received(),
+        vec![(
+            http::Version::HTTP_2,
+            bytes::Bytes::from_static(br#"{"over":"h2"}"#)
+        )]
+    );
+
+    // The same authority, not configured: refused, and nothing sent.
+    let (outcome, _) = Outbound::new(&[])
+        .attempt(&destination(&server.url("/direct"), 5), &job())
+        .await;
+    assert_eq!(outcome.label(), Outcome::RETRYABLE, "{outcome:?}");
+    assert_eq!(server.received().len(), 1);
+    let trusted = [CertificateDer::from_pem_slice(server.ca_pem().as_bytes()).expect("CA")];
+    let (outcome, _) = Outbound::new(&trusted)
+        .attempt(&destination(&server.url("/direct"), 5), &job())
+        .await;
+    assert_eq!(outcome, Outcome::Delivered { status: 200 });
 }
 
 /// A destination built by hand for `Outbound` alone.
@@ -489,7 +545,6 @@ fn job() -> switchyard::queue::Job {
 /// deliver it again), a 503 keeps its status and Retry-After.
 #[tokio::test]
 async fn a_stalled_answer_body_does_not_change_the_outcome() {
-    use switchyard::delivery::{Outbound, Outcome};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     for (head, expected) in [
@@ -522,7 +577,7 @@ async fn a_stalled_answer_body_does_not_change_the_outcome() {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let destination = destination(&format!("http://127.0.0.1:{port}/hook"), 1);
-        let (outcome, latency) = Outbound::new().attempt(&destination, &job()).await;
+        let (outcome, latency) = Outbound::new(&[]).attempt(&destination, &job()).await;
         server.abort();
         assert_eq!(outcome, expected);
         assert!(
