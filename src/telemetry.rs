@@ -380,7 +380,8 @@ impl LogThrottle {
         self.last_line
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .ok()?;
-        Some(self.since_last_line.swap(0, Ordering::Relaxed))
+        // Zero when another caller's line took this one's count.
+        Some(self.since_last_line.swap(0, Ordering::Relaxed)).filter(|&n| n > 0)
     }
 }
 

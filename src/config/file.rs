@@ -319,6 +319,6 @@ pub struct DestinationFile {
     pub signing_secret: Option<String>,
     /// Request headers forwarded downstream; all but hop-by-hop when absent.
     pub forward_headers: Option<Vec<String>>,
-    /// Statuses retried besides 408, 425, 429 and 5xx.
+    /// Statuses retried besides 407, 408, 425, 429 and 5xx.
     pub retry_on: Option<Vec<u16>>,
 }

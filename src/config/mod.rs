@@ -288,7 +288,7 @@ pub struct Destination {
     pub signing_secret: Option<Secret>,
     /// Headers forwarded downstream; `None`: all but hop-by-hop ones.
     pub forward_headers: Option<Vec<HeaderName>>,
-    /// Statuses retried besides 408, 425, 429 and 5xx.
+    /// Statuses retried besides 407, 408, 425, 429 and 5xx.
     pub retry_on: Vec<u16>,
 }
 

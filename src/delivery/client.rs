@@ -69,7 +69,8 @@ pub enum Outcome {
         /// The status.
         status: u16,
     },
-    /// Worth retrying: 408, 425, 429, 5xx, `retry_on`, timeouts, connection errors.
+    /// Worth retrying: 407, 408, 425, 429, 5xx, `retry_on`, timeouts,
+    /// connection errors.
     Retryable {
         /// The status, when there was an answer.
         status: Option<u16>,
@@ -113,11 +114,12 @@ impl Outcome {
     }
 }
 
-/// The pooled outbound client (HTTP/1.1, and HTTP/2 where TLS negotiates
-/// it; rustls; through the environment's proxy, see [`super::proxy`]). hyper-util's client, not reqwest: per delivery reqwest
-/// re-parsed the URL, boxed the body and response and kept its own timers,
-/// more than half of an attempt's instructions, for features (redirects,
-/// cookies, decoding) a delivery does not use.
+/// The pooled outbound client: HTTP/1.1, and HTTP/2 where TLS negotiates
+/// it; rustls; through the environment's proxy (see [`super::proxy`]).
+/// hyper-util's client, not reqwest: per delivery reqwest re-parsed the URL,
+/// boxed the body and response and kept its own timers, more than half of
+/// an attempt's instructions, for features (redirects, cookies, decoding) a
+/// delivery does not use.
 #[derive(Clone)]
 pub struct Outbound {
     client: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
@@ -304,7 +306,10 @@ async fn classify(
     let text = text.trim();
     let snippet = (!text.is_empty()).then(|| text.to_owned());
     let retryable =
-        matches!(status, 408 | 425 | 429 | 500..=599) || destination.retry_on.contains(&status);
+        // 407 comes from an egress proxy refusing our credentials: the fix
+        // is on our side, so it is retried like a tunnel the proxy refused,
+        // not dead-lettered at once.
+        matches!(status, 407 | 408 | 425 | 429 | 500..=599) || destination.retry_on.contains(&status);
     if retryable {
         Outcome::Retryable {
             status: Some(status),
@@ -346,14 +351,19 @@ fn transport_error(err: &hyper_util::client::legacy::Error) -> String {
     } else {
         "request"
     };
+    format!("{kind}: {}", with_causes(err))
+}
+
+/// An error and each of its causes, joined by `: `.
+pub(super) fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
+    let mut source = err.source();
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    format!("{kind}: {message}")
+    message
 }
 
 #[cfg(test)]

@@ -386,7 +386,9 @@ impl Engine {
             outcome = outcome.label(),
             status = outcome.status(),
             latency_ms = latency.as_millis() as u64,
-            error = error.as_deref(),
+            // What went wrong when nothing was answered; an answer's body
+            // may carry the event's data, so it stays in the dead letter.
+            error = outcome.status().is_none().then_some(error.as_deref()).flatten(),
             "delivery attempt"
         );
         job.history.push(AttemptRecord {

@@ -33,7 +33,34 @@ impl Proxies {
     /// name (none in a CGI process, where `HTTP_PROXY` may come from a
     /// request header).
     pub fn from_env() -> Self {
-        Self::new(Matcher::from_env())
+        let proxies = Self::new(Matcher::from_env());
+        proxies.log_effective();
+        proxies
+    }
+
+    /// Says at start which proxy each kind of destination goes through (or
+    /// that none is set), so a proxy that is wrong is seen before deliveries
+    /// fail on it. Never the credentials.
+    fn log_effective(&self) {
+        for scheme in ["http", "https"] {
+            // A name that no NO_PROXY rule of a real deployment names.
+            let probe = Uri::from_static(if scheme == "http" {
+                "http://switchyard-proxy-probe.invalid/"
+            } else {
+                "https://switchyard-proxy-probe.invalid/"
+            });
+            match self.matcher.intercept(&probe) {
+                Some(proxy) if proxy.uri().scheme() == Some(&http::uri::Scheme::HTTP) => {
+                    tracing::info!(destinations = scheme, proxy = %proxy_name(&proxy), "deliveries go through a proxy");
+                }
+                Some(proxy) => tracing::warn!(
+                    destinations = scheme,
+                    proxy = %proxy_name(&proxy),
+                    "the environment names a proxy deliveries cannot speak to (only http:// proxies); every such delivery will fail"
+                ),
+                None => {}
+            }
+        }
     }
 
     fn new(matcher: Matcher) -> Self {
@@ -207,22 +234,11 @@ fn proxy_name(proxy: &Intercept) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::client::with_causes;
     use super::*;
 
     fn proxies(all: &str, no: &str) -> Proxies {
         Proxies::new(Matcher::builder().all(all).no(no).build())
-    }
-
-    /// The error and every cause, as an attempt record shows them.
-    fn chain(err: &BoxError) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
     }
 
     #[test]
@@ -252,7 +268,7 @@ mod tests {
             .await
         {
             Ok(_) => panic!("a SOCKS proxy was used"),
-            Err(err) => chain(&err),
+            Err(err) => with_causes(err.as_ref()),
         };
         assert_eq!(
             err,
@@ -272,7 +288,7 @@ mod tests {
             let mut connector = ProxyConnector::new(HttpConnector::new(), proxies(&proxy, ""));
             let err = match connector.call(destination.parse().expect("uri")).await {
                 Ok(_) => panic!("connected to a closed port"),
-                Err(err) => chain(&err),
+                Err(err) => with_causes(err.as_ref()),
             };
             assert!(
                 err.starts_with(&format!("through proxy http://127.0.0.1:{port}: ")),

@@ -502,7 +502,13 @@ async fn https_destinations_of_a_configured_authority_get_deliveries_over_http2(
     let (outcome, _) = Outbound::new(&[])
         .attempt(&destination(&server.url("/direct"), 5), &job())
         .await;
-    assert_eq!(outcome.label(), Outcome::RETRYABLE, "{outcome:?}");
+    let Outcome::Retryable {
+        error: Some(error), ..
+    } = &outcome
+    else {
+        panic!("an unknown authority is a retryable connection error, got {outcome:?}");
+    };
+    assert!(error.contains("certificate"), "{error}");
     assert_eq!(server.received().len(), 1);
     let trusted = [CertificateDer::from_pem_slice(server.ca_pem().as_bytes()).expect("CA")];
     let (outcome, _) = Outbound::new(&trusted)

@@ -55,11 +55,6 @@ async fn http_deliveries_go_through_the_proxy_with_its_credentials() {
     let delivered = receiver.wait_for(1, Duration::from_secs(10)).await;
 
     assert_eq!(delivered[0].body.as_ref(), br#"{"via":"proxy"}"#);
-    assert_eq!(
-        delivered[0].header("proxy-authorization"),
-        "",
-        "the proxy's credentials stop at the proxy"
-    );
     let asked = proxy.asked();
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(asked[0].method, Method::POST);
@@ -72,9 +67,48 @@ async fn http_deliveries_go_through_the_proxy_with_its_credentials() {
         asked[0].authorization.as_deref(),
         Some(basic("egress:s3cret").as_str())
     );
+    let log = gateway.log();
     assert!(
-        !gateway.log().contains("s3cret"),
-        "proxy credentials reached the log"
+        log.contains("deliveries go through a proxy") && log.contains(&proxy.url()),
+        "the proxy in use is logged at start:\n{log}"
+    );
+    for secret in ["s3cret", basic("egress:s3cret").as_str()] {
+        assert!(!log.contains(secret), "proxy credentials reached the log");
+    }
+}
+
+/// A proxy refusing the gateway's credentials (407) is a failure of ours to
+/// retry, not the destination's rejection to dead-letter at once.
+#[tokio::test]
+async fn a_proxy_refusing_the_credentials_is_retried() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let proxy = ForwardProxy::requiring(&basic("egress:rotated")).await;
+    let options = ProcessOptions::default().env("HTTP_PROXY", &with_credentials(&proxy));
+    let gateway =
+        GatewayProcess::start_with(&redis.url(), &config(&receiver, 1, "", ""), options).await;
+
+    send(&gateway, "d-refused").await;
+    let retried = eventually(Duration::from_secs(10), || async {
+        proxy.asked().len() >= 2
+    })
+    .await;
+
+    assert!(
+        retried,
+        "asked {} time(s): {:?}",
+        proxy.asked().len(),
+        proxy.asked()
+    );
+    assert!(receiver.requests().is_empty());
+    assert!(
+        gateway
+            .log()
+            .lines()
+            .any(|line| line.contains(r#""outcome":"retryable""#)
+                && line.contains(r#""status":407"#)),
+        "{}",
+        gateway.log()
     );
 }
 
@@ -84,15 +118,20 @@ async fn no_proxy_hosts_are_reached_directly() {
     let receiver = Receiver::start().await;
     let proxy = ForwardProxy::start().await;
     let options = ProcessOptions::default()
-        .env("HTTP_PROXY", &proxy.url())
+        .env("HTTP_PROXY", &with_credentials(&proxy))
         .env("NO_PROXY", "localhost,127.0.0.1");
     let gateway =
         GatewayProcess::start_with(&redis.url(), &config(&receiver, 1, "", ""), options).await;
 
     send(&gateway, "d-direct").await;
-    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let delivered = receiver.wait_for(1, Duration::from_secs(10)).await;
 
     assert!(proxy.asked().is_empty(), "{:?}", proxy.asked());
+    assert_eq!(
+        delivered[0].header("proxy-authorization"),
+        "",
+        "the proxy's credentials go only to the proxy"
+    );
 }
 
 #[tokio::test]
@@ -126,7 +165,6 @@ async fn https_deliveries_tunnel_through_the_proxy() {
     // TLS ran end to end through the tunnel: the client checked the
     // destination's certificate (self-signed, so refused), sent nothing, and
     // the attempt's log line says why it failed.
-    assert_eq!(destination.bytes_read(), 0);
     let logged = eventually(Duration::from_secs(10), || async {
         gateway.log().lines().any(|line| {
             serde_json::from_str::<serde_json::Value>(line).is_ok_and(|l| {
@@ -144,4 +182,5 @@ async fn https_deliveries_tunnel_through_the_proxy() {
         "no failed attempt naming the certificate; log:\n{}",
         gateway.log()
     );
+    assert_eq!(destination.bytes_read(), 0);
 }

@@ -1,6 +1,7 @@
 //! A forward HTTP proxy standing in for a company's egress proxy: it relays
 //! absolute-form requests to their destination and opens `CONNECT` tunnels,
-//! recording what it was asked and with which `Proxy-Authorization`.
+//! recording what it was asked and with which `Proxy-Authorization`; it may
+//! demand credentials (407 otherwise).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,20 +35,34 @@ pub struct ForwardProxy {
 }
 
 impl ForwardProxy {
-    /// Listens on a free port of 127.0.0.1.
+    /// Listens on a free port of 127.0.0.1 and serves anyone.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Answers 407 to requests whose `Proxy-Authorization` is not `required`.
+    pub async fn requiring(required: &str) -> Self {
+        Self::start_with(Some(required.to_owned())).await
+    }
+
+    async fn start_with(required: Option<String>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let asked = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let asked = asked.clone();
+            let required = Arc::new(required);
             async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    let asked = asked.clone();
+                    let (asked, required) = (asked.clone(), required.clone());
                     tokio::spawn(async move {
                         let service = service_fn(move |request| {
-                            let asked = asked.clone();
-                            async move { Ok::<_, Infallible>(handle(request, &asked).await) }
+                            let (asked, required) = (asked.clone(), required.clone());
+                            async move {
+                                Ok::<_, Infallible>(
+                                    handle(request, &asked, required.as_deref()).await,
+                                )
+                            }
                         });
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
@@ -77,16 +92,29 @@ impl Drop for ForwardProxy {
     }
 }
 
-async fn handle(request: Request<Incoming>, asked: &Mutex<Vec<Asked>>) -> Response<Full<Bytes>> {
+async fn handle(
+    request: Request<Incoming>,
+    asked: &Mutex<Vec<Asked>>,
+    required: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let authorization = request
+        .headers()
+        .get(http::header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     asked.lock().expect("proxy log").push(Asked {
         method: request.method().clone(),
         target: request.uri().to_string(),
-        authorization: request
-            .headers()
-            .get(http::header::PROXY_AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        authorization: authorization.clone(),
     });
+    if required.is_some_and(|required| authorization.as_deref() != Some(required)) {
+        let mut refusal = answer(StatusCode::PROXY_AUTHENTICATION_REQUIRED, "");
+        refusal.headers_mut().insert(
+            http::header::PROXY_AUTHENTICATE,
+            http::HeaderValue::from_static("Basic realm=\"egress\""),
+        );
+        return refusal;
+    }
     let Some(authority) = request.uri().authority().map(|a| a.to_string()) else {
         return answer(
             StatusCode::BAD_REQUEST,
