@@ -138,7 +138,7 @@ async fn answer_event(
         Err(err) => {
             state.metrics.redis_error("enqueue");
             // `refused`: requests answered so since the last such line.
-            if let Some(refused) = state.floods.queue_unavailable.note() {
+            if let Some(refused) = state.queue_unavailable_log.note() {
                 tracing::error!(
                     source = %state.name,
                     error = %err,

@@ -59,14 +59,11 @@ struct SourceState {
     duplicate_requests: Counter,
     writer: EventWriter,
     metrics: Arc<Metrics>,
-    /// Shared by every source: overload and Redis failures are the process's.
-    floods: Arc<FloodLogs>,
-}
-
-/// The failures logged at most once a second (see [`LogThrottle`]).
-struct FloodLogs {
-    shed: LogThrottle,
-    queue_unavailable: LogThrottle,
+    /// Refusals for overload, logged at most once a second (see
+    /// [`LogThrottle`]); shared by every source, as the limit is.
+    shed_log: Arc<LogThrottle>,
+    /// This source's refusals for Redis failures, logged the same way.
+    queue_unavailable_log: LogThrottle,
 }
 
 /// One source as the public service holds it: its state and its stack
@@ -128,10 +125,7 @@ pub fn service(
             });
     }
     let writer = queue.event_writer();
-    let floods = Arc::new(FloodLogs {
-        shed: LogThrottle::new(FLOOD_LOG_INTERVAL),
-        queue_unavailable: LogThrottle::new(FLOOD_LOG_INTERVAL),
-    });
+    let shed_log = Arc::new(LogThrottle::new(FLOOD_LOG_INTERVAL));
     // One limit for all sources: it protects the process, not a source.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config.server.max_concurrent_requests,
@@ -152,7 +146,8 @@ pub fn service(
             duplicate_requests: metrics.ingest_counter(&source.name, "duplicate"),
             writer: writer.clone(),
             metrics: metrics.clone(),
-            floods: floods.clone(),
+            shed_log: shed_log.clone(),
+            queue_unavailable_log: LogThrottle::new(FLOOD_LOG_INTERVAL),
         });
         let handler_state = state.clone();
         let stack = ServiceBuilder::new()
@@ -259,7 +254,7 @@ fn count_outcome(state: &SourceState, response: &Response) {
 /// at once, before reading the body, so an overload costs little.
 fn overloaded(state: &SourceState) -> Response {
     // `shed`: requests answered so since the last such line.
-    if let Some(shed) = state.floods.shed.note() {
+    if let Some(shed) = state.shed_log.note() {
         tracing::warn!(
             shed,
             "overloaded (server.max_concurrent_requests in flight); answering 503"
