@@ -1,5 +1,6 @@
-//! Deliveries through the proxy the environment names, as curl reads it:
-//! `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (lower case too).
+//! Deliveries through the proxy the environment names (`HTTP_PROXY`,
+//! `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, upper or lower case; hyper-util's
+//! `Matcher` reads them, and the README states its rules).
 //! An `http` destination's requests go to the proxy in absolute form; an
 //! `https` destination is reached through a `CONNECT` tunnel, so TLS still
 //! runs end to end with the destination. Only `http://` proxies are spoken.
@@ -51,7 +52,11 @@ impl Proxies {
             });
             match self.matcher.intercept(&probe) {
                 Some(proxy) if proxy.uri().scheme() == Some(&http::uri::Scheme::HTTP) => {
-                    tracing::info!(destinations = scheme, proxy = %proxy_name(&proxy), "deliveries go through a proxy");
+                    tracing::info!(
+                        destinations = scheme,
+                        proxy = %proxy_name(&proxy),
+                        "deliveries go through a proxy"
+                    );
                 }
                 Some(proxy) => tracing::warn!(
                     destinations = scheme,
