@@ -20,13 +20,9 @@ use crate::admin::{self, AdminState};
 use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::delivery::Engine;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{self, Eviction, Queue, QueueError, RedisReport};
 use crate::telemetry::Metrics;
 use crate::{housekeeping, ingest};
-
-/// How often the Redis watcher checks the connection; a state change is
-/// logged once, so this only bounds how late the log line comes.
-const REDIS_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The two sockets the gateway serves.
 pub struct Listeners {
@@ -114,8 +110,26 @@ pub async fn run(
         );
     }
     let queue = Queue::connect_lazy(&config.redis)?;
-    let watcher = tokio::spawn(watch_redis(queue.clone(), shutdown.clone()));
+    queue
+        .refuse_unsafe_eviction(config.redis.allow_eviction)
+        .await?;
     let metrics = Metrics::new();
+    let watcher = tokio::spawn(queue::watch(
+        queue.clone(),
+        config.redis.allow_eviction,
+        {
+            let metrics = metrics.clone();
+            move |report: &RedisReport| {
+                if let Some(bytes) = report.used_memory_bytes {
+                    metrics.redis_used_memory.set(saturating_i64(bytes));
+                }
+                metrics.redis_keys.set(saturating_i64(report.keys));
+                let evicts = matches!(report.eviction, Some(Eviction::AnyKey(_)));
+                metrics.redis_evicts_jobs.set(i64::from(evicts));
+            }
+        },
+        shutdown.clone(),
+    ));
     let alerts = Alerts::new(config.clone(), queue.clone()).map_err(ServerError::Outbound)?;
     tokio::spawn(housekeeping::run(
         config.clone(),
@@ -235,6 +249,10 @@ pub async fn run(
     result
 }
 
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 fn local_addr(listener: &TcpListener, name: &'static str) -> Result<SocketAddr, ServerError> {
     listener.local_addr().map_err(|source| ServerError::Serve {
         listener: name,
@@ -290,9 +308,6 @@ fn raise_open_file_limit(needed: u64) {
         );
     }
 }
-
-/// The oldest Redis the queue scripts run on.
-const MIN_REDIS_VERSION: (u32, u32) = (7, 0);
 
 /// How often reaching `server.max_connections` is logged at most.
 const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -413,70 +428,4 @@ fn consumer_name() -> String {
         std::process::id(),
         &suffix[suffix.len() - 6..]
     )
-}
-
-/// Logs Redis going away and coming back (once per change, with the URL and
-/// the cause), and checks the version and persistence once Redis first
-/// answers.
-async fn watch_redis(queue: Queue, shutdown: CancellationToken) {
-    let mut up: Option<bool> = None;
-    let mut persistence_checked = false;
-    loop {
-        match queue.ping(admin::READINESS_PING_TIMEOUT).await {
-            Ok(()) => {
-                if up != Some(true) {
-                    tracing::info!(redis = %queue.display_url(), "redis reachable");
-                }
-                up = Some(true);
-                if !persistence_checked {
-                    persistence_checked = true;
-                    refuse_old_redis(&queue).await;
-                    warn_without_persistence(&queue).await;
-                }
-            }
-            Err(err) => {
-                if up != Some(false) {
-                    tracing::error!(
-                        redis = %queue.display_url(),
-                        error = %err,
-                        "redis unreachable; webhooks are refused with 503 until it returns, retrying"
-                    );
-                }
-                up = Some(false);
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(REDIS_WATCH_INTERVAL) => {}
-        }
-    }
-}
-
-/// Redis before 7.0 rejects the enqueue script's `SET … NX GET`: every
-/// event with a delivery id would be answered 503. Said loudly, once.
-async fn refuse_old_redis(queue: &Queue) {
-    match queue.server_version().await {
-        Ok(Some(version)) if version < MIN_REDIS_VERSION => tracing::error!(
-            redis = %queue.display_url(),
-            version = %format!("{}.{}", version.0, version.1),
-            "redis is older than 7.0: webhooks with a delivery id will be refused with 503; upgrade Redis"
-        ),
-        Ok(_) => {}
-        Err(err) => tracing::info!(error = %err, "cannot read the redis version"),
-    }
-}
-
-async fn warn_without_persistence(queue: &Queue) {
-    match queue.persistence().await {
-        Ok(p) if p.is_none() => tracing::warn!(
-            redis = %queue.display_url(),
-            "redis keeps nothing on disk (no AOF, no RDB save): acked webhooks die with Redis; \
-             enable appendonly for production"
-        ),
-        Ok(p) => tracing::info!(aof = p.aof, rdb = p.rdb, "redis persistence"),
-        Err(err) => tracing::info!(
-            error = %err,
-            "cannot read redis persistence settings (CONFIG disabled?); make sure AOF or RDB is on"
-        ),
-    }
 }

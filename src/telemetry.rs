@@ -126,6 +126,12 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Times the public listener held off accepting at `server.max_connections`.
     pub connection_limit_reached: Counter,
+    /// Redis's `used_memory`, as last read.
+    pub redis_used_memory: Gauge,
+    /// Keys in Redis (every database), as last read.
+    pub redis_keys: Gauge,
+    /// 1 while Redis's `maxmemory-policy` may evict queued jobs.
+    pub redis_evicts_jobs: Gauge,
 }
 
 /// Labels of per-destination gauges.
@@ -238,7 +244,29 @@ impl Metrics {
             "Times the public listener stopped accepting at server.max_connections",
             connection_limit_reached.clone(),
         );
+        let redis_used_memory = Gauge::default();
+        registry.register_with_unit(
+            "redis_used_memory",
+            "Memory Redis reports in use (INFO used_memory), as last read",
+            Unit::Bytes,
+            redis_used_memory.clone(),
+        );
+        let redis_keys = Gauge::default();
+        registry.register(
+            "redis_keys",
+            "Keys in Redis, every database (INFO keyspace), as last read",
+            redis_keys.clone(),
+        );
+        let redis_evicts_jobs = Gauge::default();
+        registry.register(
+            "redis_evicts_jobs",
+            "1 while Redis's maxmemory-policy may evict queued jobs (allkeys-*): webhooks are refused unless redis.allow_eviction",
+            redis_evicts_jobs.clone(),
+        );
         Arc::new(Self {
+            redis_used_memory,
+            redis_keys,
+            redis_evicts_jobs,
             open_connections,
             connection_limit_reached,
             retry_scheduled,

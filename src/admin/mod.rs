@@ -79,7 +79,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match state.queue.ping(READINESS_PING_TIMEOUT).await {
+    match state.queue.ready(READINESS_PING_TIMEOUT).await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(err) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -80,6 +80,8 @@ pub struct RedisFile {
     pub url: Option<String>,
     /// Key prefix; every key is `{prefix}:…`.
     pub prefix: Option<String>,
+    /// Run on a Redis whose `maxmemory-policy` may evict queued jobs.
+    pub allow_eviction: Option<bool>,
 }
 
 /// `[admin]`

@@ -96,6 +96,9 @@ pub struct RedisConfig {
     pub display_url: String,
     /// Key prefix; keys are `{prefix}:…`.
     pub prefix: String,
+    /// Run (with an error logged) on a Redis whose `maxmemory-policy` can
+    /// evict any key, queued jobs included; refused otherwise.
+    pub allow_eviction: bool,
 }
 
 /// `[admin]`, validated.

@@ -330,6 +330,7 @@ fn redis(
             connection,
             display_url,
             prefix,
+            allow_eviction: file.allow_eviction.unwrap_or(false),
         }),
         Err(err) => {
             problems.add(

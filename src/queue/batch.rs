@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use redis::{ErrorKind, RedisError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Queue, QueueError};
@@ -58,23 +57,16 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 
     /// Writes `item` with whatever else is waiting; its own result.
     pub async fn submit(&self, item: T) -> Result<R, QueueError> {
-        let stopped = || {
-            self.queue.error(RedisError::from((
-                ErrorKind::Client,
-                "the batch writer has stopped",
-            )))
+        let stopped = || QueueError::WriterStopped {
+            url: self.queue.display_url.clone(),
         };
         let (answer, answered) = oneshot::channel();
         self.items
             .send((item, answer))
             .await
             .map_err(|_| stopped())?;
-        answered.await.unwrap_or_else(|_| {
-            Err(self.queue.error(RedisError::from((
-                ErrorKind::Client,
-                "the batch write failed",
-            ))))
-        })
+        // The task dropped the answer: it ended (the runtime is shutting down).
+        answered.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 

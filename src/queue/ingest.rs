@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use redis::{ErrorKind, RedisError, Script};
+use redis::Script;
 
 use super::batch::{Batcher, all_failed, per_item};
 use super::{Job, Queue, QueueError, Stat};
@@ -180,6 +180,7 @@ impl EventWriter {
     /// Durably queues one job per route of `event` and records its delivery
     /// id, atomically; or reports the earlier event with the same delivery id.
     pub async fn enqueue(&self, event: &NewEvent<'_>) -> Result<Enqueued, QueueError> {
+        self.queue.refused_for_eviction()?;
         let keys = &self.queue.keys;
         self.batcher
             .submit(PendingEvent {
@@ -248,10 +249,10 @@ impl Queue {
                 Some(results) => results.into_iter().map(Ok).collect(),
                 None => all_failed(
                     batch.len(),
-                    self.error(RedisError::from((
-                        ErrorKind::UnexpectedReturnType,
-                        "the enqueue script did not answer for each event of the batch",
-                    ))),
+                    QueueError::UnexpectedReply {
+                        url: self.display_url.clone(),
+                        script: "enqueue",
+                    },
                 ),
             },
             Err(source) => all_failed(batch.len(), self.error(source)),

@@ -1,5 +1,5 @@
-//! Redis, the gateway's only state: the connection, its health, and (as the
-//! gateway grows) the jobs stream, retry schedule and dead-letter store.
+//! Redis, the gateway's only state: the connection, its health, the jobs
+//! stream, the retry schedule and the dead-letter store.
 //!
 //! Layout (all keys under `{prefix}:`, see [`Keys`]):
 //! - `jobs`: stream, one entry per (event, route) job, read by the consumer
@@ -23,6 +23,7 @@
 mod batch;
 mod dead;
 mod delivery;
+mod health;
 mod ingest;
 mod job;
 mod keys;
@@ -35,6 +36,7 @@ pub use dead::{
     AuditEntry, AuditRecord, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed,
 };
 pub use delivery::{Claimed, Completer, DeadReason, GROUP, JobReader, NewDeadLetter};
+pub use health::{Eviction, Persistence, RedisReport, watch};
 pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::{Keys, Stat};
@@ -61,6 +63,33 @@ pub enum QueueError {
         #[source]
         source: redis::RedisError,
     },
+    /// Redis may evict queued jobs (`maxmemory-policy`), so nothing is
+    /// acked until that changes (or `redis.allow_eviction` is set).
+    #[error(
+        "redis at {url}: maxmemory-policy {policy} may evict queued jobs and dead letters, so acked \
+         webhooks could vanish; set it to noeviction (or redis.allow_eviction = true to accept the risk)"
+    )]
+    Evicting {
+        /// Where Redis is (password masked).
+        url: String,
+        /// The policy, as Redis names it.
+        policy: String,
+    },
+    /// Redis answered a script in a shape the script never returns (a
+    /// script of another version under the same name, say).
+    #[error("redis at {url}: unexpected answer from the {script} script")]
+    UnexpectedReply {
+        /// Where Redis is (password masked).
+        url: String,
+        /// Which script.
+        script: &'static str,
+    },
+    /// The task writing batches is gone (the runtime is shutting down).
+    #[error("redis at {url}: the batch writer has stopped")]
+    WriterStopped {
+        /// Where Redis is (password masked).
+        url: String,
+    },
     /// Redis did not answer within the bound.
     #[error("redis at {url}: no answer within {}", humantime::format_duration(*.after))]
     Timeout {
@@ -69,23 +98,6 @@ pub enum QueueError {
         /// The bound that passed.
         after: Duration,
     },
-}
-
-/// What Redis keeps on disk, which decides whether acked events survive a
-/// Redis restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Persistence {
-    /// `appendonly yes`.
-    pub aof: bool,
-    /// A non-empty `save` schedule.
-    pub rdb: bool,
-}
-
-impl Persistence {
-    /// True when a Redis restart would lose everything.
-    pub fn is_none(&self) -> bool {
-        !self.aof && !self.rdb
-    }
 }
 
 /// Now, Unix ms.
@@ -102,6 +114,7 @@ pub struct Queue {
     conn: ConnectionManager,
     keys: Keys,
     display_url: String,
+    guard: std::sync::Arc<health::WriteGuard>,
 }
 
 impl Queue {
@@ -123,6 +136,7 @@ impl Queue {
             conn,
             keys: Keys::new(&config.prefix),
             display_url: config.display_url.clone(),
+            guard: Default::default(),
         })
     }
 
@@ -142,10 +156,19 @@ impl Queue {
     pub async fn ping(&self, within: Duration) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        match tokio::time::timeout(within, ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => Err(self.error(source)),
+        self.answer_within(within, cmd.query_async::<String>(&mut conn))
+            .await
+            .map(drop)
+    }
+
+    /// `command`'s answer, or `Timeout` once `within` has passed.
+    async fn answer_within<T>(
+        &self,
+        within: Duration,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, QueueError> {
+        match tokio::time::timeout(within, command).await {
+            Ok(answer) => answer.map_err(|e| self.error(e)),
             Err(_) => Err(QueueError::Timeout {
                 url: self.display_url.clone(),
                 after: within,
@@ -153,37 +176,22 @@ impl Queue {
         }
     }
 
-    /// The server's `major.minor` version, from `INFO server`.
-    pub async fn server_version(&self) -> Result<Option<(u32, u32)>, QueueError> {
-        let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(redis_version(&info))
+    /// Ready to take webhooks: Redis answers PING within `within`, and its
+    /// eviction policy lets acked jobs be kept.
+    pub async fn ready(&self, within: Duration) -> Result<(), QueueError> {
+        self.ping(within).await?;
+        self.refused_for_eviction()
     }
 
-    /// Reads the persistence settings (`CONFIG GET`); fails where CONFIG is
-    /// disabled, as on some managed Redis services.
-    pub async fn persistence(&self) -> Result<Persistence, QueueError> {
-        let mut conn = self.conn.clone();
-        let (save, appendonly): (Vec<String>, Vec<String>) = redis::pipe()
-            .cmd("CONFIG")
-            .arg("GET")
-            .arg("save")
-            .cmd("CONFIG")
-            .arg("GET")
-            .arg("appendonly")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        // CONFIG GET answers [name, value].
-        let value = |pair: &[String]| pair.get(1).cloned().unwrap_or_default();
-        Ok(Persistence {
-            aof: value(&appendonly) == "yes",
-            rdb: !value(&save).trim().is_empty(),
-        })
+    /// `Evicting` while webhooks are refused for Redis's eviction policy.
+    fn refused_for_eviction(&self) -> Result<(), QueueError> {
+        match self.guard.refused_policy() {
+            Some(policy) => Err(QueueError::Evicting {
+                url: self.display_url.clone(),
+                policy,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -268,30 +276,5 @@ impl Queue {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.error(e))
-    }
-}
-
-/// `major.minor` from the `redis_version:` line of `INFO server`.
-fn redis_version(info: &str) -> Option<(u32, u32)> {
-    let version = info
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("redis_version:"))?;
-    let mut parts = version.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_version_is_read_from_info_server() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
-        assert_eq!(redis_version(info), Some((7, 0)));
-        assert_eq!(redis_version("redis_version:6.2.14\r\n"), Some((6, 2)));
-        assert_eq!(redis_version("# Server\r\nos:Linux\r\n"), None);
-        assert_eq!(redis_version("redis_version:garbage\r\n"), None);
     }
 }

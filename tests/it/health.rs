@@ -118,7 +118,8 @@ async fn persistence_settings_are_read_from_redis() {
     for (redis, expect_none) in [(&durable, false), (&volatile, true)] {
         let config = parse_config(&config_toml(&redis.url(), ""));
         let queue = switchyard::queue::Queue::connect_lazy(&config.redis).expect("client");
-        let persistence = queue.persistence().await.expect("CONFIG GET works");
+        let report = queue.report().await.expect("INFO works");
+        let persistence = report.persistence.expect("CONFIG GET works");
         assert_eq!(persistence.is_none(), expect_none, "{persistence:?}");
     }
 }

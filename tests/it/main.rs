@@ -16,5 +16,6 @@ mod lifecycle;
 mod proxy;
 mod receiver;
 mod recovery;
+mod redis_settings;
 mod secrets;
 mod visibility;

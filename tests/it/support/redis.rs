@@ -125,6 +125,13 @@ impl RedisServer {
         self.stop();
         self.spawn();
     }
+
+    /// Restarts Redis as [`Self::restart`] does, with other extra arguments
+    /// (an operator's config change, say); they hold for later restarts.
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        self.restart();
+    }
 }
 
 impl Drop for RedisServer {
