@@ -41,6 +41,15 @@ pub enum SecretRef<'a> {
 }
 
 impl<'a> SecretRef<'a> {
+    /// Where the value came from, for messages that must not show it.
+    pub fn origin(&self) -> String {
+        match self {
+            SecretRef::Env(name) => format!("environment variable {name}"),
+            SecretRef::File(path) => format!("file {path}"),
+            SecretRef::Literal => "the config file".to_owned(),
+        }
+    }
+
     /// Classifies a config string without looking at its value.
     pub fn parse(spec: &'a str) -> Self {
         if let Some(name) = spec.strip_prefix("env:") {
@@ -50,6 +59,20 @@ impl<'a> SecretRef<'a> {
         } else {
             SecretRef::Literal
         }
+    }
+}
+
+/// What is wrong with a secret's bytes that the one who set it did not
+/// mean: a newline kept from `echo` or a Kubernetes secret, a space pasted
+/// with it. Says nothing of the value.
+pub fn stray_bytes(secret: &[u8]) -> Option<&'static str> {
+    let blank = |b: &u8| b.is_ascii_whitespace();
+    if secret.first().is_some_and(blank) || secret.last().is_some_and(blank) {
+        Some("begins or ends with whitespace (a trailing newline, say)")
+    } else if secret.iter().any(|b| b.is_ascii_control()) {
+        Some("contains a control character")
+    } else {
+        None
     }
 }
 
@@ -85,5 +108,30 @@ pub fn resolve(
         }
         SecretRef::Literal if spec.is_empty() => Err("secret is empty".to_owned()),
         SecretRef::Literal => Ok(Secret::new(spec.as_bytes().to_vec())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_bytes_are_found_at_the_edges_and_control_bytes_anywhere() {
+        assert_eq!(stray_bytes(b"s3cr3t"), None);
+        assert_eq!(stray_bytes(b"two words"), None);
+        for edged in [
+            &b"s3cr3t\n"[..],
+            b"s3cr3t\r\n",
+            b" s3cr3t",
+            b"s3cr3t\t",
+            b"\ns3cr3t",
+        ] {
+            assert!(
+                stray_bytes(edged).is_some_and(|why| why.contains("whitespace")),
+                "{edged:?}"
+            );
+        }
+        assert!(stray_bytes(b"s3\x07cr3t").is_some_and(|why| why.contains("control")));
+        assert!(stray_bytes(b"s3\x7fcr3t").is_some_and(|why| why.contains("control")));
     }
 }

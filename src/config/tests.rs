@@ -835,6 +835,86 @@ fn env_secret_must_be_set() {
     );
 }
 
+/// What `f` logs at WARN and above, as text.
+fn warnings_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&captured.0.lock().expect("log buffer")).into_owned();
+    (result, text)
+}
+
+#[test]
+fn an_admin_token_with_stray_bytes_is_refused_naming_where_it_came_from() {
+    for (token, why) in [
+        ("admin-token-7f3a\n", "whitespace"),
+        (" admin-token-7f3a", "whitespace"),
+        ("admin\x01token-7f3a", "control character"),
+    ] {
+        let env = base_env_with(&[("ADMIN_TOKEN", token)]);
+        let result = load_env(BASE, &env);
+        let message = match &result {
+            Err(err) => err.to_string(),
+            Ok(_) => String::new(),
+        };
+        let problem = assert_only_problem(result, "admin.tokens[0].secret", why);
+        assert!(
+            problem.reason.contains("environment variable ADMIN_TOKEN"),
+            "{problem:?}"
+        );
+        assert!(
+            !message.contains("admin-token-7f3a"),
+            "quotes the token: {message}"
+        );
+    }
+    // A token file's trailing newline is removed before the check, as before.
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("token"), "admin-token-7f3a\n").expect("write token");
+    let text = edit(BASE, "env:ADMIN_TOKEN", "file:token");
+    load_in(&text, &base_env(), dir.path()).expect("a file's newline is not the token's");
+}
+
+#[test]
+fn a_webhook_secret_with_stray_bytes_loads_with_a_warning_that_names_the_key() {
+    let env = base_env_with(&[("STRIPE_SECRET", "whsec-stripe-91c2\n")]);
+    let (result, warnings) = warnings_of(|| load_env(BASE, &env));
+    let config = result.expect("still a valid config");
+    assert_eq!(config.sources.len(), 1);
+    for needed in [
+        "sources.stripe.secrets[0]",
+        "environment variable STRIPE_SECRET",
+        "whitespace",
+        "will not match the secret the provider shows",
+    ] {
+        assert!(warnings.contains(needed), "{needed:?} missing: {warnings}");
+    }
+    assert!(
+        !warnings.contains("whsec-stripe-91c2"),
+        "quotes the secret: {warnings}"
+    );
+
+    let (result, warnings) = warnings_of(|| load_env(BASE, &base_env()));
+    result.expect("valid");
+    assert!(!warnings.contains("stray bytes"), "{warnings}");
+}
+
 #[test]
 fn env_secret_must_not_be_empty() {
     let env = base_env_with(&[("STRIPE_SECRET", "")]);

@@ -194,6 +194,43 @@ impl SecretResolver<'_> {
             }
         }
     }
+
+    /// An admin token: stray bytes are an error, since a client cannot put
+    /// them in an `Authorization` header and every admin request would be
+    /// refused with nothing said.
+    fn resolve_token(&mut self, key: &str, spec: &str) -> Option<Secret> {
+        let secret = self.resolve(key, spec)?;
+        match secret::stray_bytes(secret.expose()) {
+            Some(why) => {
+                self.problems.add(
+                    key,
+                    format!(
+                        "the token from {} {why}; no client can send that in an Authorization header, \
+                         so remove it",
+                        SecretRef::parse(spec).origin()
+                    ),
+                );
+                None
+            }
+            None => Some(secret),
+        }
+    }
+
+    /// A webhook secret: stray bytes are a warning (the provider may truly
+    /// sign with them, but almost never does).
+    fn resolve_webhook_secret(&mut self, key: &str, spec: &str) -> Option<Secret> {
+        let secret = self.resolve(key, spec)?;
+        if let Some(why) = secret::stray_bytes(secret.expose()) {
+            tracing::warn!(
+                key,
+                from = %SecretRef::parse(spec).origin(),
+                problem = why,
+                "webhook secret has stray bytes: it will not match the secret the provider shows, \
+                 so its signatures will be refused; remove them unless the provider's secret has them too"
+            );
+        }
+        Some(secret)
+    }
 }
 
 fn socket_addr(
@@ -376,7 +413,7 @@ fn admin(file: AdminFile, secrets: &mut SecretResolver<'_>) -> AdminConfig {
             );
         }
         let secret = match token.secret {
-            Some(spec) => secrets.resolve(&format!("{key}.secret"), &spec),
+            Some(spec) => secrets.resolve_token(&format!("{key}.secret"), &spec),
             None => {
                 secrets.problems.add(format!("{key}.secret"), "missing");
                 None
@@ -616,7 +653,7 @@ fn sources(
         let mut resolved = Vec::new();
         for (i, spec) in source.secrets.iter().enumerate() {
             let secret_key = format!("{key}.secrets[{i}]");
-            let Some(secret) = secrets.resolve(&secret_key, spec) else {
+            let Some(secret) = secrets.resolve_webhook_secret(&secret_key, spec) else {
                 continue;
             };
             if source.scheme == Some(SchemeName::StandardWebhooks) {
