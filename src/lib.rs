@@ -25,6 +25,7 @@ pub mod config;
 pub mod delivery;
 pub mod housekeeping;
 pub mod ingest;
+mod listener;
 pub mod queue;
 pub mod server;
 pub mod signature;

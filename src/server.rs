@@ -1,25 +1,23 @@
 //! Wiring: binds the listeners, starts the background tasks, serves until
 //! shutdown is requested, then drains in-flight requests within a deadline.
 
-use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, HttpMakeClassifier, TraceLayer};
 use tracing::Level;
 
 use crate::admin::{self, AdminState};
 use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::delivery::Engine;
+use crate::listener::{self, Limits};
 use crate::queue::{self, Eviction, Queue, QueueError, RedisReport};
 use crate::telemetry::Metrics;
 use crate::{housekeeping, ingest};
@@ -35,34 +33,12 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses of `config.server`.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let bind = |addr| listen(addr).map_err(|source| ServerError::Bind { addr, source });
+        let bind = |addr| listener::bind(addr).map_err(|source| ServerError::Bind { addr, source });
         Ok(Self {
             public: bind(config.server.listen)?,
             admin: bind(config.server.admin_listen)?,
         })
     }
-}
-
-/// Connections the kernel holds for `accept`. Senders open many at once (at
-/// start, after a pause); when the queue is full the kernel drops their SYNs
-/// and they retry only a second later, which showed as 1 s latency spikes
-/// under load with tokio's default of 1024. The kernel caps it at
-/// `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 8192;
-
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // As `TcpListener::bind` does on Unix: a restart can bind while old
-    // connections of the previous process linger in TIME_WAIT. (On Windows
-    // the option would let another process take the port.)
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Why the gateway could not run.
@@ -106,7 +82,10 @@ pub async fn run(
     #[cfg(unix)]
     if config.server.ingest {
         raise_open_file_limit(
-            (config.server.max_connections + config.delivery.concurrency + OTHER_FILES) as u64,
+            (config.server.max_connections
+                + config.server.admin_max_connections
+                + config.delivery.concurrency
+                + OTHER_FILES) as u64,
         );
     }
     let queue = Queue::connect_lazy(&config.redis)?;
@@ -160,10 +139,23 @@ pub async fn run(
         queue: queue.clone(),
         metrics: metrics.clone(),
     })
-    .layer(TraceLayer::new_for_http())
+    .layer(quiet_failures_trace())
     .layer(CatchPanicLayer::new());
     let admin_addr = local_addr(&listeners.admin, "admin")?;
-    let admin = serve("admin", listeners.admin, admin_app, &shutdown);
+    let admin = listener::serve(
+        listeners.admin,
+        admin_app,
+        shutdown.clone(),
+        Limits {
+            name: "admin",
+            limit_key: "server.admin_max_connections",
+            header_timeout: config.server.request_timeout,
+            max_connections: config.server.admin_max_connections,
+            open_connections: metrics.admin_open_connections.clone(),
+            limit_reached: metrics.admin_connection_limit_reached.clone(),
+            accept_failures: metrics.accept_failures_of("admin"),
+        },
+    );
 
     let public = if config.server.ingest {
         // Composed statically and boxed once (by the fallback), rather than
@@ -174,25 +166,26 @@ pub async fn run(
             // logged, stored with the event, sent downstream and echoed back.
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            // Refusals are logged where they are decided, floods of them
-            // at most once a second; a line per 5xx here would be a second,
-            // unthrottled one.
-            .layer(
-                TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-            )
+            .layer(quiet_failures_trace())
             .service(ingest::service(&config, queue.clone(), metrics.clone()));
         let public_app = axum::Router::new().fallback_service(stack);
         let public_addr = local_addr(&listeners.public, "public")?;
         tracing::info!(public = %public_addr, "ingest listening");
-        Some(serve_public(
+        // HTTP/1.1 only (what webhook senders use): hyper's auto server
+        // would also sniff for HTTP/2, with no deadline on the sniffing.
+        Some(listener::serve(
             listeners.public,
             public_app,
             shutdown.clone(),
-            PublicLimits {
+            Limits {
+                name: "public",
+                limit_key: "server.max_connections",
                 header_timeout: config.server.request_timeout,
                 max_connections: config.server.max_connections,
+                open_connections: metrics.open_connections.clone(),
+                limit_reached: metrics.connection_limit_reached.clone(),
+                accept_failures: metrics.accept_failures_of("public"),
             },
-            metrics.clone(),
         ))
     } else {
         // A delivery-only process: the public socket is closed unused.
@@ -211,16 +204,14 @@ pub async fn run(
     );
 
     let serving = async {
-        let (public, admin) = tokio::join!(
+        tokio::join!(
             async {
-                match public {
-                    Some(public) => public.await,
-                    None => Ok(()),
+                if let Some(public) = public {
+                    public.await;
                 }
             },
             admin
         );
-        public.and(admin)
     };
     let workers_done = async {
         if let Some(workers) = workers
@@ -237,16 +228,24 @@ pub async fn run(
         );
         tokio::time::sleep(config.server.shutdown_timeout).await;
     };
-    let result = tokio::select! {
-        (result, ()) = async { tokio::join!(serving, workers_done) } => result,
+    tokio::select! {
+        ((), ()) = async { tokio::join!(serving, workers_done) } => {}
         () = deadline => {
             tracing::warn!("shutdown deadline passed; dropping work still in flight");
-            Ok(())
         }
     };
     watcher.abort();
     tracing::info!("switchyard stopped");
-    result
+    Ok(())
+}
+
+/// tower-http's trace layer with its per-response failure line at DEBUG:
+/// failures are logged where they are decided (a refusal, a Redis error),
+/// floods of them throttled, and Redis going down once per change; an ERROR
+/// line per 5xx here would be a second, unthrottled one (a `/readyz` probe
+/// every 2 s while Redis is down, a flood of shed webhooks).
+fn quiet_failures_trace() -> TraceLayer<HttpMakeClassifier> {
+    TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG))
 }
 
 fn saturating_i64(value: u64) -> i64 {
@@ -260,26 +259,8 @@ fn local_addr(listener: &TcpListener, name: &'static str) -> Result<SocketAddr, 
     })
 }
 
-/// Serves `app` on `listener` until `shutdown`, then drains connections.
-fn serve(
-    name: &'static str,
-    listener: TcpListener,
-    app: axum::Router,
-    shutdown: &CancellationToken,
-) -> impl Future<Output = Result<(), ServerError>> + use<> {
-    let serving = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    async move {
-        serving.await.map_err(|source| ServerError::Serve {
-            listener: name,
-            source,
-        })
-    }
-}
-
-/// Files open besides public connections and deliveries: listeners, Redis
-/// connections, admin clients, alert requests, the config file.
+/// Files open besides connections and deliveries: listeners, Redis
+/// connections, alert requests, the config file.
 const OTHER_FILES: usize = 256;
 
 /// Raises the soft open-file limit to `needed` where the hard limit allows
@@ -303,113 +284,10 @@ fn raise_open_file_limit(needed: u64) {
         tracing::warn!(
             limit = raised,
             needed,
-            "the open-file limit is below server.max_connections + delivery.concurrency + {OTHER_FILES}: \
+            "the open-file limit is below server.max_connections + server.admin_max_connections + delivery.concurrency + {OTHER_FILES}: \
              past it, connections are refused; raise the hard limit (LimitNOFILE) or lower max_connections"
         );
     }
-}
-
-/// How often reaching `server.max_connections` is logged at most.
-const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-/// Limits of the public listener's connections.
-struct PublicLimits {
-    /// Deadline for a request's headers (slowloris).
-    header_timeout: Duration,
-    /// Connections open at once; at the limit the listener stops accepting,
-    /// so a flood of connections waits in the kernel's accept queue (and
-    /// beyond it is refused) instead of growing memory without bound.
-    max_connections: usize,
-}
-
-/// Serves the public listener with hyper's HTTP/1.1 server directly (not
-/// `axum::serve`, which also sniffs for HTTP/2 with no deadline). Senders
-/// are untrusted, so every request's headers, the first included, must
-/// arrive within `limits.header_timeout` of the server starting to wait for
-/// them (hyper closes the connection otherwise): a client that trickles its
-/// headers (slowloris), sends nothing or idles between requests cannot hold
-/// one of the `limits.max_connections` for longer. On shutdown it stops
-/// accepting and waits for open connections to finish.
-async fn serve_public(
-    listener: TcpListener,
-    app: axum::Router,
-    shutdown: CancellationToken,
-    limits: PublicLimits,
-    metrics: Arc<Metrics>,
-) -> Result<(), ServerError> {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let mut keep_alive = http1::Builder::new();
-    keep_alive
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let mut one_request = keep_alive.clone();
-    one_request.keep_alive(false);
-    let pressure = limits.max_connections / 4;
-    let graceful = GracefulShutdown::new();
-    let open = Arc::new(Semaphore::new(limits.max_connections));
-    let mut last_warned: Option<Instant> = None;
-    loop {
-        let permit = match open.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                metrics.connection_limit_reached.inc();
-                // Under a flood this happens per connection: say it once a minute.
-                if last_warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
-                    last_warned = Some(Instant::now());
-                    tracing::warn!(
-                        max_connections = limits.max_connections,
-                        "public listener at server.max_connections; accepting again as connections close"
-                    );
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    // Never closed: an error cannot happen, and would end the loop.
-                    permit = open.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                }
-            }
-        };
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    // Out of file descriptors, say: pause instead of spinning.
-                    tracing::warn!(error = %err, "public listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let service = TowerToHyperService::new(app.clone());
-        // With under a quarter of the places left, a new connection serves
-        // one request and closes: places turn over instead of idling in
-        // senders' connection pools while others wait to be accepted.
-        let builder = if open.available_permits() < pressure {
-            &one_request
-        } else {
-            &keep_alive
-        };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        let open_connections = metrics.open_connections.clone();
-        open_connections.inc();
-        tokio::spawn(async move {
-            // A client that goes away or breaks HTTP ends only its connection.
-            let _ = connection.await;
-            open_connections.dec();
-            drop(permit);
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 /// Names this process in the consumer group: host, pid and a random suffix,

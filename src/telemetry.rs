@@ -126,12 +126,25 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Times the public listener held off accepting at `server.max_connections`.
     pub connection_limit_reached: Counter,
+    /// Connections open on the admin listener.
+    pub admin_open_connections: Gauge,
+    /// Times the admin listener held off accepting at `server.admin_max_connections`.
+    pub admin_connection_limit_reached: Counter,
+    /// Failed `accept` calls (out of file descriptors, say), by listener.
+    pub accept_failures: Family<ListenerLabels, Counter>,
     /// Redis's `used_memory`, as last read.
     pub redis_used_memory: Gauge,
     /// Keys in Redis (every database), as last read.
     pub redis_keys: Gauge,
     /// 1 while Redis's `maxmemory-policy` may evict queued jobs.
     pub redis_evicts_jobs: Gauge,
+}
+
+/// Labels of per-listener counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `public` or `admin`.
+    pub listener: String,
 }
 
 /// Labels of per-destination gauges.
@@ -244,6 +257,24 @@ impl Metrics {
             "Times the public listener stopped accepting at server.max_connections",
             connection_limit_reached.clone(),
         );
+        let admin_open_connections = Gauge::default();
+        registry.register(
+            "admin_open_connections",
+            "Connections open on the admin listener",
+            admin_open_connections.clone(),
+        );
+        let admin_connection_limit_reached = Counter::default();
+        registry.register(
+            "admin_connection_limit_reached",
+            "Times the admin listener stopped accepting at server.admin_max_connections",
+            admin_connection_limit_reached.clone(),
+        );
+        let accept_failures = Family::default();
+        registry.register(
+            "accept_failures",
+            "Failed accepts of new connections (out of file descriptors, say), by listener",
+            accept_failures.clone(),
+        );
         let redis_used_memory = Gauge::default();
         registry.register_with_unit(
             "redis_used_memory",
@@ -264,6 +295,9 @@ impl Metrics {
             redis_evicts_jobs.clone(),
         );
         Arc::new(Self {
+            admin_open_connections,
+            admin_connection_limit_reached,
+            accept_failures,
             redis_used_memory,
             redis_keys,
             redis_evicts_jobs,
@@ -299,6 +333,15 @@ impl Metrics {
             .get_or_create(&IngestLabels {
                 source: source.to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The accept-failure counter of `listener`.
+    pub fn accept_failures_of(&self, listener: &str) -> Counter {
+        self.accept_failures
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
             })
             .clone()
     }

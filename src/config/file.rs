@@ -62,6 +62,8 @@ pub struct ServerFile {
     pub max_concurrent_requests: Option<usize>,
     /// Connections open at once on the public listener; more wait to be accepted.
     pub max_connections: Option<usize>,
+    /// Connections open at once on the admin listener; more wait to be accepted.
+    pub admin_max_connections: Option<usize>,
     /// Whole-request deadline on the public listener.
     #[serde(default, with = "humantime_serde")]
     pub request_timeout: Option<Duration>,

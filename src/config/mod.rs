@@ -79,6 +79,8 @@ pub struct ServerConfig {
     /// Connections open at once on the public listener; more wait in the
     /// kernel's accept queue.
     pub max_connections: usize,
+    /// Connections open at once on the admin listener; likewise.
+    pub admin_max_connections: usize,
     /// Whole-request deadline on the public listener.
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight work.

@@ -31,6 +31,10 @@ const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// connections from senders that are not being answered fast enough would
 /// otherwise grow memory without bound.
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Operators, probes, Prometheus and the dashboard need a handful; the rest
+/// of the process's file descriptors belong to ingest and deliveries, which
+/// 4,650 idle admin connections once starved.
+const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 256;
 /// Senders time out at 10 s (GitHub) to 30 s (Stripe); answer well before.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long enough for in-flight deliveries with default timeouts to finish.
@@ -295,6 +299,12 @@ fn server(
     if max_connections == 0 {
         problems.add("server.max_connections", "must be at least 1");
     }
+    let admin_max_connections = file
+        .admin_max_connections
+        .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS);
+    if admin_max_connections == 0 {
+        problems.add("server.admin_max_connections", "must be at least 1");
+    }
     let request_timeout = positive(
         "server.request_timeout",
         file.request_timeout,
@@ -323,6 +333,7 @@ fn server(
         max_body_bytes,
         max_concurrent_requests,
         max_connections,
+        admin_max_connections,
         request_timeout,
         shutdown_timeout,
         ingest,

@@ -114,6 +114,15 @@ impl Outcome {
     }
 }
 
+/// An attempt that could not be made for want of this process's own
+/// resources (file descriptors, local ports): no fault of the destination's,
+/// so it spends no attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAttempted {
+    /// What ran out, e.g. `connect: … Too many open files`.
+    pub error: String,
+}
+
 /// The pooled outbound client: HTTP/1.1, and HTTP/2 where TLS negotiates
 /// it; rustls; through the environment's proxy (see [`super::proxy`]).
 /// hyper-util's client, not reqwest: per delivery reqwest re-parsed the URL,
@@ -181,7 +190,11 @@ impl Outbound {
     /// `destination.timeout` bounds the answer's head; what is read of its
     /// body must come by the same deadline, but a late body does not change
     /// the outcome the status gave.
-    pub async fn attempt(&self, destination: &Destination, job: &Job) -> (Outcome, Duration) {
+    pub async fn attempt(
+        &self,
+        destination: &Destination,
+        job: &Job,
+    ) -> Result<(Outcome, Duration), NotAttempted> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started + destination.timeout);
         let mut request = Request::new(Full::new(job.body.clone()));
@@ -195,6 +208,11 @@ impl Outbound {
         }
         let outcome = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Ok(Ok(response)) => classify(destination, response, deadline).await,
+            Ok(Err(err)) if out_of_local_resources(&err) => {
+                return Err(NotAttempted {
+                    error: transport_error(&err),
+                });
+            }
             Ok(Err(err)) => Outcome::Retryable {
                 status: None,
                 error: Some(transport_error(&err)),
@@ -209,8 +227,38 @@ impl Outbound {
                 retry_after: None,
             },
         };
-        (outcome, started.elapsed())
+        Ok((outcome, started.elapsed()))
     }
+}
+
+/// Whether `err` says this process, not the destination, is short of
+/// something: file descriptors (EMFILE, ENFILE), local ports
+/// (EADDRNOTAVAIL on connect), kernel buffers or memory.
+fn out_of_local_resources(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::AddrNotAvailable
+                || io.raw_os_error().is_some_and(is_local_shortage))
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+#[cfg(unix)]
+fn is_local_shortage(errno: i32) -> bool {
+    use nix::errno::Errno;
+    [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+        .iter()
+        .any(|shortage| *shortage as i32 == errno)
+}
+
+#[cfg(not(unix))]
+fn is_local_shortage(_errno: i32) -> bool {
+    false
 }
 
 /// The request headers: the original ones (all but hop-by-hop, or the
@@ -369,6 +417,37 @@ pub(super) fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shortages_of_our_own_are_told_from_the_destinations_faults() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connect")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let wrapped = |err| Wrapper(err);
+        for ours in [
+            std::io::Error::from_raw_os_error(nix::errno::Errno::EMFILE as i32),
+            std::io::Error::from_raw_os_error(nix::errno::Errno::ENFILE as i32),
+            std::io::Error::from(std::io::ErrorKind::AddrNotAvailable),
+        ] {
+            assert!(out_of_local_resources(&wrapped(ours)));
+        }
+        for theirs in [
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            std::io::Error::from_raw_os_error(nix::errno::Errno::EHOSTUNREACH as i32),
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+        ] {
+            assert!(!out_of_local_resources(&wrapped(theirs)));
+        }
+    }
 
     #[test]
     fn outbound_signature_follows_the_standard_webhooks_reference() {

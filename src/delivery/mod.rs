@@ -26,11 +26,11 @@ use crate::config::{Config, Route};
 use crate::queue::{
     AttemptRecord, Claimed, Completer, DeadReason, Job, NewDeadLetter, Queue, QueueError, Stat,
 };
-use crate::telemetry::{Metrics, RouteLabels, RouteOutcomeLabels};
+use crate::telemetry::{LogThrottle, Metrics, RouteLabels, RouteOutcomeLabels};
 
 pub use backoff::{next_delay, parse_retry_after};
 pub use breaker::{Admission, Breaker, BreakerState};
-pub use client::{Outbound, Outcome};
+pub use client::{NotAttempted, Outbound, Outcome};
 
 use breaker::Gates;
 
@@ -50,6 +50,13 @@ const CONSUMER_GONE_AFTER: Duration = Duration::from_secs(3600);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 /// Pause after a Redis error before the loop tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long a job waits when this process could not attempt it (out of file
+/// descriptors, say): long enough for connections to close, short enough
+/// that deliveries resume soon after.
+const NOT_ATTEMPTED_WAIT: Duration = Duration::from_secs(1);
+/// How often running short of our own resources is logged at most: it
+/// happens to every job at once.
+const NOT_ATTEMPTED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A route as delivery needs it, with its metrics looked up once (not by
 /// label per attempt).
@@ -117,6 +124,7 @@ pub struct Engine {
     consumer: String,
     tasks: TaskTracker,
     alerts: Arc<Alerts>,
+    not_attempted_log: LogThrottle,
 }
 
 impl Engine {
@@ -146,6 +154,7 @@ impl Engine {
             consumer,
             tasks: TaskTracker::new(),
             alerts,
+            not_attempted_log: LogThrottle::new(NOT_ATTEMPTED_LOG_EVERY),
         })
     }
 
@@ -355,7 +364,26 @@ impl Engine {
         };
 
         let started_ms = now_ms();
-        let (outcome, latency) = self.outbound.attempt(destination, &job).await;
+        let (outcome, latency) = match self.outbound.attempt(destination, &job).await {
+            Ok(attempted) => attempted,
+            Err(NotAttempted { error }) => {
+                // Not the destination's fault: no attempt spent, no breaker
+                // count, no failure recorded for the route.
+                if let Some(deferred) = self.not_attempted_log.note() {
+                    tracing::warn!(
+                        route = %route.name,
+                        error = %error,
+                        deferred,
+                        "this process is short of its own resources (file descriptors, local ports); \
+                         jobs are put back without spending an attempt"
+                    );
+                }
+                let wait = NOT_ATTEMPTED_WAIT + jitter(1000);
+                self.defer(&entry_id, &job, route, wait, "local_resources")
+                    .await;
+                return;
+            }
+        };
         let change = gate.record(
             !matches!(outcome, Outcome::Retryable { .. }),
             latency,

@@ -434,7 +434,10 @@ async fn consumers_of_gone_processes_are_pruned_but_not_those_holding_jobs() {
 async fn https_destinations_with_untrusted_certificates_are_refused() {
     let server = UntrustedTls::start().await;
     let destination = destination(&server.url("/hook"), 5);
-    let (outcome, _) = Outbound::new(&[]).attempt(&destination, &job()).await;
+    let (outcome, _) = Outbound::new(&[])
+        .attempt(&destination, &job())
+        .await
+        .expect("attempted");
 
     let Outcome::Retryable {
         status: None,
@@ -501,7 +504,8 @@ async fn https_destinations_of_a_configured_authority_get_deliveries_over_http2(
     // The same authority, not configured: refused, and nothing sent.
     let (outcome, _) = Outbound::new(&[])
         .attempt(&destination(&server.url("/direct"), 5), &job())
-        .await;
+        .await
+        .expect("attempted");
     let Outcome::Retryable {
         error: Some(error), ..
     } = &outcome
@@ -513,7 +517,8 @@ async fn https_destinations_of_a_configured_authority_get_deliveries_over_http2(
     let trusted = [CertificateDer::from_pem_slice(server.ca_pem().as_bytes()).expect("CA")];
     let (outcome, _) = Outbound::new(&trusted)
         .attempt(&destination(&server.url("/direct"), 5), &job())
-        .await;
+        .await
+        .expect("attempted");
     assert_eq!(outcome, Outcome::Delivered { status: 200 });
 }
 
@@ -583,7 +588,10 @@ async fn a_stalled_answer_body_does_not_change_the_outcome() {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let destination = destination(&format!("http://127.0.0.1:{port}/hook"), 1);
-        let (outcome, latency) = Outbound::new(&[]).attempt(&destination, &job()).await;
+        let (outcome, latency) = Outbound::new(&[])
+            .attempt(&destination, &job())
+            .await
+            .expect("attempted");
         server.abort();
         assert_eq!(outcome, expected);
         assert!(

@@ -748,8 +748,9 @@ async fn the_open_file_limit_is_raised_to_what_the_connection_limit_needs() {
         .filter_map(|word| word.parse().ok())
         .collect();
     let (soft, hard) = (numbers[0], numbers[1]);
-    // max_connections 4096 + delivery.concurrency 256 + 256 others.
-    let needed = 4096 + 256 + 256;
+    // max_connections 4096 + admin_max_connections 256
+    // + delivery.concurrency 256 + 256 others.
+    let needed = 4096 + 256 + 256 + 256;
     assert_eq!(soft, needed.min(hard), "{line}");
     assert!(soft > 512, "raised from the 512 it started with: {line}");
 }

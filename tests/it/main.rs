@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_listener;
 mod chaos;
 mod cli;
 mod crosscheck;
@@ -13,6 +14,7 @@ mod health;
 mod hostile;
 mod ingest;
 mod lifecycle;
+mod local_resources;
 mod proxy;
 mod receiver;
 mod recovery;

@@ -116,6 +116,7 @@ pub struct ProcessOptions {
     env: Vec<(String, String)>,
     admin_tokens: Option<String>,
     soft_open_files: Option<u64>,
+    hard_open_files: Option<u64>,
 }
 
 impl Default for ProcessOptions {
@@ -125,6 +126,7 @@ impl Default for ProcessOptions {
             env: Vec::new(),
             admin_tokens: None,
             soft_open_files: None,
+            hard_open_files: None,
         }
     }
 }
@@ -148,6 +150,15 @@ impl ProcessOptions {
     pub fn soft_open_files(self, limit: u64) -> Self {
         Self {
             soft_open_files: Some(limit),
+            ..self
+        }
+    }
+
+    /// Starts the process with this hard open-file limit (`ulimit -Hn`),
+    /// which the gateway cannot raise: a process that runs out of them.
+    pub fn hard_open_files(self, limit: u64) -> Self {
+        Self {
+            hard_open_files: Some(limit),
             ..self
         }
     }
@@ -232,16 +243,27 @@ impl GatewayProcess {
             .open(&self.log)
             .expect("log file");
         let binary = env!("CARGO_BIN_EXE_switchyard");
-        let mut command = match self.options.soft_open_files {
-            // The shell sets the limit, then becomes the gateway (same pid).
-            Some(limit) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""))
-                    .arg(binary);
-                sh
-            }
-            None => Command::new(binary),
+        let limits: Vec<String> = [
+            // Without -H or -S both limits are set (soft above hard is refused).
+            self.options
+                .hard_open_files
+                .map(|n| format!("ulimit -n {n}")),
+            self.options
+                .soft_open_files
+                .map(|n| format!("ulimit -Sn {n}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut command = if limits.is_empty() {
+            Command::new(binary)
+        } else {
+            // The shell sets the limits, then becomes the gateway (same pid).
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{} && exec \"$0\" \"$@\"", limits.join(" && ")))
+                .arg(binary);
+            sh
         };
         let child = command
             .arg("serve")
