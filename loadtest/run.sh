@@ -11,6 +11,10 @@
 # `reference`: ingest-max against switchyard-reference (bare hyper + HMAC +
 # XADD) instead of the gateway, the comparator of the ingest target (with
 # LT_RATE set: `steady` at that rate against it).
+# Sizing (Redis memory per event, printed at the end; `steady` load):
+# `sizing-dedupe` (no route: each event leaves only its dedupe record),
+# `sizing-queued` (no workers: each also leaves a queued job in the stream),
+# `sizing-dead` (one attempt, the sink answers 503: each becomes a dead letter).
 # Environment knobs: LT_RATE (open-loop rate instead of the scenario's),
 # LT_DURATION (default 10s), LT_LOG (gateway RUST_LOG, default warn),
 # LT_KEEP=1 (keep the temp dir and print it), LT_SERVE_FLAGS (more flags for
@@ -74,6 +78,9 @@ TOML
 }
 routes=$(route lt /events)
 drain=10s
+retry='max_attempts = 8, initial_backoff = "100ms", max_backoff = "2s"'
+breaker=""
+sizing=0
 case $scenario in
 reference)
     sink=()
@@ -89,6 +96,18 @@ failing-destination) drain=30s ;;
 mixed-healthy-and-dead)
     routes="$(route healthy /healthy)$(route dead /dead "http://127.0.0.1:$dead_port")"
     ;;
+sizing-dedupe | sizing-queued | sizing-dead)
+    sizing=1
+    sink=()
+    [[ $scenario == sizing-dedupe ]] && routes=""
+    [[ $scenario == sizing-queued ]] && serve_flags+=(--no-workers)
+    if [[ $scenario == sizing-dead ]]; then
+        retry='max_attempts = 1'
+        # Every answer fails: a breaker would hold the jobs back instead.
+        breaker='breaker = { failure_threshold = 1000000000 }'
+        sink=(--sink-listen "127.0.0.1:$sink_port" --sink-fail-ratio 1)
+    fi
+    ;;
 *)
     echo "unknown scenario $scenario" >&2
     exit 2
@@ -97,13 +116,15 @@ esac
 if [[ $scenario == reference ]]; then
     # The reference at a rate is the comparator of the open-loop target.
     tool+=(--scenario "$([[ -n ${LT_RATE:-} ]] && echo steady || echo ingest-max)")
+elif [[ $sizing == 1 ]]; then
+    tool+=(--scenario steady)
 else
     tool+=(--scenario "$scenario")
 fi
 if [[ " ${serve_flags[*]} " == *" --no-workers "* ]]; then
     sink=() # nothing is delivered
 fi
-if [[ ${#sink[@]} -gt 0 ]]; then
+if [[ ${#sink[@]} -gt 0 && $sizing == 0 ]]; then
     tool+=(--drain "$drain")
 fi
 if [[ -n ${LT_RATE:-} ]]; then
@@ -124,7 +145,8 @@ tokens = [{ name = "loadtest", secret = "loadtest-admin-token" }]
 
 [delivery]
 concurrency = 256
-retry = { max_attempts = 8, initial_backoff = "100ms", max_backoff = "2s" }
+retry = { $retry }
+$breaker
 
 [owners.platform]
 team = "Platform"
@@ -166,10 +188,27 @@ else
     done
 fi
 
+used_memory() { redis-cli -p "$redis_port" info memory | grep '^used_memory:' | tr -dc '0-9'; }
+memory_before=$(used_memory)
 echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
 "$bin/switchyard-loadtest" --url "http://127.0.0.1:$listen_port/hooks/lt" \
     --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
 echo "== redis CPU: $(redis-cli -p "$redis_port" info cpu | grep -E '^used_cpu_(sys|user):' | tr -d '\r' | paste -sd' ')" >&2
+if [[ $sizing == 1 ]]; then
+    # Settled: every job delivered to its end (dead letters) or left queued.
+    for _ in $(seq 300); do
+        [[ $scenario != sizing-dead ]] && break
+        [[ $(redis-cli -p "$redis_port" xlen '{loadtest}:jobs') == 0 &&
+            $(redis-cli -p "$redis_port" zcard '{loadtest}:retry') == 0 ]] && break
+        sleep 0.1
+    done
+    events=$(redis-cli -p "$redis_port" --scan --pattern '{loadtest}:seen:*' | wc -l)
+    memory_after=$(used_memory)
+    echo "== redis memory: before $memory_before, after $memory_after bytes; $events events" \
+        "(dedupe records), $(redis-cli -p "$redis_port" xlen '{loadtest}:jobs') queued jobs," \
+        "$(redis-cli -p "$redis_port" zcard '{loadtest}:dead') dead letters;" \
+        "$(((memory_after - memory_before) / (events > 0 ? events : 1))) bytes per event" >&2
+fi
 if [[ ${LT_REDIS_STATS:-0} == 1 ]]; then
     redis-cli -p "$redis_port" info commandstats | grep calls >&2
 fi
