@@ -11,7 +11,7 @@ use http::StatusCode;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 use crate::config::AdminToken;
 
 /// Request extension: who is calling.
@@ -73,7 +73,7 @@ pub async fn require_token(
         None => {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "admin API: send Authorization: Bearer <token> with a configured admin token",
             )
             .into_response();

@@ -19,9 +19,9 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 use crate::config::Config;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 use crate::telemetry::Metrics;
 
 /// `/readyz` fails when Redis takes longer than this to answer PING; load
@@ -65,10 +65,24 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// A Redis failure behind an admin request: the client is told to retry,
+/// the cause (which names the Redis server) goes to the log, once. Here and
+/// not in `api_error`, which knows nothing of the queue.
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        tracing::error!(error = %err, "admin: redis operation failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::QueueUnavailable,
+            "Redis did not answer; try again",
+        )
+    }
+}
+
 async fn admin_not_found(uri: http::Uri) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no admin endpoint at {}", uri.path()),
     )
     .into_response()
@@ -83,7 +97,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(err) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "redis_unavailable",
+            ErrorCode::RedisUnavailable,
             err.to_string(),
         )
         .into_response(),
@@ -98,4 +112,20 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_failure_is_a_503_that_does_not_name_the_server() {
+        let err = ApiError::from(QueueError::Timeout {
+            url: "redis://:hunter2@10.0.0.5:6379/0".into(),
+            after: Duration::from_secs(1),
+        });
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code, ErrorCode::QueueUnavailable);
+        assert!(!err.message.contains("10.0.0.5"), "{}", err.message);
+    }
 }
