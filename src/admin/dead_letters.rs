@@ -5,8 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Extension;
-use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use http::StatusCode;
@@ -15,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use super::auth::Caller;
+use super::extract::{Json, Path, Query};
 use crate::api_error::{ApiError, ErrorCode};
 use crate::queue::{
     AuditEntry, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed, decode_headers,
@@ -24,6 +24,18 @@ use crate::queue::{
 const DEFAULT_LIMIT: usize = 50;
 /// Largest page; more is what cursors are for.
 const MAX_LIMIT: usize = 500;
+
+/// `limit`: at most `MAX_LIMIT` (a smaller page with a cursor is still a
+/// true answer); 0 is refused rather than quietly read as 1.
+fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(0) => Err(bad_request(format!(
+            "limit: 0 asks for nothing; give 1 to {MAX_LIMIT}"
+        ))),
+        Some(limit) => Ok(limit.min(MAX_LIMIT)),
+    }
+}
 
 /// Filter fields shared by the list query and the bulk-replay body.
 #[derive(Debug, Default, Deserialize)]
@@ -185,7 +197,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = params.filter.into_filter()?;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = page_size(params.limit)?;
     let cursor = match params.cursor.as_deref().map(Cursor::decode) {
         None => None,
         Some(Some(cursor)) => Some(cursor),
@@ -280,9 +292,8 @@ pub struct BulkReplay {
 pub async fn replay_many(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<BulkReplay>, axum::extract::rejection::JsonRejection>,
+    Json(request): Json<BulkReplay>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|rejection| bad_request(rejection.body_text()))?;
     let all = request.all;
     let filter = request.filter.into_filter()?;
     if !filter.is_scoped() && !all {
@@ -339,7 +350,7 @@ pub async fn audit_log(
     State(state): State<AdminState>,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = page_size(params.limit)?;
     let records = state.queue.audit_log(limit).await?;
     Ok(Json(json!({
         "items": records.iter().map(|r| json!({

@@ -5,6 +5,7 @@
 pub mod auth;
 mod dashboard;
 mod dead_letters;
+mod extract;
 mod routes;
 
 use std::sync::Arc;
@@ -52,7 +53,8 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/dead-letters/{id}/replay", post(dead_letters::replay_one))
         .route("/audit", get(dead_letters::audit_log))
-        .fallback(admin_not_found)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(tokens, auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -62,6 +64,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/dashboard.js", get(dashboard::script))
         .route("/dashboard.css", get(dashboard::style))
         .nest("/admin", admin_api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -79,13 +83,26 @@ impl From<QueueError> for ApiError {
     }
 }
 
-async fn admin_not_found(uri: http::Uri) -> Response {
+// The path is not named in these two: under `/admin` axum has stripped the
+// prefix, and the client knows what it asked for.
+
+/// Unknown paths of the admin listener (under `/admin` only once the token
+/// is checked, so the API's shape is not shown to anyone).
+async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         ErrorCode::NotFound,
-        format!("no admin endpoint at {}", uri.path()),
+        "no admin endpoint at this path",
     )
-    .into_response()
+}
+
+/// A known path with another method; axum adds the `Allow` header.
+async fn method_not_allowed(method: http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not served at this path; the Allow header lists what is"),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {

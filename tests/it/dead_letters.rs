@@ -692,3 +692,100 @@ async fn owner_alerts_trust_the_configured_authority() {
     let alert: Value = serde_json::from_slice(body).expect("json alert");
     assert_eq!(alert["route"], "payments-route");
 }
+
+#[tokio::test]
+async fn every_admin_error_is_the_json_body_with_a_specific_status() {
+    let s = setup(1).await;
+    let json = |content_type: &str, body: &str| (content_type.to_owned(), body.to_owned());
+    let oversized = format!("{{\"route\": \"{}\"}}", "x".repeat(3 << 20));
+    let cases = [
+        (
+            "GET",
+            "/admin/dead-letters?limit=abc",
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/admin/dead-letters?limit=0",
+            None,
+            400,
+            "bad_request",
+        ),
+        ("GET", "/admin/audit?limit=0", None, 400, "bad_request"),
+        (
+            "GET",
+            "/admin/dead-letters?colour=red",
+            None,
+            400,
+            "bad_request",
+        ),
+        ("GET", "/admin/dead-letters/%ff", None, 400, "bad_request"),
+        ("GET", "/admin/nonexistent", None, 404, "not_found"),
+        ("GET", "/nonexistent", None, 404, "not_found"),
+        (
+            "GET",
+            "/admin/dead-letters/replay",
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        ("PUT", "/admin/routes", None, 405, "method_not_allowed"),
+        ("POST", "/healthz", None, 405, "method_not_allowed"),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("text/plain", "{}")),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("application/json", "{not json")),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("application/json", r#"{"route": 7}"#)),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("application/json", &oversized)),
+            413,
+            "body_too_large",
+        ),
+    ];
+    // Every case is checked before failing, so one run shows every wrong answer.
+    let mut wrong = Vec::new();
+    for (method, path, body, status, code) in cases {
+        let method: http::Method = method.parse().expect("method");
+        let mut request = s
+            .client
+            .request(method.clone(), s.gateway.admin_url(path))
+            .bearer_auth(TOKEN);
+        if let Some((content_type, body)) = body {
+            request = request.header("Content-Type", content_type).body(body);
+        }
+        let response = request.send().await.expect("admin answers");
+        let got_status = response.status().as_u16();
+        let allow = response.headers().get("allow").cloned();
+        let content_type = response.headers().get("content-type").cloned();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let right = got_status == status
+            && content_type.is_some_and(|v| v == "application/json")
+            && answer["error"] == code
+            && answer["message"].as_str().is_some_and(|m| !m.is_empty())
+            && (status != 405 || allow.is_some());
+        if !right {
+            wrong.push(format!("{method} {path}: {got_status} {answer}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
