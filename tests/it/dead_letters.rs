@@ -406,6 +406,28 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
             assert!(!body.to_string().contains(TOKEN), "no token echoed");
         }
     }
+    // The scheme is case-insensitive; a second Authorization header, even
+    // carrying the same token, is refused rather than one of them picked.
+    let routes = s.gateway.admin_url("/admin/routes");
+    let lowercase = s
+        .client
+        .get(&routes)
+        .header("Authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(lowercase.status(), 200, "bearer in lower case");
+    for second in [format!("Bearer {TOKEN}"), "Bearer wrong".to_owned()] {
+        let twice = s
+            .client
+            .get(&routes)
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Authorization", second)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(twice.status(), 401, "two Authorization headers");
+    }
 
     s.receiver.otherwise(Reply::status(400));
     s.send("devex", "audit-1", b"{}").await;
