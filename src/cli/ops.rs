@@ -118,6 +118,13 @@ impl Client {
             .ok_or_else(|| {
                 anyhow!("set SWITCHYARD_ADMIN_TOKEN to an admin token of the gateway")
             })?;
+        // Checked here: reqwest would only fail at send, which reads as an
+        // unreachable gateway. The token itself is never printed.
+        if let Some(why) = token_problem(&token) {
+            bail!(
+                "SWITCHYARD_ADMIN_TOKEN is not a valid HTTP header value: {why} (the token is not shown)"
+            );
+        }
         Ok(Self {
             base: admin.admin.trim_end_matches('/').to_owned(),
             token,
@@ -166,6 +173,17 @@ impl Client {
             bail!("{status} {code}: {message}");
         }
         Ok(value)
+    }
+}
+
+/// Why `token` cannot be sent as `Authorization: Bearer <token>`, if so.
+fn token_problem(token: &str) -> Option<&'static str> {
+    if token.trim() != token {
+        Some("it starts or ends with whitespace (a newline from a file or `echo`?)")
+    } else if token.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
     }
 }
 
