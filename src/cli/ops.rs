@@ -223,20 +223,10 @@ pub async fn routes(admin: &AdminArgs) -> ExitCode {
             "delivered",
             "retrying",
             "dead letters",
-            "state",
+            "health",
             "on failure",
         ]);
         for route in value["routes"].as_array().into_iter().flatten() {
-            let mut state = Vec::new();
-            if route["breaker"].as_str().is_some_and(|b| b != "closed") {
-                state.push(format!("breaker {}", text(&route["breaker"])));
-            }
-            if route["silent"] == json!(true) {
-                state.push(format!(
-                    "silent (expects an event within {})",
-                    text(&route["expect_within"])
-                ));
-            }
             t.add_row(vec![
                 text(&route["name"]),
                 text(&route["owner"]["team"]),
@@ -246,17 +236,30 @@ pub async fn routes(admin: &AdminArgs) -> ExitCode {
                 text(&route["delivered"]),
                 text(&route["retrying"]),
                 text(&route["dead_letters"]),
-                if state.is_empty() {
-                    "ok".to_owned()
-                } else {
-                    state.join(", ")
-                },
+                health_text(&route["health"]),
                 text(&route["on_failure"]),
             ]);
         }
         Ok(t.to_string())
     })
     .await
+}
+
+/// The gateway's verdict on a route (the rule is in `admin::routes`), with
+/// its reasons: `warning: 2 retrying`.
+fn health_text(health: &Value) -> String {
+    let status = health["status"].as_str().unwrap_or("unknown");
+    let reasons: Vec<&str> = health["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if reasons.is_empty() {
+        status.to_owned()
+    } else {
+        format!("{status}: {}", reasons.join(", "))
+    }
 }
 
 /// `switchyard dlq …`.

@@ -593,6 +593,18 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
         out.contains("payments-route") && out.contains("Payments"),
         "{out}"
     );
+    // The gateway's health verdict, the one the dashboard shows too.
+    let row = |route: &str| {
+        out.lines()
+            .find(|l| l.contains(route))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("devex-route").contains("failing: 2 dead letters"),
+        "{out}"
+    );
+    assert!(row("payments-route").contains(" ok "), "{out}");
 
     let (code, _, err) = cli(args(&["dlq", "replay", &ids[0]]), TOKEN).await;
     assert_eq!(code, Some(0), "{err}");
