@@ -125,6 +125,12 @@ impl Client {
                 "SWITCHYARD_ADMIN_TOKEN is not a valid HTTP header value: {why} (the token is not shown)"
             );
         }
+        // Also checked here, for the same reason: `localhost:8081` is no URL.
+        match url::Url::parse(&admin.admin) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(_) => bail!("--admin {}: give an http:// or https:// URL", admin.admin),
+            Err(err) => bail!("--admin {}: not a URL ({err})", admin.admin),
+        }
         Ok(Self {
             base: admin.admin.trim_end_matches('/').to_owned(),
             token,

@@ -182,3 +182,19 @@ fn a_token_that_cannot_be_a_header_is_named_as_the_problem_and_not_shown() {
         );
     }
 }
+
+#[test]
+fn an_admin_address_that_is_no_url_is_named_as_the_problem() {
+    for admin in ["localhost:8081", "127.0.0.1:8081", "ftp://127.0.0.1:8081"] {
+        let out = switchyard(
+            &["dlq", "list", "--admin", admin],
+            &[("SWITCHYARD_ADMIN_TOKEN", "t")],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{admin}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--admin {admin}")) && !stderr.contains("cannot reach"),
+            "{admin}: {stderr}"
+        );
+    }
+}
