@@ -7,11 +7,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 use crate::config::AdminToken;
 
 /// Request extension: who is calling.
@@ -55,17 +55,28 @@ impl Tokens {
     }
 }
 
+/// The token of the one `Authorization: Bearer <token>` header. The scheme
+/// is case-insensitive (RFC 9110, 11.1); two `Authorization` headers are
+/// refused rather than one picked, as are two signature headers on ingest.
+fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.as_bytes().split_at_checked(b"Bearer ".len())?;
+    // `1*SP` separates scheme and token (RFC 9110, 11.4).
+    let token = token.trim_ascii_start();
+    (scheme.eq_ignore_ascii_case(b"Bearer ") && !token.is_empty()).then_some(token)
+}
+
 /// Refuses requests without a valid `Authorization: Bearer <token>`.
 pub async fn require_token(
     State(tokens): State<Arc<Tokens>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    match presented.and_then(|token| tokens.name_of(token)) {
+    match bearer_token(request.headers()).and_then(|token| tokens.name_of(token)) {
         Some(token) => {
             request.extensions_mut().insert(Caller { token });
             next.run(request).await
@@ -73,7 +84,7 @@ pub async fn require_token(
         None => {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "admin API: send Authorization: Bearer <token> with a configured admin token",
             )
             .into_response();
@@ -107,5 +118,43 @@ mod tests {
         assert_eq!(tokens.name_of(b"token-b").as_deref(), Some("ci"));
         assert_eq!(tokens.name_of(b"token-"), None);
         assert_eq!(tokens.name_of(b""), None);
+    }
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR  tok"] {
+            assert_eq!(
+                bearer_token(&headers(&[value])),
+                Some(&b"tok"[..]),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn anything_but_one_bearer_header_has_no_token() {
+        for values in [
+            &[][..],
+            &["Bearer tok", "Bearer tok"][..],
+            &["Bearer tok", "Bearer other"][..],
+            &["Basic dG9rOg=="][..],
+            &["Bearertok"][..],
+            &["Bearer"][..],
+            &["Bearer "][..],
+            &["tok"][..],
+        ] {
+            assert_eq!(bearer_token(&headers(values)), None, "{values:?}");
+        }
     }
 }

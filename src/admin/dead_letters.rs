@@ -5,8 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Extension;
-use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use http::StatusCode;
@@ -15,16 +14,28 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use super::auth::Caller;
-use crate::api_error::ApiError;
+use super::extract::{Json, Path, Query};
+use crate::api_error::{ApiError, ErrorCode};
 use crate::queue::{
-    AuditEntry, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, QueueError, Replayed,
-    decode_headers,
+    AuditEntry, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed, decode_headers,
 };
 
 /// Page size when the client asks for none.
 const DEFAULT_LIMIT: usize = 50;
 /// Largest page; more is what cursors are for.
 const MAX_LIMIT: usize = 500;
+
+/// `limit`: at most `MAX_LIMIT` (a smaller page with a cursor is still a
+/// true answer); 0 is refused rather than quietly read as 1.
+fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(0) => Err(bad_request(format!(
+            "limit: 0 asks for nothing; give 1 to {MAX_LIMIT}"
+        ))),
+        Some(limit) => Ok(limit.min(MAX_LIMIT)),
+    }
+}
 
 /// Filter fields shared by the list query and the bulk-replay body.
 #[derive(Debug, Default, Deserialize)]
@@ -89,23 +100,14 @@ pub struct ListParams {
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
 }
 
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no dead letter {id:?} (never existed, or already replayed or deleted)"),
-    )
-}
-
-fn unavailable(err: &QueueError) -> ApiError {
-    tracing::error!(error = %err, "admin: redis operation failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "queue_unavailable",
-        "Redis did not answer; try again",
     )
 }
 
@@ -190,36 +192,34 @@ fn letter_json(letter: &DeadLetter) -> Value {
     value
 }
 
-pub async fn list(State(state): State<AdminState>, Query(params): Query<ListParams>) -> Response {
-    let filter = match params.filter.into_filter() {
-        Ok(filter) => filter,
-        Err(err) => return err.into_response(),
-    };
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+pub async fn list(
+    State(state): State<AdminState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = params.filter.into_filter()?;
+    let limit = page_size(params.limit)?;
     let cursor = match params.cursor.as_deref().map(Cursor::decode) {
         None => None,
         Some(Some(cursor)) => Some(cursor),
-        Some(None) => return bad_request("cursor: not a cursor this API returned").into_response(),
+        Some(None) => return Err(bad_request("cursor: not a cursor this API returned")),
     };
-    match state
+    let (items, next) = state
         .queue
         .list_dead_letters(&filter, limit, cursor.as_ref())
-        .await
-    {
-        Ok((items, next)) => Json(json!({
-            "items": items.iter().map(summary_json).collect::<Vec<_>>(),
-            "next_cursor": next.map(|c| c.encode()),
-        }))
-        .into_response(),
-        Err(err) => unavailable(&err).into_response(),
-    }
+        .await?;
+    Ok(Json(json!({
+        "items": items.iter().map(summary_json).collect::<Vec<_>>(),
+        "next_cursor": next.map(|c| c.encode()),
+    })))
 }
 
-pub async fn show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    match state.queue.get_dead_letter(&id).await {
-        Ok(Some(letter)) => Json(letter_json(&letter)).into_response(),
-        Ok(None) => not_found(&id).into_response(),
-        Err(err) => unavailable(&err).into_response(),
+pub async fn show(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.queue.get_dead_letter(&id).await? {
+        Some(letter) => Ok(Json(letter_json(&letter))),
+        None => Err(not_found(&id)),
     }
 }
 
@@ -243,41 +243,38 @@ pub async fn replay_one(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Response {
-    let letter = match state.queue.get_dead_letter(&id).await {
-        Ok(Some(letter)) => letter,
-        Ok(None) => return not_found(&id).into_response(),
-        Err(err) => return unavailable(&err).into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let letter = state
+        .queue
+        .get_dead_letter(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
     if !state
         .config
         .routes
         .iter()
         .any(|r| r.name == letter.summary.route)
     {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "route_not_configured",
+            ErrorCode::RouteNotConfigured,
             format!(
                 "route {:?} is not in the current config; add it back, or delete the dead letter",
                 letter.summary.route
             ),
-        )
-        .into_response();
+        ));
     }
-    match state.queue.replay_dead_letter(&id).await {
-        Ok(Replayed::Yes) => {
+    match state.queue.replay_dead_letter(&id).await? {
+        Replayed::Yes => {
             audit(&state, &caller, "replay", &id, 1).await;
-            (StatusCode::ACCEPTED, Json(json!({"replayed": 1}))).into_response()
+            Ok((StatusCode::ACCEPTED, Json(json!({"replayed": 1}))).into_response())
         }
-        Ok(Replayed::NotFound) => not_found(&id).into_response(),
-        Ok(Replayed::Undecodable) => ApiError::new(
+        Replayed::NotFound => Err(not_found(&id)),
+        Replayed::Undecodable => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "undecodable",
+            ErrorCode::Undecodable,
             "the stored job cannot be decoded and cannot be replayed; inspect and delete it",
-        )
-        .into_response(),
-        Err(err) => unavailable(&err).into_response(),
+        )),
     }
 }
 
@@ -295,22 +292,14 @@ pub struct BulkReplay {
 pub async fn replay_many(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<BulkReplay>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return bad_request(rejection.body_text()).into_response(),
-    };
+    Json(request): Json<BulkReplay>,
+) -> Result<Response, ApiError> {
     let all = request.all;
-    let filter = match request.filter.into_filter() {
-        Ok(filter) => filter,
-        Err(err) => return err.into_response(),
-    };
+    let filter = request.filter.into_filter()?;
     if !filter.is_scoped() && !all {
-        return bad_request(
+        return Err(bad_request(
             "a bulk replay needs route, owner or source (or \"all\": true to replay every team's dead letters)",
-        )
-        .into_response();
+        ));
     }
     let configured: Vec<&str> = state
         .config
@@ -318,18 +307,14 @@ pub async fn replay_many(
         .iter()
         .map(|r| r.name.as_str())
         .collect();
-    match state.queue.replay_matching(&filter, &configured).await {
-        Ok((replayed, skipped)) => {
-            let target = filter_json(&filter).to_string();
-            audit(&state, &caller, "bulk_replay", &target, replayed).await;
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"replayed": replayed, "skipped_unconfigured_routes": skipped})),
-            )
-                .into_response()
-        }
-        Err(err) => unavailable(&err).into_response(),
-    }
+    let (replayed, skipped) = state.queue.replay_matching(&filter, &configured).await?;
+    let target = filter_json(&filter).to_string();
+    audit(&state, &caller, "bulk_replay", &target, replayed).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"replayed": replayed, "skipped_unconfigured_routes": skipped})),
+    )
+        .into_response())
 }
 
 fn filter_json(filter: &DeadLetterFilter) -> Value {
@@ -347,15 +332,12 @@ pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Response {
-    match state.queue.delete_dead_letter(&id).await {
-        Ok(true) => {
-            audit(&state, &caller, "delete", &id, 1).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => not_found(&id).into_response(),
-        Err(err) => unavailable(&err).into_response(),
+) -> Result<StatusCode, ApiError> {
+    if !state.queue.delete_dead_letter(&id).await? {
+        return Err(not_found(&id));
     }
+    audit(&state, &caller, "delete", &id, 1).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,21 +349,18 @@ pub struct AuditParams {
 pub async fn audit_log(
     State(state): State<AdminState>,
     Query(params): Query<AuditParams>,
-) -> Response {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    match state.queue.audit_log(limit).await {
-        Ok(records) => Json(json!({
-            "items": records.iter().map(|r| json!({
-                "at": rfc3339(r.at_ms),
-                "token": r.token,
-                "action": r.action,
-                "target": r.target,
-                "count": r.count,
-            })).collect::<Vec<_>>()
-        }))
-        .into_response(),
-        Err(err) => unavailable(&err).into_response(),
-    }
+) -> Result<Json<Value>, ApiError> {
+    let limit = page_size(params.limit)?;
+    let records = state.queue.audit_log(limit).await?;
+    Ok(Json(json!({
+        "items": records.iter().map(|r| json!({
+            "at": rfc3339(r.at_ms),
+            "token": r.token,
+            "action": r.action,
+            "target": r.target,
+            "count": r.count,
+        })).collect::<Vec<_>>()
+    })))
 }
 
 #[cfg(test)]

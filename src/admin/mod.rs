@@ -5,6 +5,7 @@
 pub mod auth;
 mod dashboard;
 mod dead_letters;
+mod extract;
 mod routes;
 
 use std::sync::Arc;
@@ -19,9 +20,9 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 use crate::config::Config;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 use crate::telemetry::Metrics;
 
 /// `/readyz` fails when Redis takes longer than this to answer PING; load
@@ -52,7 +53,8 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/dead-letters/{id}/replay", post(dead_letters::replay_one))
         .route("/audit", get(dead_letters::audit_log))
-        .fallback(admin_not_found)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(tokens, auth::require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -62,16 +64,45 @@ pub fn router(state: AdminState) -> Router {
         .route("/dashboard.js", get(dashboard::script))
         .route("/dashboard.css", get(dashboard::style))
         .nest("/admin", admin_api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-async fn admin_not_found(uri: http::Uri) -> Response {
+/// A Redis failure behind an admin request: the client is told to retry,
+/// the cause (which names the Redis server) goes to the log, once. Here and
+/// not in `api_error`, which knows nothing of the queue.
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        tracing::error!(error = %err, "admin: redis operation failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::QueueUnavailable,
+            "Redis did not answer; try again",
+        )
+    }
+}
+
+// The path is not named in these two: under `/admin` axum has stripped the
+// prefix, and the client knows what it asked for.
+
+/// Unknown paths of the admin listener (under `/admin` only once the token
+/// is checked, so the API's shape is not shown to anyone).
+async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no admin endpoint at {}", uri.path()),
+        ErrorCode::NotFound,
+        "no admin endpoint at this path",
     )
-    .into_response()
+}
+
+/// A known path with another method; axum adds the `Allow` header.
+async fn method_not_allowed(method: http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not served at this path; the Allow header lists what is"),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -83,7 +114,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(err) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "redis_unavailable",
+            ErrorCode::RedisUnavailable,
             err.to_string(),
         )
         .into_response(),
@@ -98,4 +129,20 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_failure_is_a_503_that_does_not_name_the_server() {
+        let err = ApiError::from(QueueError::Timeout {
+            url: "redis://:hunter2@10.0.0.5:6379/0".into(),
+            after: Duration::from_secs(1),
+        });
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code, ErrorCode::QueueUnavailable);
+        assert!(!err.message.contains("10.0.0.5"), "{}", err.message);
+    }
 }

@@ -1,13 +1,15 @@
 //! `GET /admin/routes`: the inventory. Every route with its owner, purpose,
 //! consequence of failure, destination and policy, and live figures shared
 //! by every gateway process (kept in Redis): received, delivered, retrying
-//! now, dead letters now, last success and failure, breaker state, silence.
+//! now, dead letters now, last success and failure, breaker state, silence;
+//! and the route's `health`, judged here once for the CLI and the dashboard.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::AdminState;
@@ -74,6 +76,72 @@ async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, Qu
         .collect())
 }
 
+/// How a route is doing, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum HealthStatus {
+    /// Events are being lost to dead letters, or not attempted at all.
+    Failing,
+    /// Deliveries are late but not lost yet, or events stopped coming.
+    Warning,
+    /// None of the above.
+    Ok,
+    /// Redis could not be read, so nobody knows.
+    Unknown,
+}
+
+/// A route's health and the reasons for it, as `GET /admin/routes` serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct Health {
+    status: HealthStatus,
+    /// Failing causes first, then warning ones; empty when ok.
+    reasons: Vec<String>,
+}
+
+/// The one health rule: failing with dead letters or an open breaker;
+/// warning with jobs waiting to be retried, a half-open breaker (probing a
+/// destination that just failed) or silence past `expect_within`; unknown
+/// without live figures; else ok.
+fn health(figures: Option<&RouteFigures>, expect_within: Option<Duration>) -> Health {
+    let Some(f) = figures else {
+        return Health {
+            status: HealthStatus::Unknown,
+            reasons: vec!["live counts unavailable (Redis?)".to_owned()],
+        };
+    };
+    let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let mut failing = Vec::new();
+    let mut warning = Vec::new();
+    if f.dead_letters > 0 {
+        failing.push(plural(f.dead_letters, "dead letter"));
+    }
+    match f.breaker.as_deref() {
+        Some("open") => failing.push("circuit breaker open".to_owned()),
+        Some("half_open") => warning.push("circuit breaker half-open".to_owned()),
+        _ => {}
+    }
+    if f.retrying > 0 {
+        warning.push(format!("{} retrying", f.retrying));
+    }
+    if f.silent {
+        warning.push(expect_within.map_or("silent".to_owned(), |d| {
+            format!("silent: no event within {}", humantime::format_duration(d))
+        }));
+    }
+    let status = if !failing.is_empty() {
+        HealthStatus::Failing
+    } else if !warning.is_empty() {
+        HealthStatus::Warning
+    } else {
+        HealthStatus::Ok
+    };
+    failing.extend(warning);
+    Health {
+        status,
+        reasons: failing,
+    }
+}
+
 fn rfc3339(ms: Option<u64>) -> Value {
     ms.map_or(Value::Null, |ms| {
         json!(humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string())
@@ -112,6 +180,7 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
                     "max_backoff": duration(route.retry.max_backoff),
                 },
                 "expect_within": route.expect_within.map(duration),
+                "health": health(figures.get(i), route.expect_within),
             });
             if let Some(f) = figures.get(i) {
                 value["received"] = json!(f.received);
@@ -139,4 +208,68 @@ pub async fn inventory(State(state): State<AdminState>) -> Response {
         }
     };
     Json(inventory_json(&state.config, &figures)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(figures: RouteFigures) -> (HealthStatus, Vec<String>) {
+        let h = health(Some(&figures), Some(Duration::from_secs(6 * 3600)));
+        (h.status, h.reasons)
+    }
+
+    #[test]
+    fn deliveries_retrying_are_a_warning_not_ok() {
+        let retrying = RouteFigures {
+            retrying: 3,
+            ..RouteFigures::default()
+        };
+        assert_eq!(
+            status(retrying),
+            (HealthStatus::Warning, vec!["3 retrying".to_owned()])
+        );
+    }
+
+    #[test]
+    fn dead_letters_or_an_open_breaker_fail_a_route_and_come_first() {
+        let figures = RouteFigures {
+            dead_letters: 1,
+            retrying: 2,
+            silent: true,
+            ..RouteFigures::default()
+        };
+        assert_eq!(
+            status(figures),
+            (
+                HealthStatus::Failing,
+                vec![
+                    "1 dead letter".to_owned(),
+                    "2 retrying".to_owned(),
+                    "silent: no event within 6h".to_owned()
+                ]
+            )
+        );
+        let open = RouteFigures {
+            breaker: Some("open".into()),
+            ..RouteFigures::default()
+        };
+        assert_eq!(status(open).0, HealthStatus::Failing);
+        let half_open = RouteFigures {
+            breaker: Some("half_open".into()),
+            ..RouteFigures::default()
+        };
+        assert_eq!(status(half_open).0, HealthStatus::Warning);
+    }
+
+    #[test]
+    fn quiet_figures_are_ok_and_missing_ones_unknown() {
+        let closed = RouteFigures {
+            delivered: 10,
+            breaker: Some("closed".into()),
+            ..RouteFigures::default()
+        };
+        assert_eq!(status(closed), (HealthStatus::Ok, vec![]));
+        assert_eq!(health(None, None).status, HealthStatus::Unknown);
+    }
 }

@@ -118,6 +118,19 @@ impl Client {
             .ok_or_else(|| {
                 anyhow!("set SWITCHYARD_ADMIN_TOKEN to an admin token of the gateway")
             })?;
+        // Checked here: reqwest would only fail at send, which reads as an
+        // unreachable gateway. The token itself is never printed.
+        if let Some(why) = token_problem(&token) {
+            bail!(
+                "SWITCHYARD_ADMIN_TOKEN is not a valid HTTP header value: {why} (the token is not shown)"
+            );
+        }
+        // Also checked here, for the same reason: `localhost:8081` is no URL.
+        match url::Url::parse(&admin.admin) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(_) => bail!("--admin {}: give an http:// or https:// URL", admin.admin),
+            Err(err) => bail!("--admin {}: not a URL ({err})", admin.admin),
+        }
         Ok(Self {
             base: admin.admin.trim_end_matches('/').to_owned(),
             token,
@@ -169,6 +182,17 @@ impl Client {
     }
 }
 
+/// Why `token` cannot be sent as `Authorization: Bearer <token>`, if so.
+fn token_problem(token: &str) -> Option<&'static str> {
+    if token.trim() != token {
+        Some("it starts or ends with whitespace (a newline from a file or `echo`?)")
+    } else if token.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    }
+}
+
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
@@ -205,20 +229,10 @@ pub async fn routes(admin: &AdminArgs) -> ExitCode {
             "delivered",
             "retrying",
             "dead letters",
-            "state",
+            "health",
             "on failure",
         ]);
         for route in value["routes"].as_array().into_iter().flatten() {
-            let mut state = Vec::new();
-            if route["breaker"].as_str().is_some_and(|b| b != "closed") {
-                state.push(format!("breaker {}", text(&route["breaker"])));
-            }
-            if route["silent"] == json!(true) {
-                state.push(format!(
-                    "silent (expects an event within {})",
-                    text(&route["expect_within"])
-                ));
-            }
             t.add_row(vec![
                 text(&route["name"]),
                 text(&route["owner"]["team"]),
@@ -228,17 +242,30 @@ pub async fn routes(admin: &AdminArgs) -> ExitCode {
                 text(&route["delivered"]),
                 text(&route["retrying"]),
                 text(&route["dead_letters"]),
-                if state.is_empty() {
-                    "ok".to_owned()
-                } else {
-                    state.join(", ")
-                },
+                health_text(&route["health"]),
                 text(&route["on_failure"]),
             ]);
         }
         Ok(t.to_string())
     })
     .await
+}
+
+/// The gateway's verdict on a route (the rule is in `admin::routes`), with
+/// its reasons: `warning: 2 retrying`.
+fn health_text(health: &Value) -> String {
+    let status = health["status"].as_str().unwrap_or("unknown");
+    let reasons: Vec<&str> = health["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if reasons.is_empty() {
+        status.to_owned()
+    } else {
+        format!("{status}: {}", reasons.join(", "))
+    }
 }
 
 /// `switchyard dlq …`.

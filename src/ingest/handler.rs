@@ -12,7 +12,7 @@ use http::{HeaderMap, Request, StatusCode};
 use serde::Serialize;
 
 use super::{EventView, SourceState};
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 use crate::queue::{Enqueued, Job, NewEvent, encode_headers};
 use crate::signature::Verified;
 
@@ -148,7 +148,7 @@ async fn answer_event(
             }
             let mut response = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "queue_unavailable",
+                ErrorCode::QueueUnavailable,
                 "the event could not be acknowledged; retry later",
             )
             .into_response();

@@ -21,7 +21,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 use crate::config::{Config, Filter};
 use crate::queue::{EventWriter, Queue};
 use crate::signature::{self, Refused, VerifyLayer};
@@ -262,7 +262,7 @@ fn overloaded(state: &SourceState) -> Response {
     }
     let mut response = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
+        ErrorCode::Overloaded,
         "too many requests in flight; retry later",
     )
     .into_response();
@@ -276,7 +276,7 @@ fn overloaded(state: &SourceState) -> Response {
 fn method_not_allowed() -> Response {
     let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "webhooks are delivered with POST",
     )
     .into_response();
@@ -306,7 +306,7 @@ fn error_code(status: StatusCode) -> &'static str {
 fn request_timed_out() -> Response {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
+        ErrorCode::RequestTimeout,
         "the request was not received in time",
     )
     .into_response()

@@ -121,6 +121,9 @@ try {
     check(href && href.startsWith('https://'), `runbook link: ${href}`);
     check(await row.evaluate((tr) => tr.classList.contains('health-bad')), 'the failing row is not marked bad');
     const healthy = page.locator(`#routes-table tr[data-route="${opts['healthy-route']}"]`);
+    // The page shows the gateway's verdict (GET /admin/routes `health`), not one of its own.
+    check(await row.getAttribute('data-health') === 'failing', 'the failing row does not show the API\'s health');
+    check(await healthy.getAttribute('data-health') === 'ok', 'the healthy row does not show the API\'s health');
     const healthyText = await healthy.innerText();
     check(/\bOK\b/.test(healthyText) && !healthyText.includes('FAILING'),
       `the healthy route does not read OK: ${healthyText}`);

@@ -155,3 +155,46 @@ fn serve_refuses_a_broken_config_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
+
+#[test]
+fn a_token_that_cannot_be_a_header_is_named_as_the_problem_and_not_shown() {
+    for (token, why) in [
+        ("s3cret-token\n", "whitespace"),
+        (" s3cret-token", "whitespace"),
+        ("s3cret\u{1}token", "control character"),
+    ] {
+        // Nothing listens on port 9: the answer must come before any request.
+        let out = switchyard(
+            &["routes", "--admin", "http://127.0.0.1:9"],
+            &[("SWITCHYARD_ADMIN_TOKEN", token)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{token:?}: {stderr}");
+        assert!(
+            stderr.contains("SWITCHYARD_ADMIN_TOKEN is not a valid HTTP header value")
+                && stderr.contains(why),
+            "{token:?}: {stderr}"
+        );
+        assert!(!stderr.contains("cannot reach"), "{token:?}: {stderr}");
+        assert!(
+            !stderr.contains("s3cret"),
+            "the token is not printed: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_admin_address_that_is_no_url_is_named_as_the_problem() {
+    for admin in ["localhost:8081", "127.0.0.1:8081", "ftp://127.0.0.1:8081"] {
+        let out = switchyard(
+            &["dlq", "list", "--admin", admin],
+            &[("SWITCHYARD_ADMIN_TOKEN", "t")],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{admin}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--admin {admin}")) && !stderr.contains("cannot reach"),
+            "{admin}: {stderr}"
+        );
+    }
+}

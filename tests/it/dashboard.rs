@@ -223,6 +223,22 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
         2,
         "the devex event was delivered"
     );
+    // The health the page must show (dashboard.mjs reads it off the rows).
+    let (_, inventory) = admin_get(&client, gateway.admin_url("/admin/routes")).await;
+    let health = |name: &str| {
+        inventory["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == name)
+            .map(|r| r["health"]["status"].clone())
+    };
+    assert_eq!(
+        health("payments-route"),
+        Some("failing".into()),
+        "{inventory}"
+    );
+    assert_eq!(health("devex-route"), Some("ok".into()), "{inventory}");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let screenshot = dir.path().join("dashboard.png");

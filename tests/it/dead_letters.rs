@@ -406,6 +406,28 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
             assert!(!body.to_string().contains(TOKEN), "no token echoed");
         }
     }
+    // The scheme is case-insensitive; a second Authorization header, even
+    // carrying the same token, is refused rather than one of them picked.
+    let routes = s.gateway.admin_url("/admin/routes");
+    let lowercase = s
+        .client
+        .get(&routes)
+        .header("Authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(lowercase.status(), 200, "bearer in lower case");
+    for second in [format!("Bearer {TOKEN}"), "Bearer wrong".to_owned()] {
+        let twice = s
+            .client
+            .get(&routes)
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Authorization", second)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(twice.status(), 401, "two Authorization headers");
+    }
 
     s.receiver.otherwise(Reply::status(400));
     s.send("devex", "audit-1", b"{}").await;
@@ -571,6 +593,18 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
         out.contains("payments-route") && out.contains("Payments"),
         "{out}"
     );
+    // The gateway's health verdict, the one the dashboard shows too.
+    let row = |route: &str| {
+        out.lines()
+            .find(|l| l.contains(route))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("devex-route").contains("failing: 2 dead letters"),
+        "{out}"
+    );
+    assert!(row("payments-route").contains(" ok "), "{out}");
 
     let (code, _, err) = cli(args(&["dlq", "replay", &ids[0]]), TOKEN).await;
     assert_eq!(code, Some(0), "{err}");
@@ -691,4 +725,101 @@ async fn owner_alerts_trust_the_configured_authority() {
     let (_, body) = &endpoint.received()[0];
     let alert: Value = serde_json::from_slice(body).expect("json alert");
     assert_eq!(alert["route"], "payments-route");
+}
+
+#[tokio::test]
+async fn every_admin_error_is_the_json_body_with_a_specific_status() {
+    let s = setup(1).await;
+    let json = |content_type: &str, body: &str| (content_type.to_owned(), body.to_owned());
+    let oversized = format!("{{\"route\": \"{}\"}}", "x".repeat(3 << 20));
+    let cases = [
+        (
+            "GET",
+            "/admin/dead-letters?limit=abc",
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/admin/dead-letters?limit=0",
+            None,
+            400,
+            "bad_request",
+        ),
+        ("GET", "/admin/audit?limit=0", None, 400, "bad_request"),
+        (
+            "GET",
+            "/admin/dead-letters?colour=red",
+            None,
+            400,
+            "bad_request",
+        ),
+        ("GET", "/admin/dead-letters/%ff", None, 400, "bad_request"),
+        ("GET", "/admin/nonexistent", None, 404, "not_found"),
+        ("GET", "/nonexistent", None, 404, "not_found"),
+        (
+            "GET",
+            "/admin/dead-letters/replay",
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        ("PUT", "/admin/routes", None, 405, "method_not_allowed"),
+        ("POST", "/healthz", None, 405, "method_not_allowed"),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("text/plain", "{}")),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("application/json", "{not json")),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("application/json", r#"{"route": 7}"#)),
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/admin/dead-letters/replay",
+            Some(json("application/json", &oversized)),
+            413,
+            "body_too_large",
+        ),
+    ];
+    // Every case is checked before failing, so one run shows every wrong answer.
+    let mut wrong = Vec::new();
+    for (method, path, body, status, code) in cases {
+        let method: http::Method = method.parse().expect("method");
+        let mut request = s
+            .client
+            .request(method.clone(), s.gateway.admin_url(path))
+            .bearer_auth(TOKEN);
+        if let Some((content_type, body)) = body {
+            request = request.header("Content-Type", content_type).body(body);
+        }
+        let response = request.send().await.expect("admin answers");
+        let got_status = response.status().as_u16();
+        let allow = response.headers().get("allow").cloned();
+        let content_type = response.headers().get("content-type").cloned();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let right = got_status == status
+            && content_type.is_some_and(|v| v == "application/json")
+            && answer["error"] == code
+            && answer["message"].as_str().is_some_and(|m| !m.is_empty())
+            && (status != 405 || allow.is_some());
+        if !right {
+            wrong.push(format!("{method} {path}: {got_status} {answer}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

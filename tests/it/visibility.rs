@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::eventually;
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
@@ -264,6 +264,12 @@ async fn metrics_and_inventory_read_exactly_what_happened() {
     assert!(flaky["last_failure_at"].is_string() && bad["last_failure_at"].is_string());
     assert_eq!(ok["owner"]["team"], "Team");
     assert_eq!(ok["breaker"], "closed");
+    assert_eq!(ok["health"], json!({"status": "ok", "reasons": []}));
+    assert_eq!(flaky["health"]["status"], "ok", "retried, then delivered");
+    assert_eq!(
+        bad["health"],
+        json!({"status": "failing", "reasons": ["1 dead letter"]})
+    );
 }
 
 #[tokio::test]
@@ -282,6 +288,10 @@ async fn a_route_that_goes_quiet_is_reported_once_and_again_when_it_resumes() {
         })
         .await,
         "silent after 2 s without events"
+    );
+    assert_eq!(
+        inventory().await["health"],
+        json!({"status": "warning", "reasons": ["silent: no event within 2s"]})
     );
     let told = alerts.wait_for(1, Duration::from_secs(3)).await;
     let alert: Value = serde_json::from_slice(&told[0].body).expect("json alert");

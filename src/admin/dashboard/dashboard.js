@@ -293,22 +293,20 @@
     if (result.ok) renderInventory(result.value);
   }
 
+  // The health rule is the gateway's (`health` of GET /admin/routes, shown
+  // by the CLI too); the page only picks how each status looks.
+  const HEALTH = {
+    failing: { level: 'bad', label: 'FAILING', mark: '✖' },
+    warning: { level: 'warn', label: 'WARNING', mark: '▲' },
+    ok: { level: 'ok', label: 'OK', mark: '✔' },
+    unknown: { level: 'unknown', label: 'UNKNOWN', mark: '?' },
+  };
+
   function health(route) {
-    const bad = [];
-    const warn = [];
-    const dead = route.dead_letters;
-    if (isNum(dead) && dead > 0) bad.push(plural(dead, 'dead letter'));
-    if (route.breaker === 'open') bad.push('circuit breaker open');
-    if (isNum(route.retrying) && route.retrying > 0) warn.push(`${route.retrying} retrying`);
-    if (route.silent === true) {
-      warn.push(route.expect_within ? `silent: no event within ${route.expect_within}` : 'silent');
-    }
-    if (bad.length) return { level: 'bad', label: 'FAILING', mark: '✖', reasons: bad.concat(warn) };
-    if (warn.length) return { level: 'warn', label: 'WARNING', mark: '▲', reasons: warn };
-    if (!isNum(dead)) {
-      return { level: 'unknown', label: 'UNKNOWN', mark: '?', reasons: ['live counts unavailable (Redis?)'] };
-    }
-    return { level: 'ok', label: 'OK', mark: '✔', reasons: [] };
+    const h = (route && route.health) || {};
+    const status = Object.hasOwn(HEALTH, h.status) ? h.status : 'unknown';
+    const reasons = Array.isArray(h.reasons) ? h.reasons.map(String) : [];
+    return { status, ...HEALTH[status], reasons };
   }
 
   function count(label, value, attrs) {
@@ -331,7 +329,7 @@
       const owner = route.owner || {};
       const dest = route.destination || {};
       const dead = route.dead_letters;
-      rows.push(el('tr', { class: 'health-' + h.level, dataset: { route: route.name } },
+      rows.push(el('tr', { class: 'health-' + h.level, dataset: { route: route.name, health: h.status } },
         el('td', { class: 'health' },
           el('span', { class: 'badge ' + h.level }, el('span', { 'aria-hidden': 'true' }, h.mark), ' ', h.label),
           h.reasons.length ? el('ul', { class: 'reasons' }, h.reasons.map((r) => el('li', {}, r))) : null),
