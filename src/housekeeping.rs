@@ -9,7 +9,9 @@
 //!   gateway process reports each change.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use crate::clock::{now_ms, unix_ms};
 
 use tokio_util::sync::CancellationToken;
 
@@ -115,20 +117,12 @@ async fn watch_silence(config: &Config, queue: &Queue, metrics: &Metrics, alerts
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 async fn expire(queue: &Queue, retention: Duration) {
     let now = SystemTime::now();
     let Some(cutoff) = now.checked_sub(retention) else {
         return;
     };
-    let cutoff_ms = cutoff
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let cutoff_ms = unix_ms(cutoff);
     let ids = match queue.dead_letters_before(cutoff_ms, RETENTION_BATCH).await {
         Ok(ids) => ids,
         Err(err) => {
@@ -145,9 +139,7 @@ async fn expire(queue: &Queue, retention: Duration) {
                     action: "expire",
                     target: &id,
                     count: 1,
-                    at_ms: now
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
+                    at_ms: unix_ms(now),
                 };
                 if let Err(err) = queue.audit(&entry).await {
                     tracing::warn!(error = %err, id, "cannot audit an expired dead letter");

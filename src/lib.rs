@@ -21,6 +21,7 @@ pub mod admin;
 pub mod alerts;
 pub mod api_error;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod housekeeping;

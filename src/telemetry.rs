@@ -410,6 +410,19 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// An error and each of its causes, outermost first, joined by `: `: the
+/// whole story in one log field or attempt record.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// Lets a log line through at most once per interval, with the number of
 /// events it stands for. Failures that come in floods, one per request
 /// (shedding, Redis down), are logged this way: a line per request would

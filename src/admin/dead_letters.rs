@@ -16,6 +16,7 @@ use super::AdminState;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
 use crate::api_error::{ApiError, ErrorCode};
+use crate::clock::{now_ms, rfc3339_ms};
 use crate::queue::{
     AuditEntry, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed, decode_headers,
 };
@@ -111,10 +112,6 @@ fn not_found(id: &str) -> ApiError {
     )
 }
 
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
 fn summary_json(letter: &DeadLetterSummary) -> Value {
     json!({
         "id": letter.id,
@@ -131,7 +128,7 @@ fn summary_json(letter: &DeadLetterSummary) -> Value {
         "reason": letter.reason,
         "status": letter.status,
         "attempts": letter.attempts,
-        "failed_at": rfc3339(letter.failed_ms),
+        "failed_at": rfc3339_ms(letter.failed_ms),
     })
 }
 
@@ -169,7 +166,7 @@ fn letter_json(letter: &DeadLetter) -> Value {
                 "base64",
             ),
         };
-        value["received_at"] = json!(rfc3339(job.received_ms));
+        value["received_at"] = json!(rfc3339_ms(job.received_ms));
         value["request"] = json!({
             "headers": headers,
             "body": body,
@@ -181,7 +178,7 @@ fn letter_json(letter: &DeadLetter) -> Value {
             .map(|a| {
                 json!({
                     "attempt": a.attempt,
-                    "at": rfc3339(a.at_ms),
+                    "at": rfc3339_ms(a.at_ms),
                     "status": a.status,
                     "error": a.error,
                     "latency_ms": a.latency_ms,
@@ -229,9 +226,7 @@ async fn audit(state: &AdminState, caller: &Caller, action: &str, target: &str, 
         action,
         target,
         count,
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        at_ms: now_ms(),
     };
     tracing::info!(token = %caller.token, action, target, count, "admin action");
     if let Err(err) = state.queue.audit(&entry).await {
@@ -323,8 +318,8 @@ fn filter_json(filter: &DeadLetterFilter) -> Value {
         "owner": filter.owner,
         "source": filter.source,
         "reason": filter.reason,
-        "since": filter.since_ms.map(rfc3339),
-        "until": filter.until_ms.map(rfc3339),
+        "since": filter.since_ms.map(rfc3339_ms),
+        "until": filter.until_ms.map(rfc3339_ms),
     })
 }
 
@@ -354,7 +349,7 @@ pub async fn audit_log(
     let records = state.queue.audit_log(limit).await?;
     Ok(Json(json!({
         "items": records.iter().map(|r| json!({
-            "at": rfc3339(r.at_ms),
+            "at": rfc3339_ms(r.at_ms),
             "token": r.token,
             "action": r.action,
             "target": r.target,

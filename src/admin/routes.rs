@@ -4,7 +4,7 @@
 //! now, dead letters now, last success and failure, breaker state, silence;
 //! and the route's `health`, judged here once for the CLI and the dashboard.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::AdminState;
+use crate::clock::rfc3339_ms;
 use crate::config::Config;
 use crate::queue::{Queue, QueueError, Stat};
 
@@ -143,9 +144,7 @@ fn health(figures: Option<&RouteFigures>, expect_within: Option<Duration>) -> He
 }
 
 fn rfc3339(ms: Option<u64>) -> Value {
-    ms.map_or(Value::Null, |ms| {
-        json!(humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string())
-    })
+    ms.map_or(Value::Null, |ms| json!(rfc3339_ms(ms)))
 }
 
 /// The inventory as JSON; `figures` per route in config order (empty when

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::server::{self, Listeners};
+use crate::telemetry::error_chain;
 
 /// Exit code for a configuration that does not load.
 pub const EXIT_BAD_CONFIG: u8 = 2;
@@ -131,7 +132,7 @@ async fn serve(path: &std::path::Path, args: &ServeArgs) -> ExitCode {
     let listeners = match Listeners::bind(&config).await {
         Ok(listeners) => listeners,
         Err(err) => {
-            tracing::error!(error = %err, cause = %source_chain(&err), "cannot start");
+            tracing::error!(error = %error_chain(&err), "cannot start");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -140,21 +141,10 @@ async fn serve(path: &std::path::Path, args: &ServeArgs) -> ExitCode {
     match server::run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, cause = %source_chain(&err), "gateway failed");
+            tracing::error!(error = %error_chain(&err), "gateway failed");
             ExitCode::from(EXIT_FAILURE)
         }
     }
-}
-
-/// The error's causes, outermost first, for one log field.
-fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        parts.push(c.to_string());
-        cause = c.source();
-    }
-    parts.join(": ")
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -23,6 +23,7 @@ use super::backoff::parse_retry_after;
 use super::proxy::{Proxies, ProxyConnector};
 use crate::config::{Destination, Secret};
 use crate::queue::{Job, decode_headers};
+use crate::telemetry::error_chain;
 
 /// Bytes of a failed answer's body kept in the attempt record for ops.
 const ERROR_BODY_SNIPPET: usize = 256;
@@ -399,19 +400,7 @@ fn transport_error(err: &hyper_util::client::legacy::Error) -> String {
     } else {
         "request"
     };
-    format!("{kind}: {}", with_causes(err))
-}
-
-/// An error and each of its causes, joined by `: `.
-pub(super) fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
+    format!("{kind}: {}", error_chain(err))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod proxy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alerts::Alerts;
+use crate::clock::now_ms;
 use crate::config::{Config, Route};
 use crate::queue::{
     AttemptRecord, Claimed, Completer, DeadReason, Job, NewDeadLetter, Queue, QueueError, Stat,
@@ -595,10 +596,4 @@ impl Engine {
 
 fn jitter(max_ms: u64) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..=max_ms))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

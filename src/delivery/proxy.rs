@@ -239,8 +239,8 @@ fn proxy_name(proxy: &Intercept) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::client::with_causes;
     use super::*;
+    use crate::telemetry::error_chain;
 
     fn proxies(all: &str, no: &str) -> Proxies {
         Proxies::new(Matcher::builder().all(all).no(no).build())
@@ -273,7 +273,7 @@ mod tests {
             .await
         {
             Ok(_) => panic!("a SOCKS proxy was used"),
-            Err(err) => with_causes(err.as_ref()),
+            Err(err) => error_chain(err.as_ref()),
         };
         assert_eq!(
             err,
@@ -293,7 +293,7 @@ mod tests {
             let mut connector = ProxyConnector::new(HttpConnector::new(), proxies(&proxy, ""));
             let err = match connector.call(destination.parse().expect("uri")).await {
                 Ok(_) => panic!("connected to a closed port"),
-                Err(err) => with_causes(err.as_ref()),
+                Err(err) => error_chain(err.as_ref()),
             };
             assert!(
                 err.starts_with(&format!("through proxy http://127.0.0.1:{port}: ")),

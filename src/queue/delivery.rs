@@ -420,7 +420,7 @@ impl Queue {
             .key(self.keys.stat(Stat::Delivered))
             .key(self.keys.stat(Stat::LastSuccess))
             .arg(GROUP)
-            .arg(super::now_ms());
+            .arg(crate::clock::now_ms());
         for job in batch {
             invocation.arg(&job.entry_id).arg(&job.route);
         }

@@ -228,7 +228,7 @@ impl Queue {
         for event in batch {
             invocation.key(&event.seen_key);
         }
-        invocation.arg(super::now_ms());
+        invocation.arg(crate::clock::now_ms());
         for event in batch {
             invocation
                 .arg(if event.dedupe_ttl_ms.is_some() {

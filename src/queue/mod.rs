@@ -100,13 +100,6 @@ pub enum QueueError {
     },
 }
 
-/// Now, Unix ms.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Handle to the gateway's Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
