@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use http::HeaderName;
 
-use super::mac::{Sha256Keys, decode_hex};
+use super::mac::{Sha256Keys, decode_lower_hex};
 use super::{Rejection, SignedRequest, Verifier, header, optional_header};
 use crate::config::Secret;
 
@@ -34,7 +34,8 @@ impl Verifier for Github {
         let hex = value
             .strip_prefix("sha256=")
             .ok_or(malformed("expected sha256=<hex>"))?;
-        let signature = decode_hex::<32>(hex).ok_or(malformed("expected 64 hex digits"))?;
+        let signature =
+            decode_lower_hex::<32>(hex).ok_or(malformed("expected 64 lowercase hex digits"))?;
         if !self.keys.any_matches(&[request.body], &[signature]) {
             return Err(Rejection::InvalidSignature);
         }
@@ -112,5 +113,21 @@ mod tests {
                 "{garbled}"
             );
         }
+    }
+
+    #[test]
+    fn the_right_signature_in_uppercase_hex_is_refused_as_githubs_library_does() {
+        let upper = format!(
+            "sha256={}",
+            SIGNATURE_VALUE["sha256=".len()..].to_ascii_uppercase()
+        );
+        let req = request(&[(SIGNATURE.as_str(), &upper)], PAYLOAD);
+        assert_eq!(
+            verify_with(&github(&[SECRET]), &req),
+            Err(Rejection::MalformedSignature {
+                header: SIGNATURE.as_str(),
+                reason: "expected 64 lowercase hex digits"
+            })
+        );
     }
 }

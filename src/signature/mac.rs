@@ -50,8 +50,13 @@ impl<M: Mac + KeyInit + Clone> Keys<M> {
     }
 }
 
-/// Decodes hex (either case) of exactly `N` bytes.
-pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+/// Decodes lowercase hex of exactly `N` bytes. GitHub's, Stripe's and
+/// Slack's own verifiers compare the lowercase hex string exactly, so a
+/// signature in uppercase is one none of them accepts, and neither do we.
+pub fn decode_lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     let mut out = [0u8; N];
     hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)

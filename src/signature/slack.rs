@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderName;
 
-use super::mac::{Sha256Keys, decode_hex};
+use super::mac::{Sha256Keys, decode_lower_hex};
 use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
 use crate::config::Secret;
 
@@ -37,9 +37,9 @@ impl Verifier for Slack {
                 header: SIGNATURE.as_str(),
                 reason: "expected v0=<hex>",
             })?;
-        let signature = decode_hex::<32>(hex).ok_or(Rejection::MalformedSignature {
+        let signature = decode_lower_hex::<32>(hex).ok_or(Rejection::MalformedSignature {
             header: SIGNATURE.as_str(),
-            reason: "expected 64 hex digits",
+            reason: "expected 64 lowercase hex digits",
         })?;
         if !self.keys.any_matches(
             &[b"v0:", timestamp.as_bytes(), b":", request.body],
@@ -55,7 +55,7 @@ impl Verifier for Slack {
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
         let timestamp = header(request.headers, &TIMESTAMP).ok()?;
         let signature = header(request.headers, &SIGNATURE).ok()?;
-        Some(format!("{timestamp}:{}", signature.to_ascii_lowercase()))
+        Some(format!("{timestamp}:{signature}"))
     }
 }
 
@@ -125,6 +125,22 @@ mod tests {
                 unix(1_531_420_619)
             ),
             Err(Rejection::InvalidSignature)
+        );
+
+        let upper = format!("v0={}", SIGNATURE_VALUE["v0=".len()..].to_ascii_uppercase());
+        let uppercase = request(
+            &[(SIGNATURE.as_str(), &upper), (TIMESTAMP.as_str(), TS)],
+            BODY,
+        );
+        assert_eq!(
+            run(
+                &slack(&[SECRET]),
+                &uppercase.as_signed(),
+                unix(1_531_420_618)
+            )
+            .map_err(|r| r.code()),
+            Err("malformed_signature"),
+            "Slack's SDK compares the lowercase hex string exactly"
         );
 
         let no_ts = request(&[(SIGNATURE.as_str(), SIGNATURE_VALUE)], BODY);

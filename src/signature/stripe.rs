@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use http::HeaderName;
 
-use super::mac::{Sha256Keys, decode_hex};
+use super::mac::{Sha256Keys, decode_lower_hex};
 use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
 use crate::config::Secret;
 
@@ -54,9 +54,9 @@ impl Verifier for Stripe {
             match key {
                 "t" if timestamp.is_none() => timestamp = Some(val),
                 "t" => return Err(malformed("more than one t=")),
-                // A v1 that is not 64 hex digits cannot match; others may.
+                // A v1 that is not 64 lowercase hex digits cannot match; others may.
                 "v1" => {
-                    if let Some(signature) = decode_hex::<32>(val) {
+                    if let Some(signature) = decode_lower_hex::<32>(val) {
                         let slot = signatures
                             .get_mut(count)
                             .ok_or(malformed("too many v1= signatures"))?;
@@ -70,7 +70,7 @@ impl Verifier for Stripe {
         }
         let timestamp = timestamp.ok_or(malformed("no t= timestamp"))?;
         if count == 0 {
-            return Err(malformed("no v1= signature of 64 hex digits"));
+            return Err(malformed("no v1= signature of 64 lowercase hex digits"));
         }
         if !self.keys.any_matches(
             &[timestamp.as_bytes(), b".", request.body],
@@ -127,6 +127,22 @@ mod tests {
         let good = header_for(SECRET, 1_700_000_000, BODY);
         let value = format!("t=1700000000,v1={},{},v0=abc", "00".repeat(32), &good[13..]);
         let req = request(&[(SIGNATURE.as_str(), &value)], BODY);
+        assert!(run(&stripe(&[SECRET]), &req.as_signed(), unix(1_700_000_000)).is_ok());
+    }
+
+    #[test]
+    fn the_right_signature_in_uppercase_hex_is_refused_as_stripes_library_does() {
+        let good = header_for(SECRET, 1_700_000_000, BODY);
+        let (t, v1) = good.split_once(",v1=").expect("t=…,v1=…");
+        let upper = format!("{t},v1={}", v1.to_ascii_uppercase());
+        let req = request(&[(SIGNATURE.as_str(), &upper)], BODY);
+        assert_eq!(
+            run(&stripe(&[SECRET]), &req.as_signed(), unix(1_700_000_000)).map_err(|r| r.code()),
+            Err("malformed_signature")
+        );
+        // Beside a lowercase one that matches, it is skipped, not an error.
+        let both = format!("{upper},v1={v1}");
+        let req = request(&[(SIGNATURE.as_str(), &both)], BODY);
         assert!(run(&stripe(&[SECRET]), &req.as_signed(), unix(1_700_000_000)).is_ok());
     }
 

@@ -111,6 +111,9 @@ class Request:
     def with_body(self, body: bytes) -> "Request":
         return Request(self.path, self.headers, body)
 
+    def header(self, name: str) -> str:
+        return next(v for n, v in self.headers if n.lower() == name.lower())
+
 
 class Gateway:
     def __init__(self, base_url: str):
@@ -191,6 +194,11 @@ class Checker:
         ok = status == 401 and isinstance(body, dict) and body.get("error") == code
         self.report.record(scheme, case, f"401 {code}", status, body, ok)
 
+    def refused_by_library_and_gateway(self, scheme: str, case: str, request: Request, library_refuses: bool):
+        """A request the provider's own verifier refuses: so must the gateway."""
+        self.report.record(scheme, f"{case}-by-library", "the official library refuses it", "it accepts it", "", library_refuses)
+        self.refused(scheme, case, request, "malformed_signature")
+
 
 class Scheme:
     """A source under test. `sign(role, delivery_id, timestamp)` returns a
@@ -230,9 +238,10 @@ class Github(Scheme):
     signature_header = "X-Hub-Signature-256"
     garbage = b"sha256=not-hex-at-all"
 
-    def __init__(self, secrets, signed):
+    def __init__(self, secrets, signed, uppercase):
         super().__init__(secrets)
         self.signed = signed
+        self.uppercase = uppercase
 
     def sign(self, role, delivery_id, timestamp):
         # Signed by @octokit/webhooks-methods in github.mjs. GitHub does not
@@ -245,6 +254,15 @@ class Github(Scheme):
             ("X-Hub-Signature-256", fixture["signature"]),
         ]
         return Request("/hooks/github", headers, fixture["payload"].encode("utf-8"))
+
+    def extra_cases(self, check):
+        # The genuine signature in uppercase hex, which octokit's verify() refuses.
+        request = self.sign("primary", fresh_id("gh-"), now()).replacing(
+            "X-Hub-Signature-256", self.uppercase["signature"]
+        )
+        check.refused_by_library_and_gateway(
+            self.name, "uppercase-hex", request, not self.uppercase["library_accepts"]
+        )
 
 
 class Stripe(Scheme):
@@ -278,6 +296,18 @@ class Stripe(Scheme):
         # A non-numeric timestamp that is genuinely signed is still malformed.
         check.refused(
             self.name, "non-numeric-timestamp", self.sign("primary", fresh_id("evt_"), "soon"), "malformed_signature"
+        )
+        # The genuine v1 in uppercase hex: Stripe's verify_header refuses it.
+        genuine = self.sign("primary", fresh_id("evt_"), now())
+        stamp, v1 = genuine.header("Stripe-Signature").split(",v1=")
+        upper = f"{stamp},v1={v1.upper()}"
+        try:
+            stripe.WebhookSignature.verify_header(genuine.body.decode("utf-8"), upper, self.secret("primary"), 300)
+            library_refuses = False
+        except stripe.SignatureVerificationError:
+            library_refuses = True
+        check.refused_by_library_and_gateway(
+            self.name, "uppercase-hex", genuine.replacing("Stripe-Signature", upper), library_refuses
         )
 
 
@@ -315,6 +345,15 @@ class Slack(Scheme):
         check.refused(self.name, "timestamp-header-missing", no_timestamp, "missing_signature")
         check.refused(
             self.name, "non-numeric-timestamp", self.sign("primary", fresh_id("trig_"), "soon"), "malformed_signature"
+        )
+        # The genuine signature in uppercase hex: the SDK's is_valid refuses it.
+        genuine = self.sign("primary", fresh_id("trig_"), now())
+        upper = "v0=" + genuine.header("X-Slack-Signature")[len("v0=") :].upper()
+        library_refuses = not SignatureVerifier(self.secret("primary")).is_valid(
+            genuine.body, genuine.header("X-Slack-Request-Timestamp"), upper
+        )
+        check.refused_by_library_and_gateway(
+            self.name, "uppercase-hex", genuine.replacing("X-Slack-Signature", upper), library_refuses
         )
 
 
@@ -563,7 +602,7 @@ def main() -> int:
     )
 
     schemes = [
-        Github(secrets["github"], github["signed"]),
+        Github(secrets["github"], github["signed"], github["uppercase"]),
         Stripe(secrets["stripe"]),
         Slack(secrets["slack"]),
         Shopify(secrets["shopify"]),

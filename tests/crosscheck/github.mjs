@@ -51,5 +51,16 @@ for (const [role, secret] of Object.entries(roles)) {
   signed[role] = { payload, signature };
 }
 
-writeFileSync(out, JSON.stringify({ library: `@octokit/webhooks-methods ${sign.VERSION}`, signed }, null, 2));
+// GitHub's verify() compares the lowercase hex string exactly: the primary
+// signature in uppercase is not GitHub's, and the gateway must refuse it too.
+const uppercase = {
+  payload: signed.primary.payload,
+  signature: `sha256=${signed.primary.signature.slice("sha256=".length).toUpperCase()}`,
+};
+uppercase.library_accepts = await verify(secrets[0], uppercase.payload, uppercase.signature);
+
+writeFileSync(
+  out,
+  JSON.stringify({ library: `@octokit/webhooks-methods ${sign.VERSION}`, signed, uppercase }, null, 2),
+);
 console.log(`github.mjs: signed ${Object.keys(signed).length} payloads with @octokit/webhooks-methods ${sign.VERSION}`);
