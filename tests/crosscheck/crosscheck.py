@@ -22,7 +22,8 @@ Who signs:
 usage:
   CROSSCHECK_SECRETS='{"<source>": ["primary", "rotated"], ...}' \\
   crosscheck.py --base-url http://127.0.0.1:PORT --github-signed FILE \\
-                --twilio-public-url http://127.0.0.1/hooks/twilio
+                --twilio-public-url http://127.0.0.1/hooks/twilio \\
+                --twilio-port-public-url http://127.0.0.1:8443/hooks/twilio-port
 
 Each source is at /hooks/<source> and has one route, "<source>-crosscheck".
 Prints one line per case and ends with "crosscheck: N passed, M failed";
@@ -453,13 +454,13 @@ class Gitlab(Scheme):
 
 
 class Twilio(Scheme):
-    name = "twilio"
     signature_header = "X-Twilio-Signature"
     garbage = b"not base64!"
     other_key = "twilio"
 
-    def __init__(self, secrets, public_url):
+    def __init__(self, name, secrets, public_url):
         super().__init__(secrets)
+        self.name = name
         self.public_url = public_url
         self.path = urllib.parse.urlsplit(public_url).path
 
@@ -499,21 +500,30 @@ class Twilio(Scheme):
         ]
         return Request(f"{self.path}?{query}", headers, body.encode("utf-8"))
 
-    def extra_cases(self, check):
-        # Twilio's backend signs the URL sometimes with, sometimes without the
-        # default port, so the official validate() accepts both forms of the
-        # configured URL. This request passes validate() here, checked first.
+    def url_forms(self):
+        """The configured URL with no port, the scheme's default port, its own
+        port and another one: (label, URL) each."""
         parsed = urllib.parse.urlsplit(self.public_url)
         default_port = 443 if parsed.scheme == "https" else 80
-        with_port = parsed._replace(netloc=f"{parsed.hostname}:{default_port}").geturl()
-        request = self.sign("primary", fresh_id("SM"), now(), signed_url=with_port)
-        params = dict(urllib.parse.parse_qsl(request.body.decode(), keep_blank_values=True))
-        signature = dict(request.headers)["X-Twilio-Signature"]
-        if RequestValidator(self.secret("primary")).validate(self.public_url, params, signature):
-            check.accepted(self.name, "url-signed-with-default-port", request)
-        else:
-            expected = "the official validate() to accept it"
-            check.report.record(self.name, "url-signed-with-default-port", expected, None, "refused", False)
+        forms = []
+        for port in dict.fromkeys([None, default_port, parsed.port, 8444]):
+            netloc = parsed.hostname if port is None else f"{parsed.hostname}:{port}"
+            forms.append((f"port-{port or 'none'}", parsed._replace(netloc=netloc).geturl()))
+        return forms
+
+    def extra_cases(self, check):
+        # Twilio's backend signs the URL sometimes with, sometimes without its
+        # port, so the official validate() accepts more than one form of the
+        # configured URL. Each form is signed, validate() is asked whether it
+        # accepts it, and the gateway must answer the same.
+        for label, url in self.url_forms():
+            request = self.sign("primary", fresh_id("SM"), now(), signed_url=url)
+            params = dict(urllib.parse.parse_qsl(request.body.decode(), keep_blank_values=True))
+            signature = request.header("X-Twilio-Signature")
+            if RequestValidator(self.secret("primary")).validate(self.public_url, params, signature):
+                check.accepted(self.name, f"url-signed-with-{label}-validate-accepts", request)
+            else:
+                check.refused(self.name, f"url-signed-with-{label}-validate-refuses", request, "invalid_signature")
 
         request = self.sign("primary", fresh_id("SM"), now(), query="account=crosscheck&attempt=1")
         check.accepted_then_duplicate(self.name, "form-with-query", request)
@@ -588,6 +598,9 @@ def main() -> int:
     parser.add_argument("--base-url", required=True, help="the gateway's public listener, http://127.0.0.1:PORT")
     parser.add_argument("--github-signed", required=True, help="JSON written by github.mjs")
     parser.add_argument("--twilio-public-url", required=True, help="public_url of the twilio source")
+    parser.add_argument(
+        "--twilio-port-public-url", required=True, help="public_url, with a non-default port, of the twilio-port source"
+    )
     args = parser.parse_args()
 
     secrets = json.loads(os.environ["CROSSCHECK_SECRETS"])
@@ -609,7 +622,8 @@ def main() -> int:
         StandardWebhooks(secrets["standard-webhooks"]),
         Svix(secrets["svix"]),
         Gitlab(secrets["gitlab"]),
-        Twilio(secrets["twilio"], args.twilio_public_url),
+        Twilio("twilio", secrets["twilio"], args.twilio_public_url),
+        Twilio("twilio-port", secrets["twilio-port"], args.twilio_port_public_url),
         GenericHmac(secrets["hmac"], "hmac", "sha256", "hex", "sha256=", b"sha1=" + b"0" * 40),
         GenericHmac(secrets["hmac-b64"], "hmac-b64", "sha512", "base64", "", b"not base64!"),
     ]

@@ -19,6 +19,9 @@ use crate::support::redis::RedisServer;
 /// query), and the gateway checks against it, not against the Host header,
 /// so it need not be the address the driver really sends to.
 const TWILIO_PUBLIC_URL: &str = "http://127.0.0.1/hooks/twilio";
+/// The same with a port that is not the scheme's default: Twilio signs it
+/// with or without that port.
+const TWILIO_PORT_PUBLIC_URL: &str = "http://127.0.0.1:8443/hooks/twilio-port";
 
 /// Bound on each helper process (the driver sends about a hundred requests).
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(120);
@@ -108,6 +111,15 @@ const SOURCES: &[CrossSource] = &[
         settings: "public_url = \"{twilio_public_url}\"",
     },
     CrossSource {
+        name: "twilio-port",
+        scheme: "twilio",
+        secrets: [
+            "5c1f0a9e27d34b8c96e0f41a2b7d8c03",
+            "e8a4d2c6b0f94e17a3c5d7b9f1e2a4c6",
+        ],
+        settings: "public_url = \"{twilio_port_public_url}\"",
+    },
+    CrossSource {
         name: "hmac",
         scheme: "hmac",
         secrets: ["crosscheck-hmac-primary", "crosscheck-hmac-rotated"],
@@ -143,7 +155,8 @@ fn extra_toml() -> String {
             scheme = source.scheme,
             settings = source
                 .settings
-                .replace("{twilio_public_url}", TWILIO_PUBLIC_URL),
+                .replace("{twilio_public_url}", TWILIO_PUBLIC_URL)
+                .replace("{twilio_port_public_url}", TWILIO_PORT_PUBLIC_URL),
         ));
     }
     for source in SOURCES {
@@ -221,6 +234,8 @@ async fn official_library_signatures_verify_and_tampering_is_refused() {
         .arg(&github_signed)
         .arg("--twilio-public-url")
         .arg(TWILIO_PUBLIC_URL)
+        .arg("--twilio-port-public-url")
+        .arg(TWILIO_PORT_PUBLIC_URL)
         .env("CROSSCHECK_SECRETS", &secrets)
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let report = run(driver, dir.path(), "crosscheck.py", PROCESS_TIMEOUT).await;
