@@ -3,10 +3,10 @@
 
 use std::time::SystemTime;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
 use super::mac::{Sha256Keys, decode_lower_hex};
-use super::{Rejection, SignedRequest, Verifier, header, optional_header};
+use super::{Rejection, SignedRequest, Verifier, header, headers_present, optional_header};
 use crate::config::Secret;
 
 static SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
@@ -25,6 +25,10 @@ impl Github {
 }
 
 impl Verifier for Github {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        headers_present(headers, &[&SIGNATURE])
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, &SIGNATURE)?;
         let malformed = |reason| Rejection::MalformedSignature {

@@ -7,9 +7,9 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
-use super::{Rejection, SignedRequest, Verifier, header, optional_header};
+use super::{Rejection, SignedRequest, Verifier, header, headers_present, optional_header};
 use crate::config::Secret;
 
 static TOKEN: HeaderName = HeaderName::from_static("x-gitlab-token");
@@ -31,6 +31,10 @@ impl Gitlab {
 }
 
 impl Verifier for Gitlab {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        headers_present(headers, &[&TOKEN])
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let token = request
             .headers

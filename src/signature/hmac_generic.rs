@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
 use super::mac::{Keys, Sha1Keys, Sha256Keys, Sha512Keys, decode_base64};
 use super::{Rejection, SignedRequest, Verifier, optional_header};
@@ -50,10 +50,20 @@ impl GenericHmac {
     }
 }
 
+/// How rejections name the signature header: its name is configured, so
+/// they cannot name it statically.
+const HEADER: &str = "signature";
+
 impl Verifier for GenericHmac {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        if headers.contains_key(&self.header) {
+            Ok(())
+        } else {
+            Err(Rejection::MissingSignature { header: HEADER })
+        }
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
-        // The header name is configured, so errors cannot name it statically.
-        const HEADER: &str = "signature";
         let value = request
             .headers
             .get(&self.header)

@@ -101,6 +101,11 @@ where
         let max_body_bytes = self.max_body_bytes;
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
+            // Before the body is read: a sender that waits for `100 Continue`
+            // is not invited to send a body that would be refused anyway.
+            if let Err(rejection) = verifier.check_head(&parts.headers) {
+                return Ok(refusal(&source, rejection));
+            }
             let bytes = match Limited::new(body, max_body_bytes).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(err) => return Ok(body_error(&source, &err)),
@@ -119,20 +124,23 @@ where
                     });
                     inner.call(Request::from_parts(parts, bytes)).await
                 }
-                Err(rejection) => {
-                    tracing::warn!(
-                        source = %source,
-                        reason = rejection.code(),
-                        detail = %rejection,
-                        "webhook refused"
-                    );
-                    let mut response = ApiError::from(rejection.clone()).into_response();
-                    response.extensions_mut().insert(Refused(rejection));
-                    Ok(response)
-                }
+                Err(rejection) => Ok(refusal(&source, rejection)),
             }
         })
     }
+}
+
+/// The 401 of a refused request, logged with its reason.
+fn refusal(source: &str, rejection: Rejection) -> Response {
+    tracing::warn!(
+        source,
+        reason = rejection.code(),
+        detail = %rejection,
+        "webhook refused"
+    );
+    let mut response = ApiError::from(rejection.clone()).into_response();
+    response.extensions_mut().insert(Refused(rejection));
+    response
 }
 
 /// The body could not be read: over the limit (413), or the sender went away

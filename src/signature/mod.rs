@@ -40,6 +40,13 @@ pub struct SignedRequest<'a> {
 
 /// Proves (or refutes) that a request came from its sender.
 pub trait Verifier: Send + Sync + 'static {
+    /// Checks, from the head alone, that the headers the scheme cannot do
+    /// without are there (once each, as text). Run before the body is read,
+    /// so a request without them is refused before hyper sends a client
+    /// that asked for it (`Expect: 100-continue`) the invitation to send
+    /// its body. [`Verifier::verify`] checks them again with the rest.
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection>;
+
     /// Checks that `request` was signed by the sender, at time `now`.
     fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection>;
 
@@ -105,6 +112,10 @@ impl From<Rejection> for ApiError {
 struct Unsigned;
 
 impl Verifier for Unsigned {
+    fn check_head(&self, _: &HeaderMap) -> Result<(), Rejection> {
+        Ok(())
+    }
+
     fn verify(&self, _: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         Ok(())
     }
@@ -147,6 +158,13 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static HeaderName) -> Result<&'a s
         });
     }
     header_text(name, first)
+}
+
+/// [`header`] for each of `names`: present once each, as text.
+fn headers_present(headers: &HeaderMap, names: &[&'static HeaderName]) -> Result<(), Rejection> {
+    names
+        .iter()
+        .try_for_each(|name| header(headers, name).map(drop))
 }
 
 /// The text of header `name`'s value, or the right rejection.
@@ -367,6 +385,30 @@ pub(crate) mod tests {
             }
         }
 
+        /// The head check refuses only what verification refuses, for the
+        /// same reason: it never turns away a request verify would accept,
+        /// nor changes the answer (any header may be absent, or anything).
+        #[test]
+        fn the_head_check_refuses_only_what_verify_refuses_and_alike(
+            values in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)), 3),
+            body in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            for (verifier, names) in signed_schemes() {
+                let mut headers = HeaderMap::new();
+                for (name, value) in names.iter().zip(&values) {
+                    if let Some(Ok(value)) = value.as_deref().map(HeaderValue::from_bytes) {
+                        headers.insert(*name, value);
+                    }
+                }
+                let uri: Uri = "/hooks/t".parse().expect("uri");
+                let request = SignedRequest { headers: &headers, uri: &uri, body: &body };
+                if let Err(refused) = verifier.check_head(&headers) {
+                    prop_assert_eq!(verifier.verify(&request, unix(0)), Err(refused));
+                }
+            }
+        }
+
         /// Text shaped like real headers (prefixes, separators, digits) never verifies either.
         #[test]
         fn header_shaped_text_never_verifies(
@@ -381,6 +423,30 @@ pub(crate) mod tests {
                 let req = request(&pairs, "{}");
                 prop_assert!(verify_with(verifier.as_ref(), &req).is_err());
             }
+        }
+    }
+
+    #[test]
+    fn the_head_check_refuses_each_missing_signature_header() {
+        for (verifier, names) in signed_schemes() {
+            for missing in names.iter() {
+                let present: Vec<(&str, &str)> = names
+                    .iter()
+                    .filter(|name| *name != missing)
+                    .map(|name| (*name, "1700000000"))
+                    .collect();
+                let req = request(&present, "{}");
+                assert!(
+                    matches!(
+                        verifier.check_head(&req.headers),
+                        Err(Rejection::MissingSignature { .. })
+                    ),
+                    "without {missing}"
+                );
+            }
+            let all: Vec<(&str, &str)> = names.iter().map(|name| (*name, "1700000000")).collect();
+            let req = request(&all, "{}");
+            assert_eq!(verifier.check_head(&req.headers), Ok(()), "{names:?}");
         }
     }
 

@@ -3,10 +3,10 @@
 
 use std::time::SystemTime;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
 use super::mac::{Sha256Keys, decode_base64};
-use super::{Rejection, SignedRequest, Verifier, header, optional_header};
+use super::{Rejection, SignedRequest, Verifier, header, headers_present, optional_header};
 use crate::config::Secret;
 
 static SIGNATURE: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
@@ -25,6 +25,10 @@ impl Shopify {
 }
 
 impl Verifier for Shopify {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        headers_present(headers, &[&SIGNATURE])
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, &SIGNATURE)?;
         let signature = decode_base64(value, 32).ok_or(Rejection::MalformedSignature {

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
 use super::mac::{Sha256Keys, decode_lower_hex};
-use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
+use super::{Rejection, SignedRequest, Verifier, check_timestamp, header, headers_present};
 use crate::config::Secret;
 
 static SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
@@ -28,6 +28,10 @@ impl Slack {
 }
 
 impl Verifier for Slack {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        headers_present(headers, &[&SIGNATURE, &TIMESTAMP])
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, &SIGNATURE)?;
         let timestamp = header(request.headers, &TIMESTAMP)?;

@@ -5,11 +5,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::mac::{Sha256Keys, decode_base64};
 use super::{
-    Rejection, SignedRequest, Verifier, check_timestamp, header, header_text, optional_header,
+    Rejection, SignedRequest, Verifier, check_timestamp, header, header_text, headers_present,
+    optional_header,
 };
 use crate::config::Secret;
 
@@ -44,12 +45,10 @@ impl StandardWebhooks {
 impl StandardWebhooks {
     /// The header names in use and the signature list: `webhook-*` unless
     /// only `svix-*` is present (one lookup in the usual case).
-    fn dialect<'a>(
-        request: &SignedRequest<'a>,
-    ) -> (&'static [HeaderName; 3], Option<&'a HeaderValue>) {
-        match request.headers.get(&STANDARD[2]) {
+    fn dialect(headers: &HeaderMap) -> (&'static [HeaderName; 3], Option<&HeaderValue>) {
+        match headers.get(&STANDARD[2]) {
             Some(value) => (&STANDARD, Some(value)),
-            None => match request.headers.get(&SVIX[2]) {
+            None => match headers.get(&SVIX[2]) {
                 Some(value) => (&SVIX, Some(value)),
                 None => (&STANDARD, None),
             },
@@ -58,8 +57,15 @@ impl StandardWebhooks {
 }
 
 impl Verifier for StandardWebhooks {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        let (names, signatures) = Self::dialect(headers);
+        let [id_name, ts_name, sig_name] = names;
+        header_text(sig_name, signatures)?;
+        headers_present(headers, &[id_name, ts_name])
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
-        let (names, signatures) = Self::dialect(request);
+        let (names, signatures) = Self::dialect(request.headers);
         let [id_name, ts_name, sig_name] = names;
         let signatures = header_text(sig_name, signatures)?;
         let id = header(request.headers, id_name)?;
@@ -97,7 +103,7 @@ impl Verifier for StandardWebhooks {
     }
 
     fn delivery_id(&self, request: &SignedRequest<'_>) -> Option<String> {
-        let ([id, _, _], _) = Self::dialect(request);
+        let ([id, _, _], _) = Self::dialect(request.headers);
         optional_header(request.headers, id)
     }
 }

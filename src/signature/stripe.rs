@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
 use super::mac::{Sha256Keys, decode_lower_hex};
-use super::{Rejection, SignedRequest, Verifier, check_timestamp, header};
+use super::{Rejection, SignedRequest, Verifier, check_timestamp, header, headers_present};
 use crate::config::Secret;
 
 static SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
@@ -37,6 +37,10 @@ struct EventId<'a> {
 }
 
 impl Verifier for Stripe {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        headers_present(headers, &[&SIGNATURE])
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, &SIGNATURE)?;
         let malformed = |reason| Rejection::MalformedSignature {

@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 
 use super::mac::{Sha1Keys, decode_base64};
-use super::{Rejection, SignedRequest, Verifier, header, optional_header};
+use super::{Rejection, SignedRequest, Verifier, header, headers_present, optional_header};
 use crate::config::Secret;
 
 static SIGNATURE: HeaderName = HeaderName::from_static("x-twilio-signature");
@@ -73,6 +73,10 @@ impl Twilio {
 }
 
 impl Verifier for Twilio {
+    fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        headers_present(headers, &[&SIGNATURE])
+    }
+
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
         let value = header(request.headers, &SIGNATURE)?;
         let signature = decode_base64(value, 20).ok_or(Rejection::MalformedSignature {

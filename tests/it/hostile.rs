@@ -824,3 +824,110 @@ async fn hostile_inputs_get_their_refusals_and_never_hurt_the_next_request() {
     );
     gateway.stop().await.expect("gateway stops cleanly");
 }
+
+/// The head of `request` (everything up to the blank line) with
+/// `Expect: 100-continue` added: what a client that waits before sending its
+/// body writes first.
+fn expecting_continue(request: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a request head");
+    let mut head = request[..end].to_vec();
+    head.extend_from_slice(b"\r\nExpect: 100-continue\r\n\r\n");
+    (head, request[end + 4..].to_vec())
+}
+
+/// What the gateway sends after `head` until its first line is complete
+/// (within 5 s); it may hold more than that line.
+async fn first_answer(stream: &mut TcpStream, head: &[u8]) -> String {
+    stream.write_all(head).await.expect("write the head");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the gateway answers the head alone");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The first line of `answer`.
+fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_request_without_its_signature_headers_is_refused_before_100_continue() {
+    let redis = RedisServer::start();
+    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), &extra()))).await;
+    let body = br#"{"action":"opened"}"#;
+    let without = |request: Vec<u8>, header: &str| -> Vec<u8> {
+        let text = String::from_utf8_lossy(&request).into_owned();
+        let kept: Vec<&str> = text
+            .split("\r\n")
+            .filter(|line| {
+                !line
+                    .to_ascii_lowercase()
+                    .starts_with(&format!("{}:", header.to_ascii_lowercase()))
+            })
+            .collect();
+        kept.join("\r\n").into_bytes()
+    };
+    for (name, request) in [
+        ("github", github(None, body)),
+        (
+            "stripe",
+            without(stripe_with_t(&now().to_string()), "Stripe-Signature"),
+        ),
+        (
+            "slack",
+            without(
+                slack_with_ts(&now().to_string()),
+                "X-Slack-Request-Timestamp",
+            ),
+        ),
+        (
+            "svix",
+            without(svix(&now().to_string(), None), "webhook-signature"),
+        ),
+    ] {
+        let (head, _) = expecting_continue(&request);
+        let mut stream = TcpStream::connect(gateway.public).await.expect("connect");
+        let mut answer = first_answer(&mut stream, &head).await;
+        assert_eq!(
+            status_line(&answer),
+            "HTTP/1.1 401 Unauthorized",
+            "{name}: refused from the head, never invited to send the body"
+        );
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        answer.push_str(&String::from_utf8_lossy(&rest));
+        assert!(
+            answer.contains(r#""error":"missing_signature""#),
+            "{name}: {answer}"
+        );
+    }
+
+    // With its signature, the same client is invited, sends, and is accepted.
+    let (head, rest) = expecting_continue(&github_signed(body));
+    let mut stream = TcpStream::connect(gateway.public).await.expect("connect");
+    assert_eq!(
+        status_line(&first_answer(&mut stream, &head).await),
+        "HTTP/1.1 100 Continue"
+    );
+    stream.write_all(&rest).await.expect("write the body");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    gateway.stop().await.expect("clean stop");
+}
