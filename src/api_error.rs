@@ -40,10 +40,16 @@ pub enum ErrorCode {
     RedisUnavailable,
     /// `internal_error`: a fault of the gateway, logged where it happened.
     InternalError,
-    /// A code defined by the module that refuses the request, passed through
-    /// as is: the signature schemes' rejections name their own
-    /// (`signature::Rejection::code`).
-    Named(&'static str),
+    /// `body_unreadable`: the sender went away or broke the body's framing.
+    BodyUnreadable,
+    /// `missing_signature`: a header the source's scheme needs is absent.
+    MissingSignature,
+    /// `malformed_signature`: a signature header that cannot be parsed.
+    MalformedSignature,
+    /// `invalid_signature`: well-formed, but no configured secret signed it.
+    InvalidSignature,
+    /// `timestamp_out_of_tolerance`: signed too long ago (or ahead).
+    TimestampOutOfTolerance,
 }
 
 impl ErrorCode {
@@ -64,14 +70,12 @@ impl ErrorCode {
             Self::QueueUnavailable => "queue_unavailable",
             Self::RedisUnavailable => "redis_unavailable",
             Self::InternalError => "internal_error",
-            Self::Named(code) => code,
+            Self::BodyUnreadable => "body_unreadable",
+            Self::MissingSignature => "missing_signature",
+            Self::MalformedSignature => "malformed_signature",
+            Self::InvalidSignature => "invalid_signature",
+            Self::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
         }
-    }
-}
-
-impl From<&'static str> for ErrorCode {
-    fn from(code: &'static str) -> Self {
-        Self::Named(code)
     }
 }
 
@@ -100,10 +104,10 @@ pub struct ApiError {
 
 impl ApiError {
     /// Builds an error answer.
-    pub fn new(status: StatusCode, code: impl Into<ErrorCode>, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
@@ -174,13 +178,18 @@ struct Body<'a> {
     message: &'a str,
 }
 
+/// The answer carries its code as an extension too, so middleware (the
+/// ingest outcome counter) reads what was answered instead of guessing it
+/// from the status.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
             error: self.code,
             message: &self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(self.code);
+        response
     }
 }
 
@@ -205,7 +214,14 @@ mod tests {
             (ErrorCode::QueueUnavailable, "queue_unavailable"),
             (ErrorCode::RedisUnavailable, "redis_unavailable"),
             (ErrorCode::InternalError, "internal_error"),
-            (ErrorCode::from("invalid_signature"), "invalid_signature"),
+            (ErrorCode::BodyUnreadable, "body_unreadable"),
+            (ErrorCode::MissingSignature, "missing_signature"),
+            (ErrorCode::MalformedSignature, "malformed_signature"),
+            (ErrorCode::InvalidSignature, "invalid_signature"),
+            (
+                ErrorCode::TimestampOutOfTolerance,
+                "timestamp_out_of_tolerance",
+            ),
         ] {
             assert_eq!(serde_json::to_value(code).ok(), Some(text.into()));
         }
@@ -216,6 +232,10 @@ mod tests {
         let response =
             ApiError::new(StatusCode::CONFLICT, ErrorCode::Undecodable, "why").into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            response.extensions().get::<ErrorCode>(),
+            Some(&ErrorCode::Undecodable)
+        );
         let body = axum::body::to_bytes(response.into_body(), 1024).await;
         let body: serde_json::Value =
             serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();

@@ -16,9 +16,40 @@ use crate::api_error::{ApiError, ErrorCode};
 use crate::queue::{Enqueued, Job, NewEvent, encode_headers};
 use crate::signature::Verified;
 
-/// Response extension: how the request ended, for the outcome counter.
-#[derive(Debug, Clone, Copy)]
-pub struct Outcome(pub &'static str);
+/// How a webhook request ended: the `outcome` label of
+/// `switchyard_ingest_requests_total`. Success answers carry it as a
+/// response extension; error answers carry their [`ErrorCode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 202: every job of the event is queued.
+    Accepted,
+    /// 200: the delivery id was seen before.
+    Duplicate,
+    /// Any error answer, by its code.
+    Refused(ErrorCode),
+}
+
+impl Outcome {
+    /// The metric label: `accepted`, `duplicate`, or the error code.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Refused(code) => code.as_str(),
+        }
+    }
+
+    /// How `response` ended, from the extension its maker left.
+    pub fn of(response: &Response) -> Self {
+        let extensions = response.extensions();
+        extensions
+            .get::<Outcome>()
+            .copied()
+            .or_else(|| extensions.get::<ErrorCode>().copied().map(Outcome::Refused))
+            // Every answer of ingest is made by `answer` or as an ApiError.
+            .unwrap_or(Outcome::Refused(ErrorCode::InternalError))
+    }
+}
 
 /// Queues a verified request's event for every route it matches; the
 /// answer, never an error.
@@ -116,7 +147,7 @@ async fn answer_event(
                     id: &id,
                     routes: &routes,
                 },
-                "accepted",
+                Outcome::Accepted,
             )
         }
         Ok(Enqueued::Duplicate { first_id }) => {
@@ -132,7 +163,7 @@ async fn answer_event(
                     id: &first_id,
                     duplicate: true,
                 },
-                "duplicate",
+                Outcome::Duplicate,
             )
         }
         Err(err) => {
@@ -146,16 +177,12 @@ async fn answer_event(
                     "cannot queue events; answering 503"
                 );
             }
-            let mut response = ApiError::new(
+            ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::QueueUnavailable,
                 "the event could not be acknowledged; retry later",
             )
-            .into_response();
-            response
-                .extensions_mut()
-                .insert(Outcome("queue_unavailable"));
-            response
+            .into_response()
         }
     }
 }
@@ -174,8 +201,27 @@ struct DuplicateAnswer<'a> {
     duplicate: bool,
 }
 
-fn answer(status: StatusCode, body: &impl Serialize, outcome: &'static str) -> Response {
+fn answer(status: StatusCode, body: &impl Serialize, outcome: Outcome) -> Response {
     let mut response = (status, Json(body)).into_response();
-    response.extensions_mut().insert(Outcome(outcome));
+    response.extensions_mut().insert(outcome);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_answer_says_how_it_ended() {
+        let accepted = answer(StatusCode::ACCEPTED, &"ok", Outcome::Accepted);
+        assert_eq!(Outcome::of(&accepted).label(), "accepted");
+        let refused = ApiError::body_too_large().into_response();
+        assert_eq!(
+            Outcome::of(&refused),
+            Outcome::Refused(ErrorCode::BodyTooLarge)
+        );
+        assert_eq!(Outcome::of(&refused).label(), "body_too_large");
+        let unexplained = StatusCode::BAD_GATEWAY.into_response();
+        assert_eq!(Outcome::of(&unexplained).label(), "internal_error");
+    }
 }

@@ -24,7 +24,7 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use crate::api_error::{ApiError, ErrorCode};
 use crate::config::{Config, Filter};
 use crate::queue::{EventWriter, Queue};
-use crate::signature::{self, Refused, VerifyLayer};
+use crate::signature::{self, VerifyLayer};
 use crate::telemetry::{LogThrottle, Metrics, RouteLabels, SourceLabels};
 
 pub use filter::EventView;
@@ -142,8 +142,8 @@ pub fn service(
                     source: source.name.clone(),
                 })
                 .clone(),
-            accepted_requests: metrics.ingest_counter(&source.name, "accepted"),
-            duplicate_requests: metrics.ingest_counter(&source.name, "duplicate"),
+            accepted_requests: metrics.ingest_counter(&source.name, Outcome::Accepted.label()),
+            duplicate_requests: metrics.ingest_counter(&source.name, Outcome::Duplicate.label()),
             writer: writer.clone(),
             metrics: metrics.clone(),
             shed_log: shed_log.clone(),
@@ -189,7 +189,8 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let Some(source) = self.sources.get(request.uri().path()) else {
-            self.metrics.ingest(UNKNOWN_SOURCE_LABEL, "unknown_source");
+            self.metrics
+                .ingest(UNKNOWN_SOURCE_LABEL, ErrorCode::UnknownSource.as_str());
             let response = ApiError::unknown_source(request.uri().path()).into_response();
             return Box::pin(std::future::ready(Ok(response)));
         };
@@ -233,20 +234,14 @@ fn declared_length<B>(request: &Request<B>) -> Option<usize> {
 
 /// Counts every answer of a source by outcome.
 fn count_outcome(state: &SourceState, response: &Response) {
-    let extensions = response.extensions();
-    let outcome = extensions
-        .get::<Outcome>()
-        .map(|o| o.0)
-        .or_else(|| extensions.get::<Refused>().map(|r| r.0.code()))
-        .unwrap_or_else(|| error_code(response.status()));
-    match outcome {
-        "accepted" => {
+    match Outcome::of(response) {
+        Outcome::Accepted => {
             state.accepted_requests.inc();
         }
-        "duplicate" => {
+        Outcome::Duplicate => {
             state.duplicate_requests.inc();
         }
-        other => state.metrics.ingest(&state.name, other),
+        refused => state.metrics.ingest(&state.name, refused.label()),
     }
 }
 
@@ -269,7 +264,6 @@ fn overloaded(state: &SourceState) -> Response {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    response.extensions_mut().insert(Outcome("overloaded"));
     response
 }
 
@@ -285,20 +279,6 @@ fn method_not_allowed() -> Response {
         .headers_mut()
         .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
     response
-}
-
-/// The outcome of an answer that carries none of its own (the service's
-/// own refusals: wrong method, oversize, unreadable body, timeout), by
-/// status.
-fn error_code(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::BAD_REQUEST => "body_unreadable",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        s if s.is_success() => "accepted",
-        _ => "error",
-    }
 }
 
 /// The answer when a request was not read, verified and queued within

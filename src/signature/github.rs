@@ -101,7 +101,7 @@ mod tests {
         );
         let missing = request(&[], PAYLOAD);
         assert_eq!(
-            verify_with(&github(&[SECRET]), &missing).map_err(|r| r.code()),
+            verify_with(&github(&[SECRET]), &missing).map_err(|r| r.code().as_str()),
             Err("missing_signature")
         );
         for garbled in [
@@ -112,7 +112,7 @@ mod tests {
         ] {
             let req = request(&[(SIGNATURE.as_str(), garbled)], PAYLOAD);
             assert_eq!(
-                verify_with(&github(&[SECRET]), &req).map_err(|r| r.code()),
+                verify_with(&github(&[SECRET]), &req).map_err(|r| r.code().as_str()),
                 Err("malformed_signature"),
                 "{garbled}"
             );

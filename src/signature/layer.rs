@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::{BoxError, Layer, Service};
 
 use super::{Rejection, SignedRequest, Verifier};
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 
 /// Request extension: the request was verified for `source`.
 #[derive(Debug, Clone)]
@@ -26,11 +26,6 @@ pub struct Verified {
     /// The sender's delivery id, when the scheme carries one.
     pub delivery_id: Option<String>,
 }
-
-/// Response extension: why a request was refused, for the metrics and log
-/// middleware around the handler.
-#[derive(Debug, Clone)]
-pub struct Refused(pub Rejection);
 
 /// Verifies every request with one source's [`Verifier`].
 #[derive(Clone)]
@@ -134,13 +129,11 @@ where
 fn refusal(source: &str, rejection: Rejection) -> Response {
     tracing::warn!(
         source,
-        reason = rejection.code(),
+        reason = rejection.code().as_str(),
         detail = %rejection,
         "webhook refused"
     );
-    let mut response = ApiError::from(rejection.clone()).into_response();
-    response.extensions_mut().insert(Refused(rejection));
-    response
+    ApiError::from(rejection).into_response()
 }
 
 /// The body could not be read: over the limit (413), or the sender went away
@@ -157,7 +150,7 @@ fn body_error(source: &str, err: &BoxError) -> Response {
     tracing::info!(source, error = %err, "webhook body could not be read");
     ApiError::new(
         StatusCode::BAD_REQUEST,
-        "body_unreadable",
+        ErrorCode::BodyUnreadable,
         "the request body could not be read",
     )
     .into_response()

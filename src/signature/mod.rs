@@ -22,10 +22,10 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorCode};
 use crate::config::{Scheme, Source};
 
-pub use layer::{Refused, Verified, Verify, VerifyLayer};
+pub use layer::{Verified, Verify, VerifyLayer};
 
 /// What a verifier looks at.
 #[derive(Debug, Clone, Copy)]
@@ -88,12 +88,12 @@ pub enum Rejection {
 
 impl Rejection {
     /// The stable error code answered to the sender and used as metric label.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Rejection::MissingSignature { .. } => "missing_signature",
-            Rejection::MalformedSignature { .. } => "malformed_signature",
-            Rejection::InvalidSignature => "invalid_signature",
-            Rejection::TimestampOutOfTolerance { .. } => "timestamp_out_of_tolerance",
+            Rejection::MissingSignature { .. } => ErrorCode::MissingSignature,
+            Rejection::MalformedSignature { .. } => ErrorCode::MalformedSignature,
+            Rejection::InvalidSignature => ErrorCode::InvalidSignature,
+            Rejection::TimestampOutOfTolerance { .. } => ErrorCode::TimestampOutOfTolerance,
         }
     }
 }
@@ -454,7 +454,8 @@ pub(crate) mod tests {
     fn timestamps_that_overflow_or_are_negative_are_malformed() {
         for text in ["-5", "99999999999999999999999", "1e9", " 1", ""] {
             assert_eq!(
-                check_timestamp("t", text, unix(0), Duration::from_secs(300)).map_err(|r| r.code()),
+                check_timestamp("t", text, unix(0), Duration::from_secs(300))
+                    .map_err(|r| r.code().as_str()),
                 Err("malformed_signature"),
                 "{text:?}"
             );

@@ -78,7 +78,7 @@ mod tests {
         );
         let garbled = request(&[(SIGNATURE.as_str(), "not base64!")], body);
         assert_eq!(
-            run(&shopify, &garbled.as_signed(), unix(0)).map_err(|r| r.code()),
+            run(&shopify, &garbled.as_signed(), unix(0)).map_err(|r| r.code().as_str()),
             Err("malformed_signature")
         );
     }

@@ -111,7 +111,7 @@ mod tests {
             unix(1_531_420_618 + 301),
         );
         assert_eq!(
-            late.map_err(|r| r.code()),
+            late.map_err(|r| r.code().as_str()),
             Err("timestamp_out_of_tolerance")
         );
 
@@ -142,7 +142,7 @@ mod tests {
                 &uppercase.as_signed(),
                 unix(1_531_420_618)
             )
-            .map_err(|r| r.code()),
+            .map_err(|r| r.code().as_str()),
             Err("malformed_signature"),
             "Slack's SDK compares the lowercase hex string exactly"
         );
