@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,8 @@ use serde::Serialize;
 
 use super::{EventView, SourceState};
 use crate::api_error::{ApiError, ErrorCode};
-use crate::queue::{Enqueued, Job, NewEvent, encode_headers};
+use crate::clock::now_ms;
+use crate::queue::{Enqueued, NewEvent, encode_headers};
 use crate::signature::Verified;
 
 /// How a webhook request ended: the `outcome` label of
@@ -88,30 +88,15 @@ async fn answer_event(
         .collect();
     let routes: Vec<&str> = matched.iter().map(|route| route.name.as_str()).collect();
     let id = ulid::Ulid::generate().to_string();
-    let received_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let encoded_headers = Bytes::from(encode_headers(|| {
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
-    }));
-    let jobs: Vec<Job> = routes
-        .iter()
-        .map(|route| Job {
-            id: ulid::Ulid::generate().to_string(),
-            event_id: id.clone(),
-            route: (*route).to_owned(),
-            source: state.name.clone(),
-            received_ms,
-            attempt: 1,
-            headers: encoded_headers.clone(),
-            body: body.clone(),
-            history: Vec::new(),
-        })
-        .collect();
     let event = NewEvent {
         id: &id,
         source: &state.name,
-        jobs: &jobs,
+        routes: &routes,
+        received_ms: now_ms(),
+        headers: Bytes::from(encode_headers(|| {
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+        })),
+        body,
         dedupe: delivery_id
             .as_deref()
             .map(|delivery_id| (delivery_id, state.dedupe_window)),

@@ -10,6 +10,7 @@
 
 use std::sync::LazyLock;
 
+use bytes::Bytes;
 use redis::Script;
 
 use super::batch::{Batcher, all_failed, per_item};
@@ -83,15 +84,21 @@ return e
 /// Redis restart flushed the script cache.
 static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_EVENTS));
 
-/// An accepted event and the jobs it makes.
+/// An accepted event, as ingest hands it over; the queue makes its jobs.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     /// Gateway-assigned event id.
     pub id: &'a str,
     /// Source name.
     pub source: &'a str,
-    /// One job per matched route.
-    pub jobs: &'a [Job],
+    /// The routes it matched: one job each.
+    pub routes: &'a [&'a str],
+    /// When the request arrived, Unix ms.
+    pub received_ms: u64,
+    /// The request headers, as [`encode_headers`] wrote them.
+    pub headers: Bytes,
+    /// The request body exactly.
+    pub body: Bytes,
     /// The sender's delivery id and how long to remember it.
     pub dedupe: Option<(&'a str, std::time::Duration)>,
 }
@@ -191,9 +198,9 @@ impl EventWriter {
                 dedupe_ttl_ms: event.dedupe.map(|(_, ttl)| (ttl.as_millis() as u64).max(1)),
                 id: event.id.to_owned(),
                 jobs: event
-                    .jobs
+                    .routes
                     .iter()
-                    .map(|job| (job.route.clone(), job.encode()))
+                    .map(|route| ((*route).to_owned(), Job::first(event, route).encode()))
                     .collect(),
             })
             .await

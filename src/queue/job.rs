@@ -55,6 +55,22 @@ const ENCODING_OVERHEAD: usize = 512;
 pub struct JobDecodeError(#[source] rmp_serde::decode::Error);
 
 impl Job {
+    /// The first life of `event`'s job for `route`: a fresh id, attempt 1,
+    /// no history. Headers and body are shared with the event's other jobs.
+    pub fn first(event: &super::NewEvent<'_>, route: &str) -> Self {
+        Self {
+            id: ulid::Ulid::generate().to_string(),
+            event_id: event.id.to_owned(),
+            route: route.to_owned(),
+            source: event.source.to_owned(),
+            received_ms: event.received_ms,
+            attempt: 1,
+            headers: event.headers.clone(),
+            body: event.body.clone(),
+            history: Vec::new(),
+        }
+    }
+
     /// The stored form.
     pub fn encode(&self) -> Vec<u8> {
         // Sized up front: growing a body-sized buffer by doubling showed up
