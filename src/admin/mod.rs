@@ -27,7 +27,7 @@ use crate::telemetry::Metrics;
 
 /// `/readyz` fails when Redis takes longer than this to answer PING; load
 /// balancers probe every few seconds, so the answer must come first.
-pub const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
+const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// State shared by admin handlers.
 #[derive(Clone)]
