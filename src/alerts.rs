@@ -140,12 +140,7 @@ impl Alerts {
                 "route": route.name,
                 "source": route.source,
                 "on_failure": route.on_failure,
-                "owner": {
-                    "id": owner.id,
-                    "team": owner.team,
-                    "contact": owner.contact,
-                    "runbook": owner.runbook,
-                },
+                "owner": owner_json(owner),
                 "expect_within": route.expect_within.map(|d| humantime::format_duration(d).to_string()),
                 "quiet_for": quiet.to_string(),
                 "dashboard_url": dashboard,
@@ -227,12 +222,7 @@ impl Alerts {
             "source": route.source,
             "description": route.description,
             "on_failure": route.on_failure,
-            "owner": {
-                "id": owner.id,
-                "team": owner.team,
-                "contact": owner.contact,
-                "runbook": owner.runbook,
-            },
+            "owner": owner_json(owner),
             "count": pending.count,
             "first_reason": pending.first_reason,
             "last_reason": pending.last_reason,
@@ -261,6 +251,16 @@ impl Alerts {
         text.push_str(&format!("Dead letters: {dashboard}"));
         json!({ "text": text })
     }
+}
+
+/// The owner as every JSON alert names it.
+fn owner_json(owner: &Owner) -> Value {
+    json!({
+        "id": owner.id,
+        "team": owner.team,
+        "contact": owner.contact,
+        "runbook": owner.runbook,
+    })
 }
 
 #[cfg(test)]

@@ -255,29 +255,36 @@ fn overloaded(state: &SourceState) -> Response {
             "overloaded (server.max_concurrent_requests in flight); answering 503"
         );
     }
-    let mut response = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Overloaded,
-        "too many requests in flight; retry later",
+    with_header(
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Overloaded,
+            "too many requests in flight; retry later",
+        ),
+        header::RETRY_AFTER,
+        "1",
     )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    response
 }
 
 fn method_not_allowed() -> Response {
-    let mut response = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MethodNotAllowed,
-        "webhooks are delivered with POST",
-    )
-    .into_response();
     // A 405 names the methods the resource takes (RFC 9110, 15.5.6).
+    with_header(
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
+            "webhooks are delivered with POST",
+        ),
+        header::ALLOW,
+        "POST",
+    )
+}
+
+/// `error`'s answer with one more header.
+fn with_header(error: ApiError, name: header::HeaderName, value: &'static str) -> Response {
+    let mut response = error.into_response();
     response
         .headers_mut()
-        .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        .insert(name, http::HeaderValue::from_static(value));
     response
 }
 

@@ -157,8 +157,36 @@ pub fn per_item<T: Clone>(
 }
 
 /// `error` for every item of a batch that failed as a whole.
-pub fn all_failed<R>(count: usize, error: QueueError) -> Vec<Result<R, QueueError>> {
+fn all_failed<R>(count: usize, error: QueueError) -> Vec<Result<R, QueueError>> {
     (0..count).map(|_| Err(error.clone())).collect()
+}
+
+impl Queue {
+    /// Runs the batch script `script` (named for errors) for `items` items
+    /// and reads its reply with `read` (see [`per_item`]): one result per
+    /// item, or the call's failure for each of them.
+    pub(super) async fn invoke_batch<T>(
+        &self,
+        script: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+        items: usize,
+        read: impl FnOnce(redis::Value, usize) -> Option<Vec<T>>,
+    ) -> Vec<Result<T, QueueError>> {
+        let mut conn = self.conn.clone();
+        match invocation.invoke_async::<redis::Value>(&mut conn).await {
+            Ok(reply) => match read(reply, items) {
+                Some(results) => results.into_iter().map(Ok).collect(),
+                None => all_failed(
+                    items,
+                    QueueError::UnexpectedReply {
+                        url: self.display_url.clone(),
+                        script,
+                    },
+                ),
+            },
+            Err(source) => all_failed(items, self.error(source)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply};
 use redis::{Script, Value};
 
-use super::batch::{Batcher, all_failed, per_item};
+use super::batch::{Batcher, per_item};
 use super::{Job, JobDecodeError, Queue, QueueError, Stat};
 
 /// The consumer group every delivery worker belongs to.
@@ -424,20 +424,8 @@ impl Queue {
         for job in batch {
             invocation.arg(&job.entry_id).arg(&job.route);
         }
-        let mut conn = self.conn.clone();
-        match invocation.invoke_async::<redis::Value>(&mut conn).await {
-            Ok(reply) => match completed(reply, batch.len()) {
-                Some(moved) => moved.into_iter().map(Ok).collect(),
-                None => all_failed(
-                    batch.len(),
-                    QueueError::UnexpectedReply {
-                        url: self.display_url.clone(),
-                        script: "complete",
-                    },
-                ),
-            },
-            Err(source) => all_failed(batch.len(), self.error(source)),
-        }
+        self.invoke_batch("complete", &invocation, batch.len(), completed)
+            .await
     }
 }
 

@@ -365,27 +365,19 @@ mod tests {
     #[test]
     fn only_noeviction_keeps_every_key() {
         assert_eq!(Eviction::from_policy("noeviction"), Eviction::Never);
-        for policy in [
-            "volatile-lru",
-            "volatile-lfu",
-            "volatile-random",
-            "volatile-ttl",
+        let dedupe_only = |p: &str| Eviction::DedupeRecords(p.to_owned());
+        let any_key = |p: &str| Eviction::AnyKey(p.to_owned());
+        for (policy, expected) in [
+            ("volatile-lru", dedupe_only as fn(&str) -> Eviction),
+            ("volatile-lfu", dedupe_only),
+            ("volatile-random", dedupe_only),
+            ("volatile-ttl", dedupe_only),
+            ("allkeys-lru", any_key),
+            ("allkeys-lfu", any_key),
+            ("allkeys-random", any_key),
+            ("some-future-policy", any_key),
         ] {
-            assert_eq!(
-                Eviction::from_policy(policy),
-                Eviction::DedupeRecords(policy.to_owned())
-            );
-        }
-        for policy in [
-            "allkeys-lru",
-            "allkeys-lfu",
-            "allkeys-random",
-            "some-future-policy",
-        ] {
-            assert_eq!(
-                Eviction::from_policy(policy),
-                Eviction::AnyKey(policy.to_owned())
-            );
+            assert_eq!(Eviction::from_policy(policy), expected(policy), "{policy}");
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use redis::Script;
 
-use super::batch::{Batcher, all_failed, per_item};
+use super::batch::{Batcher, per_item};
 use super::{Job, Queue, QueueError, Stat};
 
 /// Claims each event's delivery id, then writes its jobs; or returns the
@@ -250,20 +250,8 @@ impl Queue {
                 invocation.arg(route).arg(job);
             }
         }
-        let mut conn = self.conn.clone();
-        match invocation.invoke_async::<redis::Value>(&mut conn).await {
-            Ok(reply) => match enqueue_results(reply, batch.len()) {
-                Some(results) => results.into_iter().map(Ok).collect(),
-                None => all_failed(
-                    batch.len(),
-                    QueueError::UnexpectedReply {
-                        url: self.display_url.clone(),
-                        script: "enqueue",
-                    },
-                ),
-            },
-            Err(source) => all_failed(batch.len(), self.error(source)),
-        }
+        self.invoke_batch("enqueue", &invocation, batch.len(), enqueue_results)
+            .await
     }
 }
 

@@ -79,15 +79,20 @@ mod tests {
         Slack::new(&secrets(keys), Duration::from_secs(300))
     }
 
-    #[test]
-    fn accepts_slacks_published_example() {
-        let req = request(
+    /// Slack's example request, signed as `signature` at `timestamp`.
+    fn signed(signature: &str, timestamp: &str) -> crate::signature::tests::TestRequest {
+        request(
             &[
-                (SIGNATURE.as_str(), SIGNATURE_VALUE),
-                (TIMESTAMP.as_str(), TS),
+                (SIGNATURE.as_str(), signature),
+                (TIMESTAMP.as_str(), timestamp),
             ],
             BODY,
-        );
+        )
+    }
+
+    #[test]
+    fn accepts_slacks_published_example() {
+        let req = signed(SIGNATURE_VALUE, TS);
         let id = run(
             &slack(&["rotated-out", SECRET]),
             &req.as_signed(),
@@ -98,13 +103,7 @@ mod tests {
 
     #[test]
     fn refuses_replays_tampering_and_missing_parts() {
-        let req = request(
-            &[
-                (SIGNATURE.as_str(), SIGNATURE_VALUE),
-                (TIMESTAMP.as_str(), TS),
-            ],
-            BODY,
-        );
+        let req = signed(SIGNATURE_VALUE, TS);
         let late = run(
             &slack(&[SECRET]),
             &req.as_signed(),
@@ -115,13 +114,7 @@ mod tests {
             Err("timestamp_out_of_tolerance")
         );
 
-        let tampered = request(
-            &[
-                (SIGNATURE.as_str(), SIGNATURE_VALUE),
-                (TIMESTAMP.as_str(), "1531420619"),
-            ],
-            BODY,
-        );
+        let tampered = signed(SIGNATURE_VALUE, "1531420619");
         assert_eq!(
             run(
                 &slack(&[SECRET]),
@@ -132,10 +125,7 @@ mod tests {
         );
 
         let upper = format!("v0={}", SIGNATURE_VALUE["v0=".len()..].to_ascii_uppercase());
-        let uppercase = request(
-            &[(SIGNATURE.as_str(), &upper), (TIMESTAMP.as_str(), TS)],
-            BODY,
-        );
+        let uppercase = signed(&upper, TS);
         assert_eq!(
             run(
                 &slack(&[SECRET]),
