@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName};
 
 use super::mac::{Keys, Sha1Keys, Sha256Keys, Sha512Keys, decode_base64};
-use super::{Rejection, SignedRequest, Verifier, optional_header};
+use super::{Rejection, SignedRequest, Verifier, labelled_header, optional_header};
 use crate::config::{HmacAlgorithm, HmacScheme, Secret, SignatureEncoding};
 
 /// The keyed MAC of the configured algorithm.
@@ -56,23 +56,11 @@ const HEADER: &str = "signature";
 
 impl Verifier for GenericHmac {
     fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection> {
-        if headers.contains_key(&self.header) {
-            Ok(())
-        } else {
-            Err(Rejection::MissingSignature { header: HEADER })
-        }
+        labelled_header(headers, &self.header, HEADER).map(drop)
     }
 
     fn verify(&self, request: &SignedRequest<'_>, _: SystemTime) -> Result<(), Rejection> {
-        let value = request
-            .headers
-            .get(&self.header)
-            .ok_or(Rejection::MissingSignature { header: HEADER })?
-            .to_str()
-            .map_err(|_| Rejection::MalformedSignature {
-                header: HEADER,
-                reason: "not visible ASCII",
-            })?;
+        let value = labelled_header(request.headers, &self.header, HEADER)?;
         let encoded =
             value
                 .strip_prefix(self.prefix.as_str())
@@ -208,6 +196,17 @@ mod tests {
         assert_eq!(
             run(&verifier, &request(&[], BODY).as_signed(), unix(0)).map_err(|r| r.code().as_str()),
             Err("missing_signature")
+        );
+        // Twice, even with the right value once: which one counted is ambiguous.
+        let good = format!("v1={SHA256_HEX}");
+        assert!(code(&good, BODY).is_ok());
+        let twice = request(&[("x-signature", "v1=00"), ("x-signature", &good)], BODY);
+        assert_eq!(
+            run(&verifier, &twice.as_signed(), unix(0)),
+            Err(Rejection::MalformedSignature {
+                header: "signature",
+                reason: "sent more than once"
+            })
         );
     }
 }

@@ -147,17 +147,27 @@ pub fn verifier_for(source: &Source) -> Arc<dyn Verifier> {
 /// A header as text, or the right rejection. Names are prepared
 /// `HeaderName`s: looking up by `&str` would parse the name on every request.
 fn header<'a>(headers: &'a HeaderMap, name: &'static HeaderName) -> Result<&'a str, Rejection> {
+    labelled_header(headers, name, name.as_str())
+}
+
+/// [`header`] for a header whose name is configured: rejections call it
+/// `label`, since they name headers statically.
+fn labelled_header<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    label: &'static str,
+) -> Result<&'a str, Rejection> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     // Two values of one signature header are ambiguous (which one was
     // checked?); refuse rather than pick.
     if values.next().is_some() {
         return Err(Rejection::MalformedSignature {
-            header: name.as_str(),
+            header: label,
             reason: "sent more than once",
         });
     }
-    header_text(name, first)
+    text_of(label, first)
 }
 
 /// [`header`] for each of `names`: present once each, as text.
@@ -172,11 +182,14 @@ fn header_text<'a>(
     name: &'static HeaderName,
     value: Option<&'a HeaderValue>,
 ) -> Result<&'a str, Rejection> {
-    let value = value.ok_or(Rejection::MissingSignature {
-        header: name.as_str(),
-    })?;
+    text_of(name.as_str(), value)
+}
+
+/// The text of the header rejections call `label`.
+fn text_of<'a>(label: &'static str, value: Option<&'a HeaderValue>) -> Result<&'a str, Rejection> {
+    let value = value.ok_or(Rejection::MissingSignature { header: label })?;
     value.to_str().map_err(|_| Rejection::MalformedSignature {
-        header: name.as_str(),
+        header: label,
         reason: "not visible ASCII",
     })
 }

@@ -96,8 +96,9 @@ impl Verifier for Twilio {
                     let url = url.with_query(query);
                     self.keys.any_matches(&[url.as_bytes()], &[&signature])
                 });
-                // Checked after the MAC so a forged hash learns nothing first.
-                url_matches && expected.eq_ignore_ascii_case(&actual)
+                // Checked after the MAC so a forged hash learns nothing first;
+                // exactly, as twilio-python's validate() compares it.
+                url_matches && expected == actual
             }
             None => {
                 let mut params: Vec<(String, String)> = form_urlencoded::parse(request.body)
@@ -231,6 +232,17 @@ mod tests {
             &[(SIGNATURE.as_str(), &signature)],
             r#"{"event":"y"}"#,
         );
+        assert_eq!(
+            run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)),
+            Err(Rejection::InvalidSignature)
+        );
+        // The hash in uppercase, the URL signed over it: twilio-python's
+        // validate() compares the hash exactly, and so do we.
+        let upper = hash.to_ascii_uppercase();
+        let url = format!("{PUBLIC_URL}?bodySHA256={upper}");
+        let signature = hmac_sha1_base64(TOKEN, &url);
+        let path = format!("/myapp.php?bodySHA256={upper}");
+        let req = request_to(&path, &[(SIGNATURE.as_str(), &signature)], body);
         assert_eq!(
             run(&twilio(PUBLIC_URL), &req.as_signed(), unix(0)),
             Err(Rejection::InvalidSignature)

@@ -195,10 +195,12 @@ class Checker:
         ok = status == 401 and isinstance(body, dict) and body.get("error") == code
         self.report.record(scheme, case, f"401 {code}", status, body, ok)
 
-    def refused_by_library_and_gateway(self, scheme: str, case: str, request: Request, library_refuses: bool):
+    def refused_by_library_and_gateway(
+        self, scheme: str, case: str, request: Request, library_refuses: bool, code="malformed_signature"
+    ):
         """A request the provider's own verifier refuses: so must the gateway."""
         self.report.record(scheme, f"{case}-by-library", "the official library refuses it", "it accepts it", "", library_refuses)
-        self.refused(scheme, case, request, "malformed_signature")
+        self.refused(scheme, case, request, code)
 
 
 class Scheme:
@@ -486,12 +488,12 @@ class Twilio(Scheme):
         path = self.path + (f"?{query}" if query else "")
         return Request(path, headers, urllib.parse.urlencode(params).encode())
 
-    def sign_json(self, role, delivery_id):
+    def sign_json(self, role, delivery_id, hash_case=str.lower):
         # JSON bodies: the URL carries bodySHA256=<hex sha256(body)> and only
         # the URL is signed.
         validator = RequestValidator(self.secret(role))
         body = json_event(delivery_id, "com.twilio.messaging.inbound-message.received").decode("utf-8")
-        query = urllib.parse.urlencode({"bodySHA256": validator.compute_hash(body)})
+        query = urllib.parse.urlencode({"bodySHA256": hash_case(validator.compute_hash(body))})
         signature = validator.compute_signature(f"{self.public_url}?{query}", {})
         headers = [
             ("Content-Type", "application/json"),
@@ -534,6 +536,16 @@ class Twilio(Scheme):
         genuine = self.sign_json("primary", fresh_id("SM"))
         check.refused(self.name, "json-body-tampered", genuine.with_body(tamper(genuine.body)), "invalid_signature")
         check.refused(self.name, "json-other-secret", self.sign_json("other", fresh_id("SM")), "invalid_signature")
+        # The body's hash in uppercase hex, the URL signed over it: validate()
+        # compares the hash exactly and refuses it.
+        upper = self.sign_json("primary", fresh_id("SM"), hash_case=str.upper)
+        url = self.public_url + upper.path[len(self.path) :]
+        library_refuses = not RequestValidator(self.secret("primary")).validate(
+            url, upper.body.decode("utf-8"), upper.header("X-Twilio-Signature")
+        )
+        check.refused_by_library_and_gateway(
+            self.name, "json-body-sha256-uppercase", upper, library_refuses, "invalid_signature"
+        )
 
 
 class GenericHmac(Scheme):
