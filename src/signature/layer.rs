@@ -96,9 +96,13 @@ where
         let max_body_bytes = self.max_body_bytes;
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
-            // Before the body is read: a sender that waits for `100 Continue`
-            // is not invited to send a body that would be refused anyway.
-            if let Err(rejection) = verifier.check_head(&parts.headers) {
+            // A sender that waits for `100 Continue` is refused from the head,
+            // before it is invited to send a body that would be refused
+            // anyway. Others have sent their body already: it is read, so
+            // that the answer is not lost to a reset of unread bytes.
+            if expects_continue(&parts.headers)
+                && let Err(rejection) = verifier.check_head(&parts.headers)
+            {
                 return Ok(refusal(&source, rejection));
             }
             let bytes = match Limited::new(body, max_body_bytes).collect().await {
@@ -123,6 +127,13 @@ where
             }
         })
     }
+}
+
+/// `Expect: 100-continue`: the client sends its body only when invited.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The 401 of a refused request, logged with its reason.

@@ -41,10 +41,10 @@ pub struct SignedRequest<'a> {
 /// Proves (or refutes) that a request came from its sender.
 pub trait Verifier: Send + Sync + 'static {
     /// Checks, from the head alone, that the headers the scheme cannot do
-    /// without are there (once each, as text). Run before the body is read,
-    /// so a request without them is refused before hyper sends a client
-    /// that asked for it (`Expect: 100-continue`) the invitation to send
-    /// its body. [`Verifier::verify`] checks them again with the rest.
+    /// without are there (once each, as text). Run before the body is read
+    /// of a client that asked for `Expect: 100-continue`, so that one is
+    /// refused before hyper invites it to send its body.
+    /// [`Verifier::verify`] checks them again with the rest.
     fn check_head(&self, headers: &HeaderMap) -> Result<(), Rejection>;
 
     /// Checks that `request` was signed by the sender, at time `now`.
