@@ -24,10 +24,7 @@ const SECRET: &str = "dlq-test-secret";
 fn config(receiver: &Receiver, alert_url: &str, max_attempts: u32) -> ConfigBuilder {
     let route = |name: &str, owner: &str, event: &str| {
         Route::new(name, "github", owner, &receiver.url(&format!("/{event}")))
-            .with(
-                "filter",
-                &format!(r#"{{ header = "X-GitHub-Event", equals = "{event}" }}"#),
-            )
+            .when_github_event(event)
             .destination("timeout", r#""2s""#)
     };
     ConfigBuilder::new()

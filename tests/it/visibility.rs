@@ -37,10 +37,7 @@ fn config(receiver: &Receiver, alerts: &Receiver) -> String {
         let route = Route::new(name, "github", "team", &receiver.url(&format!("/{name}")))
             .description(&format!("{name} route"))
             .on_failure(&format!("{name} breaks"))
-            .with(
-                "filter",
-                &format!(r#"{{ header = "X-GitHub-Event", equals = "{name}" }}"#),
-            );
+            .when_github_event(name);
         builder.route(match expect_within {
             Some(within) => route.with("expect_within", within),
             None => route,

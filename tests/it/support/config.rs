@@ -142,6 +142,17 @@ impl Route {
         self
     }
 
+    /// Only events whose `X-GitHub-Event` is `event` (a `filter`).
+    pub fn when_github_event(self, event: &str) -> Self {
+        self.with(
+            "filter",
+            &format!(
+                r#"{{ header = "X-GitHub-Event", equals = {} }}"#,
+                quoted(event)
+            ),
+        )
+    }
+
     /// One more destination key (`timeout`, `max_in_flight`...), raw TOML.
     pub fn destination(mut self, key: &str, value: &str) -> Self {
         self.destination.push(key, value);
