@@ -47,11 +47,7 @@ fn config(receiver: &Receiver) -> String {
                 "https://wiki.example.com/runbooks/stripe-invoices",
             ),
         )
-        .owner(Owner::new(
-            "devex",
-            "Developer Experience",
-            "devex@example.com",
-        ))
+        .owner(Owner::devex())
         .source(Source::github(SECRET))
         .route(
             route("payments-route", "payments", "payments")

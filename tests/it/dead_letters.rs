@@ -41,11 +41,7 @@ fn config(receiver: &Receiver, alert_url: &str, max_attempts: u32) -> ConfigBuil
                 .with("runbook", "https://wiki.example.com/runbooks/payments")
                 .with("alert_url", alert_url),
         )
-        .owner(Owner::new(
-            "devex",
-            "Developer Experience",
-            "devex@example.com",
-        ))
+        .owner(Owner::devex())
         .source(Source::github(SECRET))
         .route(
             route("payments-route", "payments", "payments")

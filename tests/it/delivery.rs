@@ -24,10 +24,7 @@ pub(crate) fn config(routes: impl IntoIterator<Item = Route>) -> ConfigBuilder {
             "retry",
             r#"{ max_attempts = 3, initial_backoff = "200ms", max_backoff = "3s" }"#,
         )
-        .owner(
-            Owner::new("devex", "Developer Experience", "devex@example.com")
-                .with("runbook", "https://wiki.example.com/devex"),
-        )
+        .owner(Owner::devex().with("runbook", "https://wiki.example.com/devex"))
         .source(Source::github(SECRET));
     routes.into_iter().fold(builder, ConfigBuilder::route)
 }

@@ -51,6 +51,11 @@ impl Owner {
         }
     }
 
+    /// The usual `devex` owner: Developer Experience, devex@example.com.
+    pub fn devex() -> Self {
+        Self::new("devex", "Developer Experience", "devex@example.com")
+    }
+
     /// One more key (`runbook`, `alert_url`, `alert_format`), `value` quoted.
     pub fn with(mut self, key: &str, value: &str) -> Self {
         self.keys.push(key, quoted(value));
@@ -66,13 +71,16 @@ pub struct Source {
 }
 
 impl Source {
-    /// A source on `path` verified by `scheme` with `secrets` (each quoted).
+    /// A source on `path` verified by `scheme` with `secrets` (each quoted;
+    /// no `secrets` key when there are none).
     pub fn new(name: &str, path: &str, scheme: &str, secrets: &[&str]) -> Self {
         let mut keys = Keys::default();
         keys.push("path", quoted(path));
         keys.push("scheme", quoted(scheme));
-        let secrets: Vec<String> = secrets.iter().map(|s| quoted(s)).collect();
-        keys.push("secrets", format!("[{}]", secrets.join(", ")));
+        if !secrets.is_empty() {
+            let secrets: Vec<String> = secrets.iter().map(|s| quoted(s)).collect();
+            keys.push("secrets", format!("[{}]", secrets.join(", ")));
+        }
         Self {
             name: name.to_owned(),
             keys,
