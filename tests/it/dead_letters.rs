@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::support::config::{ConfigBuilder, Owner, Route, Source};
 use crate::support::env::{ADMIN_TOKEN, TestEnv};
 use crate::support::eventually;
-use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::gateway::TestGateway;
 use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
@@ -648,7 +648,7 @@ async fn owner_alerts_trust_the_configured_authority() {
             &format!("{:?}", ca_file.display().to_string()),
         )
         .build();
-    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), &extra))).await;
+    let gateway = TestGateway::start_toml(&redis.url(), &extra).await;
     let (status, answer) = github::post(
         &reqwest::Client::new(),
         &gateway.public_url("/hooks/github"),

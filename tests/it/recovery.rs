@@ -15,7 +15,7 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::StreamPendingReply;
 
 use crate::support::HEAVY_TURN;
-use crate::support::gateway::{GatewayProcess, TestGateway, config_toml, parse_config};
+use crate::support::gateway::{GatewayProcess, TestGateway};
 use crate::support::receiver::{Receiver, Recorded, Reply};
 use crate::support::redis::RedisServer;
 use crate::support::sender::{Answer, GithubEvent, send_github, send_github_all};
@@ -651,7 +651,7 @@ failure_threshold = 5
 cooldown = "1s""#,
         &[route("r0", &receiver.url("/r0"), None, r#"timeout = "2s""#)],
     );
-    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), &toml))).await;
+    let gateway = TestGateway::start_toml(&redis.url(), &toml).await;
     let url = gateway.public_url("/hooks/github");
     let answers = send_github_all(
         std::slice::from_ref(&url),

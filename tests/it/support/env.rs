@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::gateway::{TestGateway, config_toml, parse_config};
+use super::gateway::TestGateway;
 use super::github;
 use super::receiver::Receiver;
 use super::redis::RedisServer;
@@ -38,8 +38,7 @@ impl TestEnv {
         let redis = RedisServer::start();
         let receiver = Receiver::start().await;
         let alerts = Receiver::start().await;
-        let toml = config_toml(&redis.url(), &extra(&receiver, &alerts));
-        let gateway = TestGateway::start(parse_config(&toml)).await;
+        let gateway = TestGateway::start_toml(&redis.url(), &extra(&receiver, &alerts)).await;
         Self {
             redis,
             receiver,
