@@ -56,6 +56,11 @@ impl Owner {
         Self::new("devex", "Developer Experience", "devex@example.com")
     }
 
+    /// The `sre` owner of the heavy suites (recovery, chaos).
+    pub fn sre() -> Self {
+        Self::new("sre", "SRE", "sre@example.com")
+    }
+
     /// One more key (`runbook`, `alert_url`, `alert_format`), `value` quoted.
     pub fn with(mut self, key: &str, value: &str) -> Self {
         self.keys.push(key, quoted(value));
