@@ -721,19 +721,19 @@ async fn ingest_on_every_source(run: &mut Run) -> Tally {
     let accepted: Vec<(&str, reqwest::RequestBuilder)> = vec![
         (
             "github (current secret)",
-            send.github(&client, GITHUB_CURRENT, "gh-1"),
+            send.github(client, GITHUB_CURRENT, "gh-1"),
         ),
         (
             "github (previous secret)",
-            send.github(&client, GITHUB_PREVIOUS, "gh-2"),
+            send.github(client, GITHUB_PREVIOUS, "gh-2"),
         ),
-        ("stripe", send.stripe(&client, STRIPE, "evt_1")),
-        ("slack", send.slack(&client, SLACK)),
-        ("shopify", send.shopify(&client, SHOPIFY, "shop-1")),
-        ("standard-webhooks", send.svix(&client, SVIX_KEY, "msg_1")),
-        ("gitlab (right token)", send.gitlab(&client, GITLAB, "gl-1")),
-        ("twilio", send.twilio(&client, TWILIO, "tw-1")),
-        ("hmac", send.orders(&client, HMAC, "ord-1")),
+        ("stripe", send.stripe(client, STRIPE, "evt_1")),
+        ("slack", send.slack(client, SLACK)),
+        ("shopify", send.shopify(client, SHOPIFY, "shop-1")),
+        ("standard-webhooks", send.svix(client, SVIX_KEY, "msg_1")),
+        ("gitlab (right token)", send.gitlab(client, GITLAB, "gl-1")),
+        ("twilio", send.twilio(client, TWILIO, "tw-1")),
+        ("hmac", send.orders(client, HMAC, "ord-1")),
     ];
     let mut good_jobs = 0;
     let mut bad_jobs = 0;
@@ -753,7 +753,7 @@ async fn ingest_on_every_source(run: &mut Run) -> Tally {
     let (status, answer) = client
         .json(
             "github duplicate",
-            send.github(&client, GITHUB_CURRENT, "gh-1"),
+            send.github(client, GITHUB_CURRENT, "gh-1"),
         )
         .await;
     assert_eq!(
@@ -768,63 +768,63 @@ async fn ingest_on_every_source(run: &mut Run) -> Tally {
     let forged: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
         (
             "github signed with the stripe secret",
-            send.github(&client, STRIPE, "gh-f1"),
+            send.github(client, STRIPE, "gh-f1"),
             401,
         ),
         (
             "github with a secret as its signature",
-            send.github_signed(&client, &format!("sha256={GITHUB_CURRENT}"), "gh-f2"),
+            send.github_signed(client, &format!("sha256={GITHUB_CURRENT}"), "gh-f2"),
             401,
         ),
         (
             "stripe signed with the github secret",
-            send.stripe(&client, GITHUB_CURRENT, "evt_f"),
+            send.stripe(client, GITHUB_CURRENT, "evt_f"),
             401,
         ),
         (
             "slack with a wrong secret",
-            send.slack(&client, "not-the-slack-secret"),
+            send.slack(client, "not-the-slack-secret"),
             401,
         ),
         (
             "shopify with a wrong secret",
-            send.shopify(&client, HMAC, "shop-f"),
+            send.shopify(client, HMAC, "shop-f"),
             401,
         ),
         (
             "standard-webhooks with a wrong key",
-            send.svix(&client, DEST_KEY_CI, "msg_f"),
+            send.svix(client, DEST_KEY_CI, "msg_f"),
             401,
         ),
         (
             "gitlab with a wrong token",
-            send.gitlab(&client, "gitlab-token-wrong", "gl-f1"),
+            send.gitlab(client, "gitlab-token-wrong", "gl-f1"),
             401,
         ),
         (
             "gitlab with another source's secret",
-            send.gitlab(&client, TWILIO, "gl-f2"),
+            send.gitlab(client, TWILIO, "gl-f2"),
             401,
         ),
         (
             "gitlab token on the github path",
-            send.post(&client, "/hooks/github", b"{}")
+            send.post(client, "/hooks/github", b"{}")
                 .header("X-Gitlab-Token", GITLAB),
             401,
         ),
         (
             "twilio with a wrong token",
-            send.twilio(&client, SHOPIFY, "tw-f"),
+            send.twilio(client, SHOPIFY, "tw-f"),
             401,
         ),
         (
             "hmac with a wrong secret",
-            send.orders(&client, SLACK, "ord-f"),
+            send.orders(client, SLACK, "ord-f"),
             401,
         ),
         (
             "unknown source with secrets in headers",
-            send.post(&client, "/hooks/nowhere", b"{}")
+            send.post(client, "/hooks/nowhere", b"{}")
                 .header("X-Gitlab-Token", GITLAB)
                 .header("Authorization", format!("Bearer {ADMIN_OPS}")),
             404,
@@ -1098,7 +1098,7 @@ async fn redis_restart(run: &mut Run, tally: &Tally) {
     let (status, _) = client
         .call(
             "github while redis is down",
-            send.github(&client, GITHUB_CURRENT, "gh-down"),
+            send.github(client, GITHUB_CURRENT, "gh-down"),
         )
         .await;
     assert_eq!(status, 503);
@@ -1133,7 +1133,7 @@ async fn redis_restart(run: &mut Run, tally: &Tally) {
     let (status, body) = client
         .call(
             "github after redis returned",
-            send.github(&client, GITHUB_CURRENT, "gh-back"),
+            send.github(client, GITHUB_CURRENT, "gh-back"),
         )
         .await;
     assert_eq!(status, 202, "{body}");
