@@ -61,14 +61,8 @@ const ROUTE_TIMEOUT: &str = "1s";
 fn fast_takeover() -> ConfigBuilder {
     ConfigBuilder::new()
         .delivery("visibility_timeout", r#""2s""#)
-        .delivery(
-            "retry",
-            r#"{ max_attempts = 30, initial_backoff = "100ms", max_backoff = "1s" }"#,
-        )
-        .delivery(
-            "breaker",
-            r#"{ failure_threshold = 5, cooldown = "500ms" }"#,
-        )
+        .retry(30, "100ms", "1s")
+        .breaker(5, Some("500ms"))
 }
 
 /// The destinations: `main` takes every event; `rejecter` answers 410 to
@@ -345,14 +339,8 @@ async fn destination_flapping() {
         let toml = destinations.gateway_toml(
             ConfigBuilder::new()
                 .delivery("visibility_timeout", r#""10s""#)
-                .delivery(
-                    "retry",
-                    r#"{ max_attempts = 40, initial_backoff = "100ms", max_backoff = "1s" }"#,
-                )
-                .delivery(
-                    "breaker",
-                    r#"{ failure_threshold = 5, cooldown = "500ms" }"#,
-                ),
+                .retry(40, "100ms", "1s")
+                .breaker(5, Some("500ms")),
             // The slow phase answers after 1.5 s: past this deadline.
             ROUTE_TIMEOUT,
             false,
@@ -814,10 +802,7 @@ async fn senders_disconnecting_mid_request() {
         let toml = destinations.gateway_toml(
             ConfigBuilder::new()
                 .delivery("visibility_timeout", r#""30s""#)
-                .delivery(
-                    "retry",
-                    r#"{ max_attempts = 30, initial_backoff = "100ms", max_backoff = "1s" }"#,
-                ),
+                .retry(30, "100ms", "1s"),
             "5s",
             true,
         );

@@ -35,12 +35,9 @@ fn config(receiver: &Receiver) -> String {
             .destination("timeout", r#""2s""#)
     };
     ConfigBuilder::new()
-        .delivery(
-            "retry",
-            r#"{ max_attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }"#,
-        )
+        .retry(3, "100ms", "1s")
         // The destination fails on purpose; the breaker must not defer the replay.
-        .delivery("breaker", "{ failure_threshold = 100000 }")
+        .breaker(100000, None)
         .owner(
             Owner::new("payments", "Payments", "payments-oncall@example.com").with(
                 "runbook",

@@ -28,14 +28,9 @@ fn config(receiver: &Receiver, alert_url: &str, max_attempts: u32) -> ConfigBuil
             .destination("timeout", r#""2s""#)
     };
     ConfigBuilder::new()
-        .delivery(
-            "retry",
-            &format!(
-                r#"{{ max_attempts = {max_attempts}, initial_backoff = "100ms", max_backoff = "1s" }}"#
-            ),
-        )
+        .retry(max_attempts, "100ms", "1s")
         // These tests fail destinations on purpose; the breaker would defer them.
-        .delivery("breaker", "{ failure_threshold = 100000 }")
+        .breaker(100000, None)
         .owner(
             Owner::new("payments", "Payments", "payments-oncall@example.com")
                 .with("runbook", "https://wiki.example.com/runbooks/payments")
@@ -643,10 +638,7 @@ async fn owner_alerts_trust_the_configured_authority() {
     let ca_file = dir.path().join("corp-ca.pem");
     std::fs::write(&ca_file, endpoint.ca_pem()).expect("write CA file");
     let extra = config(&receiver, &endpoint.url("/alerts"), 1)
-        .delivery(
-            "tls_ca_file",
-            &format!("{:?}", ca_file.display().to_string()),
-        )
+        .tls_ca_file(&ca_file)
         .build();
     let gateway = TestGateway::start_toml(&redis.url(), &extra).await;
     let (status, answer) = github::post(

@@ -20,10 +20,7 @@ pub(crate) const SECRET: &str = "delivery-test-secret";
 /// policy.
 pub(crate) fn config(routes: impl IntoIterator<Item = Route>) -> ConfigBuilder {
     let builder = ConfigBuilder::new()
-        .delivery(
-            "retry",
-            r#"{ max_attempts = 3, initial_backoff = "200ms", max_backoff = "3s" }"#,
-        )
+        .retry(3, "200ms", "3s")
         .owner(Owner::devex().with("runbook", "https://wiki.example.com/devex"))
         .source(Source::github(SECRET));
     routes.into_iter().fold(builder, ConfigBuilder::route)
@@ -37,7 +34,7 @@ pub(crate) fn route(i: usize, url: &str) -> Route {
 }
 
 /// `n` routes `r0…` to `<receiver>/r0…`.
-pub(crate) fn routes_to(receiver: &Receiver, n: usize) -> Vec<Route> {
+fn routes_to(receiver: &Receiver, n: usize) -> Vec<Route> {
     (0..n)
         .map(|i| route(i, &receiver.url(&format!("/r{i}"))))
         .collect()
@@ -445,13 +442,7 @@ async fn https_destinations_of_a_configured_authority_get_deliveries_over_http2(
     let dir = tempfile::tempdir().expect("temp dir");
     let ca_file = dir.path().join("corp-ca.pem");
     std::fs::write(&ca_file, server.ca_pem()).expect("write CA file");
-    let s = setup(|_| {
-        config([route(0, &server.url("/r0"))]).delivery(
-            "tls_ca_file",
-            &format!("{:?}", ca_file.display().to_string()),
-        )
-    })
-    .await;
+    let s = setup(|_| config([route(0, &server.url("/r0"))]).tls_ca_file(&ca_file)).await;
     send(&s, "d-tls", br#"{"over":"h2"}"#).await;
     let delivered = crate::support::eventually(Duration::from_secs(10), || async {
         !server.received().is_empty()

@@ -23,10 +23,7 @@ const IDLE_CONNECTIONS: usize = 200;
 
 fn extra(receiver: &Receiver) -> String {
     ConfigBuilder::new()
-        .delivery(
-            "retry",
-            r#"{ max_attempts = 2, initial_backoff = "3s", max_backoff = "3s" }"#,
-        )
+        .retry(2, "3s", "3s")
         .owner(Owner::devex())
         .source(Source::github(SECRET))
         .route(

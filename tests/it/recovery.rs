@@ -223,15 +223,9 @@ async fn sigkill_mid_delivery_loses_nothing() {
     let toml = gateway_toml(
         ConfigBuilder::new()
             .delivery("visibility_timeout", r#""2s""#)
-            .delivery(
-                "retry",
-                r#"{ max_attempts = 20, initial_backoff = "100ms", max_backoff = "500ms" }"#,
-            )
+            .retry(20, "100ms", "500ms")
             // The breaker is not under test here: half the answers fail on purpose.
-            .delivery(
-                "breaker",
-                r#"{ failure_threshold = 1000, cooldown = "1s" }"#,
-            ),
+            .breaker(1000, Some("1s")),
         vec![
             route("r0", &receiver.url("/r0"), None, "1s"),
             route("r1", &receiver.url("/r1"), None, "1s"),
@@ -425,11 +419,8 @@ fn isolation_toml(fast: &Receiver, slow: &Receiver) -> String {
     gateway_toml(
         ConfigBuilder::new()
             .delivery("concurrency", "32")
-            .delivery(
-                "retry",
-                r#"{ max_attempts = 50, initial_backoff = "200ms", max_backoff = "1s" }"#,
-            )
-            .delivery("breaker", r#"{ failure_threshold = 5, cooldown = "2s" }"#),
+            .retry(50, "200ms", "1s")
+            .breaker(5, Some("2s")),
         vec![
             route("slow", &slow.url("/slow"), Some("slow"), "1s").destination("max_in_flight", "4"),
             route("fast", &fast.url("/fast"), Some("fast"), "1s"),
@@ -623,11 +614,8 @@ async fn acked_events_survive_a_redis_restart() {
     let toml = gateway_toml(
         ConfigBuilder::new()
             .delivery("visibility_timeout", r#""5s""#)
-            .delivery(
-                "retry",
-                r#"{ max_attempts = 30, initial_backoff = "100ms", max_backoff = "1s" }"#,
-            )
-            .delivery("breaker", r#"{ failure_threshold = 5, cooldown = "1s" }"#),
+            .retry(30, "100ms", "1s")
+            .breaker(5, Some("1s")),
         vec![route("r0", &receiver.url("/r0"), None, "2s")],
     );
     let gateway = TestGateway::start_toml(&redis.url(), &toml).await;

@@ -17,10 +17,7 @@ const SECRET: &str = "visibility-secret";
 /// chosen by the `X-GitHub-Event` header, each to its own receiver path.
 fn config(receiver: &Receiver, alerts: &Receiver) -> String {
     let builder = ConfigBuilder::new()
-        .delivery(
-            "retry",
-            r#"{ max_attempts = 3, initial_backoff = "100ms", max_backoff = "500ms" }"#,
-        )
+        .retry(3, "100ms", "500ms")
         .owner(
             Owner::new("team", "Team", "team@example.com")
                 .with("alert_url", &alerts.url("/alerts")),

@@ -195,6 +195,34 @@ impl ConfigBuilder {
         self
     }
 
+    /// `[delivery] retry`: `max_attempts` with backoff from `initial` to `max`.
+    pub fn retry(self, max_attempts: u32, initial: &str, max: &str) -> Self {
+        self.delivery(
+            "retry",
+            &format!(
+                "{{ max_attempts = {max_attempts}, initial_backoff = {}, max_backoff = {} }}",
+                quoted(initial),
+                quoted(max)
+            ),
+        )
+    }
+
+    /// `[delivery] breaker`: opens after `failure_threshold` failures, for
+    /// `cooldown` if given.
+    pub fn breaker(self, failure_threshold: u32, cooldown: Option<&str>) -> Self {
+        let cooldown = cooldown.map_or(String::new(), |c| format!(", cooldown = {}", quoted(c)));
+        self.delivery(
+            "breaker",
+            &format!("{{ failure_threshold = {failure_threshold}{cooldown} }}"),
+        )
+    }
+
+    /// `[delivery] tls_ca_file`: the extra authorities deliveries and
+    /// alerts trust.
+    pub fn tls_ca_file(self, path: &std::path::Path) -> Self {
+        self.delivery("tls_ca_file", &quoted(&path.display().to_string()))
+    }
+
     /// One more owner.
     pub fn owner(mut self, owner: Owner) -> Self {
         self.owners.push(owner);
