@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
+use http::Method;
 use serde_json::{Value, json};
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source};
@@ -74,7 +75,7 @@ async fn all_dead_letters(s: &TestEnv, query: &str) -> Vec<Value> {
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let (status, page) = s.admin(http::Method::GET, &path, None).await;
+        let (status, page) = s.admin(Method::GET, &path, None).await;
         assert_eq!(status, 200, "{page}");
         items.extend(page["items"].as_array().cloned().unwrap_or_default());
         match page["next_cursor"].as_str() {
@@ -117,11 +118,7 @@ async fn a_rejected_delivery_keeps_request_owner_and_attempts() {
 
     let id = item["id"].as_str().expect("id");
     let (status, letter) = s
-        .admin(
-            http::Method::GET,
-            &format!("/admin/dead-letters/{id}"),
-            None,
-        )
+        .admin(Method::GET, &format!("/admin/dead-letters/{id}"), None)
         .await;
     assert_eq!(status, 200);
     // Not UTF-8, so base64: the bytes come back exactly.
@@ -153,11 +150,7 @@ async fn exhausted_deliveries_record_every_attempt_and_a_burst_alerts_once() {
     );
     let id = items[0]["id"].as_str().expect("id");
     let (_, letter) = s
-        .admin(
-            http::Method::GET,
-            &format!("/admin/dead-letters/{id}"),
-            None,
-        )
+        .admin(Method::GET, &format!("/admin/dead-letters/{id}"), None)
         .await;
     let statuses: Vec<&Value> = letter["history"]
         .as_array()
@@ -217,7 +210,7 @@ async fn bulk_replay_by_owner_replays_exactly_that_owners_dead_letters() {
     s.receiver.otherwise(Reply::ok());
     let (status, answer) = s
         .admin(
-            http::Method::POST,
+            Method::POST,
             "/admin/dead-letters/replay",
             Some(json!({"owner": "payments"})),
         )
@@ -258,7 +251,7 @@ async fn bulk_replay_by_owner_replays_exactly_that_owners_dead_letters() {
     // An unscoped bulk replay is refused: no team replays everyone's by accident.
     let (status, answer) = s
         .admin(
-            http::Method::POST,
+            Method::POST,
             "/admin/dead-letters/replay",
             Some(json!({"reason": "exhausted"})),
         )
@@ -275,8 +268,8 @@ async fn concurrent_replays_of_one_id_deliver_once() {
     let id = items[0]["id"].as_str().expect("id").to_owned();
     let path = format!("/admin/dead-letters/{id}/replay");
     let (a, b) = tokio::join!(
-        s.admin(http::Method::POST, &path, None),
-        s.admin(http::Method::POST, &path, None)
+        s.admin(Method::POST, &path, None),
+        s.admin(Method::POST, &path, None)
     );
     let mut statuses = [a.0, b.0];
     statuses.sort_unstable();
@@ -304,7 +297,7 @@ async fn a_replay_that_fails_again_keeps_the_history_of_both_lives() {
         .to_owned();
     let (status, _) = s
         .admin(
-            http::Method::POST,
+            Method::POST,
             &format!("/admin/dead-letters/{id}/replay"),
             None,
         )
@@ -312,13 +305,9 @@ async fn a_replay_that_fails_again_keeps_the_history_of_both_lives() {
     assert_eq!(status, 202);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            s.admin(
-                http::Method::GET,
-                &format!("/admin/dead-letters/{id}"),
-                None,
-            )
-            .await
-            .1["history"]
+            s.admin(Method::GET, &format!("/admin/dead-letters/{id}"), None)
+                .await
+                .1["history"]
                 .as_array()
                 .is_some_and(|h| h.len() == 2)
         })
@@ -331,14 +320,14 @@ async fn a_replay_that_fails_again_keeps_the_history_of_both_lives() {
 async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     let s = setup(1).await;
     let paths = [
-        (http::Method::GET, "/admin/routes"),
-        (http::Method::GET, "/admin/dead-letters"),
-        (http::Method::GET, "/admin/dead-letters/x"),
-        (http::Method::POST, "/admin/dead-letters/x/replay"),
-        (http::Method::POST, "/admin/dead-letters/replay"),
-        (http::Method::DELETE, "/admin/dead-letters/x"),
-        (http::Method::GET, "/admin/audit"),
-        (http::Method::GET, "/admin/nonexistent"),
+        (Method::GET, "/admin/routes"),
+        (Method::GET, "/admin/dead-letters"),
+        (Method::GET, "/admin/dead-letters/x"),
+        (Method::POST, "/admin/dead-letters/x/replay"),
+        (Method::POST, "/admin/dead-letters/replay"),
+        (Method::DELETE, "/admin/dead-letters/x"),
+        (Method::GET, "/admin/audit"),
+        (Method::GET, "/admin/nonexistent"),
     ];
     for (method, path) in &paths {
         for token in [
@@ -391,7 +380,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     );
     assert_eq!(
         s.admin(
-            http::Method::POST,
+            Method::POST,
             &format!("/admin/dead-letters/{first}/replay"),
             None
         )
@@ -401,7 +390,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     );
     assert_eq!(
         s.admin(
-            http::Method::DELETE,
+            Method::DELETE,
             &format!("/admin/dead-letters/{second}"),
             None
         )
@@ -411,7 +400,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     );
     assert_eq!(
         s.admin(
-            http::Method::DELETE,
+            Method::DELETE,
             &format!("/admin/dead-letters/{second}"),
             None
         )
@@ -419,7 +408,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
         .0,
         404
     );
-    let (status, audit) = s.admin(http::Method::GET, "/admin/audit", None).await;
+    let (status, audit) = s.admin(Method::GET, "/admin/audit", None).await;
     assert_eq!(status, 200);
     let entries = audit["items"].as_array().expect("items");
     assert_eq!(entries.len(), 2, "{audit}");
@@ -443,7 +432,7 @@ async fn cursor_pages_stay_stable_while_new_dead_letters_arrive() {
     }
     wait_dead_letters(&s, "", 30).await;
     let (_, first) = s
-        .admin(http::Method::GET, "/admin/dead-letters?limit=10", None)
+        .admin(Method::GET, "/admin/dead-letters?limit=10", None)
         .await;
     let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
     for i in 0..10 {
@@ -460,7 +449,7 @@ async fn cursor_pages_stay_stable_while_new_dead_letters_arrive() {
     while let Some(cursor) = next {
         let (_, page) = s
             .admin(
-                http::Method::GET,
+                Method::GET,
                 &format!("/admin/dead-letters?limit=10&cursor={cursor}"),
                 None,
             )
@@ -615,7 +604,7 @@ async fn the_backlog_is_measured_and_expires_only_when_retention_says_so() {
         .await,
         "expired after the retention"
     );
-    let (_, audit) = s.admin(http::Method::GET, "/admin/audit", None).await;
+    let (_, audit) = s.admin(Method::GET, "/admin/audit", None).await;
     let expired: Vec<&Value> = audit["items"]
         .as_array()
         .expect("items")
