@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::support::config::{ConfigBuilder, Source};
 use crate::support::eventually;
 use crate::support::gateway::{GatewayProcess, TestGateway, config_toml, parse_config};
 use crate::support::github;
@@ -16,14 +17,7 @@ use crate::support::redis::RedisServer;
 const SECRET: &str = "admin-listener-secret";
 
 fn source() -> String {
-    format!(
-        r#"
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-"#
-    )
+    ConfigBuilder::new().source(Source::github(SECRET)).build()
 }
 
 /// Reads until the server closes `stream`; `None` if it stays open `within`.

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::gateway::GatewayProcess;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
@@ -57,13 +58,12 @@ const ROUTE_TIMEOUT: &str = "1s";
 /// Delivery settings for scenarios where a process or Redis dies: a dead
 /// worker's jobs are taken over 2 s after its last touch, retries come fast,
 /// and the budget (30 attempts, backoff up to 1 s) outlasts any fault here.
-const FAST_TAKEOVER: &str = r#"[delivery]
-visibility_timeout = "2s"
-retry = { max_attempts = 30, initial_backoff = "100ms", max_backoff = "1s" }
-
-[delivery.breaker]
-failure_threshold = 5
-cooldown = "500ms""#;
+fn fast_takeover() -> ConfigBuilder {
+    ConfigBuilder::new()
+        .delivery("visibility_timeout", r#""2s""#)
+        .retry(30, "100ms", "1s")
+        .breaker(5, Some("500ms"))
+}
 
 /// The destinations: `main` takes every event; `rejecter` answers 410 to
 /// the `rejects` route's events, which are dead-lettered at once.
@@ -85,47 +85,30 @@ impl Destinations {
     /// The gateway's `extra` TOML: `delivery` settings, the github source,
     /// the main route and (with `rejects`) the rejects route, with
     /// `route_timeout` per attempt.
-    fn gateway_toml(&self, delivery: &str, route_timeout: &str, rejects: bool) -> String {
-        let rejects_route = if rejects {
-            format!(
-                r#"
-[[routes]]
-name = "{REJECTS}"
-source = "github"
-owner = "sre"
-description = "chaos: {REJECTED_KIND} events to a destination that refuses them"
-on_failure = "nothing real"
-filter = {{ header = "X-GitHub-Event", equals = "{REJECTED_KIND}" }}
-destination = {{ url = "{}", timeout = "{route_timeout}" }}
-"#,
-                self.rejecter.url("/rejects")
+    fn gateway_toml(&self, delivery: ConfigBuilder, route_timeout: &str, rejects: bool) -> String {
+        let timeout = quoted(route_timeout);
+        let config = delivery
+            .owner(Owner::sre())
+            .source(Source::new("github", HOOK_PATH, "github", &[SECRET]))
+            .route(
+                Route::new(MAIN, "github", "sre", &self.main.url("/main"))
+                    .description("chaos: every event")
+                    .destination("timeout", &timeout)
+                    .destination("max_in_flight", &MAIN_IN_FLIGHT.to_string()),
+            );
+        let config = if rejects {
+            config.route(
+                Route::new(REJECTS, "github", "sre", &self.rejecter.url("/rejects"))
+                    .description(&format!(
+                        "chaos: {REJECTED_KIND} events to a destination that refuses them"
+                    ))
+                    .when_github_event(REJECTED_KIND)
+                    .destination("timeout", &timeout),
             )
         } else {
-            String::new()
+            config
         };
-        format!(
-            r#"
-{delivery}
-
-[owners.sre]
-team = "SRE"
-contact = "sre@example.com"
-
-[sources.github]
-path = "{HOOK_PATH}"
-scheme = "github"
-secrets = ["{SECRET}"]
-
-[[routes]]
-name = "{MAIN}"
-source = "github"
-owner = "sre"
-description = "chaos: every event"
-on_failure = "nothing real"
-destination = {{ url = "{}", timeout = "{route_timeout}", max_in_flight = {MAIN_IN_FLIGHT} }}
-{rejects_route}"#,
-            self.main.url("/main")
-        )
+        config.build()
     }
 
     fn all(&self) -> [&Receiver; 2] {
@@ -178,7 +161,7 @@ async fn sigkill_and_restart_every_few_seconds() {
         destinations
             .main
             .otherwise(Reply::ok().delay(Duration::from_millis(20)));
-        let toml = destinations.gateway_toml(FAST_TAKEOVER, ROUTE_TIMEOUT, true);
+        let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
         let mut gateway = GatewayProcess::start(&redis.url(), &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
@@ -241,7 +224,7 @@ async fn redis_stopped_and_restarted_mid_load() {
         destinations
             .main
             .otherwise(Reply::ok().delay(Duration::from_millis(20)));
-        let toml = destinations.gateway_toml(FAST_TAKEOVER, ROUTE_TIMEOUT, true);
+        let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
         let gateway = GatewayProcess::start(&redis.url(), &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
@@ -354,13 +337,10 @@ async fn destination_flapping() {
         let destinations = Destinations::start().await;
         let main = &destinations.main;
         let toml = destinations.gateway_toml(
-            r#"[delivery]
-visibility_timeout = "10s"
-retry = { max_attempts = 40, initial_backoff = "100ms", max_backoff = "1s" }
-
-[delivery.breaker]
-failure_threshold = 5
-cooldown = "500ms""#,
+            ConfigBuilder::new()
+                .delivery("visibility_timeout", r#""10s""#)
+                .retry(40, "100ms", "1s")
+                .breaker(5, Some("500ms")),
             // The slow phase answers after 1.5 s: past this deadline.
             ROUTE_TIMEOUT,
             false,
@@ -503,7 +483,7 @@ async fn redis_out_of_memory_mid_load() {
             "noeviction",
         ]);
         let destinations = Destinations::start().await;
-        let toml = destinations.gateway_toml(FAST_TAKEOVER, ROUTE_TIMEOUT, true);
+        let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
         let gateway = GatewayProcess::start(&redis.url(), &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
@@ -649,7 +629,7 @@ async fn two_gateways_one_killed() {
         destinations
             .main
             .otherwise(Reply::ok().delay(Duration::from_millis(100)));
-        let toml = destinations.gateway_toml(FAST_TAKEOVER, ROUTE_TIMEOUT, true);
+        let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
         let mut doomed = GatewayProcess::start(&redis.url(), &toml).await;
         let survivor = GatewayProcess::start(&redis.url(), &toml).await;
         let doomed_url = doomed.public_url(HOOK_PATH);
@@ -820,9 +800,9 @@ async fn senders_disconnecting_mid_request() {
         // No worker dies here, and no attempt may time out on a busy
         // machine (that alone would repeat a delivery): generous deadlines.
         let toml = destinations.gateway_toml(
-            r#"[delivery]
-visibility_timeout = "30s"
-retry = { max_attempts = 30, initial_backoff = "100ms", max_backoff = "1s" }"#,
+            ConfigBuilder::new()
+                .delivery("visibility_timeout", r#""30s""#)
+                .retry(30, "100ms", "1s"),
             "5s",
             true,
         );

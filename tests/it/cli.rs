@@ -2,6 +2,8 @@
 
 use std::process::{Command, Output};
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
+
 fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     command.args(args).env_remove("SWITCHYARD_CONFIG");
@@ -79,32 +81,21 @@ fn check_prints_the_multi_team_example_with_its_secrets_set() {
 fn check_reports_every_problem_at_once_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("broken.toml");
-    std::fs::write(
-        &path,
-        r#"
-[owners.payments]
-team = "Payments"
-contact = "payments@example.com"
-
-[sources.stripe]
-path = "/hooks/stripe"
-scheme = "stripe"
-secrets = ["env:SWITCHYARD_TEST_UNSET_SECRET"]
-
-[sources.stripe-old]
-path = "/hooks/stripe"
-scheme = "none"
-
-[[routes]]
-name = "invoices"
-source = "stripe"
-owner = "paymnts"
-description = "Invoices"
-on_failure = "Unpaid"
-destination = { url = "http://127.0.0.1:9000/" }
-"#,
-    )
-    .expect("write config");
+    let broken = ConfigBuilder::new()
+        .owner(Owner::new("payments", "Payments", "payments@example.com"))
+        .source(Source::new(
+            "stripe",
+            "/hooks/stripe",
+            "stripe",
+            &["env:SWITCHYARD_TEST_UNSET_SECRET"],
+        ))
+        .source(Source::new("stripe-old", "/hooks/stripe", "none", &[]))
+        .route(
+            Route::new("invoices", "stripe", "paymnts", "http://127.0.0.1:9000/")
+                .description("Invoices")
+                .on_failure("Unpaid"),
+        );
+    std::fs::write(&path, broken.build()).expect("write config");
     let out = switchyard(
         &["check", "--config", path.to_str().expect("utf-8 path")],
         &[],

@@ -9,16 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use http::Method;
 use serde_json::Value;
 
-use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
+use crate::support::env::{ADMIN_TOKEN, TestEnv};
 use crate::support::github;
 use crate::support::process::run;
 use crate::support::receiver::{Receiver, Reply};
-use crate::support::redis::RedisServer;
 
 const SECRET: &str = "dashboard-test-secret";
-const TOKEN: &str = "test-admin-token";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// A header value that would become elements if the page wrote HTML.
 const MARKUP: &str = r#"<img src=x id=injected onerror="document.title='injected'"><b>bold?</b>"#;
@@ -29,59 +29,34 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Payments, with a runbook) and `devex-route`, to the receiver's `/payments`
 /// and `/devex`.
 fn config(receiver: &Receiver) -> String {
-    format!(
-        r#"
-[delivery]
-retry = {{ max_attempts = 3, initial_backoff = "100ms", max_backoff = "1s" }}
-# The destination fails on purpose; the breaker must not defer the replay.
-breaker = {{ failure_threshold = 100000 }}
-
-[owners.payments]
-team = "Payments"
-contact = "payments-oncall@example.com"
-runbook = "https://wiki.example.com/runbooks/stripe-invoices"
-
-[owners.devex]
-team = "Developer Experience"
-contact = "devex@example.com"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-
-[[routes]]
-name = "payments-route"
-source = "github"
-owner = "payments"
-description = "Invoice events mark invoices paid in billing-service"
-on_failure = "Invoices stay unpaid in the UI until the dead letter is replayed"
-filter = {{ header = "X-GitHub-Event", equals = "payments" }}
-destination = {{ url = "{payments_url}", timeout = "2s" }}
-
-[[routes]]
-name = "devex-route"
-source = "github"
-owner = "devex"
-description = "Push events start CI builds"
-on_failure = "CI does not start for new commits"
-filter = {{ header = "X-GitHub-Event", equals = "devex" }}
-destination = {{ url = "{devex_url}", timeout = "2s" }}
-"#,
-        payments_url = receiver.url("/payments"),
-        devex_url = receiver.url("/devex"),
-    )
-}
-
-async fn admin_get(client: &reqwest::Client, url: String) -> (u16, Value) {
-    let response = client
-        .get(url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("admin answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let route = |name: &str, owner: &str, event: &str| {
+        Route::new(name, "github", owner, &receiver.url(&format!("/{event}")))
+            .when_github_event(event)
+            .destination("timeout", r#""2s""#)
+    };
+    ConfigBuilder::new()
+        .retry(3, "100ms", "1s")
+        // The destination fails on purpose; the breaker must not defer the replay.
+        .breaker(100000, None)
+        .owner(
+            Owner::new("payments", "Payments", "payments-oncall@example.com").with(
+                "runbook",
+                "https://wiki.example.com/runbooks/stripe-invoices",
+            ),
+        )
+        .owner(Owner::devex())
+        .source(Source::github(SECRET))
+        .route(
+            route("payments-route", "payments", "payments")
+                .description("Invoice events mark invoices paid in billing-service")
+                .on_failure("Invoices stay unpaid in the UI until the dead letter is replayed"),
+        )
+        .route(
+            route("devex-route", "devex", "devex")
+                .description("Push events start CI builds")
+                .on_failure("CI does not start for new commits"),
+        )
+        .build()
 }
 
 /// A path that `scripts/install-test-deps.sh` creates; panics naming it.
@@ -96,9 +71,8 @@ fn installed(path: PathBuf, what: &str) -> PathBuf {
 
 #[tokio::test]
 async fn the_page_needs_no_token_but_its_data_does() {
-    let redis = RedisServer::start();
-    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), ""))).await;
-    let client = reqwest::Client::new();
+    let s = TestEnv::start(SECRET, |_, _| String::new()).await;
+    let (gateway, client) = (&s.gateway, &s.client);
 
     for (path, content_type) in [
         ("/", "text/html"),
@@ -137,7 +111,7 @@ async fn the_page_needs_no_token_but_its_data_does() {
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
         assert_eq!(header("x-content-type-options"), "nosniff");
         let body = response.text().await.expect("body");
-        assert!(!body.contains(TOKEN), "no token in the static assets");
+        assert!(!body.contains(ADMIN_TOKEN), "no token in the static assets");
         if path == "/" {
             assert!(body.contains("<title>Switchyard</title>"), "{body}");
         }
@@ -149,7 +123,7 @@ async fn the_page_needs_no_token_but_its_data_does() {
         .await
         .expect("admin answers");
     assert_eq!(response.status(), 401, "the data still needs the token");
-    let (status, _) = admin_get(&client, gateway.admin_url("/admin/routes")).await;
+    let (status, _) = s.admin(Method::GET, "/admin/routes", None).await;
     assert_eq!(status, 200);
 }
 
@@ -163,13 +137,10 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
     );
     installed(PathBuf::from(CHROMIUM), "Debian's chromium");
 
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
+    let s = TestEnv::start(SECRET, |receiver, _| config(receiver)).await;
+    let (gateway, receiver, client) = (&s.gateway, &s.receiver, &s.client);
     // The first delivery is rejected (a dead letter at once); the rest succeed.
     receiver.then(Reply::status(400));
-    let gateway =
-        TestGateway::start(parse_config(&config_toml(&redis.url(), &config(&receiver)))).await;
-    let client = reqwest::Client::new();
     let hook = gateway.public_url("/hooks/github");
 
     let body =
@@ -191,10 +162,10 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
     let answer: Value = response.json().await.expect("json answer");
     let event_id = answer["id"].as_str().expect("event id").to_owned();
 
-    let list_url = gateway.admin_url("/admin/dead-letters?route=payments-route");
+    let list_url = "/admin/dead-letters?route=payments-route";
     let mut items = Vec::new();
     for _ in 0..100 {
-        items = admin_get(&client, list_url.clone()).await.1["items"]
+        items = s.admin(Method::GET, list_url, None).await.1["items"]
             .as_array()
             .cloned()
             .unwrap_or_default();
@@ -208,15 +179,9 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
     assert_eq!(items[0]["event_id"], event_id.as_str());
 
     // The other route delivers, so the page shows one red and one green route.
-    let (status, answer) = github::post(
-        &client,
-        &hook,
-        SECRET,
-        "devex",
-        "delivery-7",
-        br#"{"ref":"main"}"#,
-    )
-    .await;
+    let (status, answer) = s
+        .post_as(client, "devex", "delivery-7", br#"{"ref":"main"}"#)
+        .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(
         receiver.wait_for(2, Duration::from_secs(10)).await.len(),
@@ -224,7 +189,7 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
         "the devex event was delivered"
     );
     // The health the page must show (dashboard.mjs reads it off the rows).
-    let (_, inventory) = admin_get(&client, gateway.admin_url("/admin/routes")).await;
+    let (_, inventory) = s.admin(Method::GET, "/admin/routes", None).await;
     let health = |name: &str| {
         inventory["routes"]
             .as_array()
@@ -257,7 +222,7 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
         .arg(&kept)
         .arg("--screenshot")
         .arg(&screenshot)
-        .env("SWITCHYARD_ADMIN_TOKEN", TOKEN)
+        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
         .current_dir(&browser);
     let report = run(node, dir.path(), "dashboard.mjs", BROWSER_TIMEOUT).await;
     // Shown on failure, or with --nocapture.
@@ -288,12 +253,14 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
     assert_eq!(replayed.len(), 1, "the replay reached the destination once");
     assert_eq!(replayed[0].body.as_ref(), body, "with the original body");
     // ...and the dead letter is gone.
-    let (status, _) = admin_get(
-        &client,
-        gateway.admin_url(&format!("/admin/dead-letters/{dead_letter}")),
-    )
-    .await;
+    let (status, _) = s
+        .admin(
+            Method::GET,
+            &format!("/admin/dead-letters/{dead_letter}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 404, "the dead letter is gone");
-    let (_, page) = admin_get(&client, list_url).await;
+    let (_, page) = s.admin(Method::GET, list_url, None).await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
 }

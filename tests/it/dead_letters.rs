@@ -6,142 +6,95 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
+use http::Method;
 use serde_json::{Value, json};
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
+use crate::support::env::{ADMIN_TOKEN, TestEnv};
 use crate::support::eventually;
-use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::gateway::TestGateway;
 use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
 use crate::support::tls::TrustedTls;
 
 const SECRET: &str = "dlq-test-secret";
-const TOKEN: &str = "test-admin-token";
 
 /// Two owners, two routes (`payments-route` of `payments`, `devex-route` of
-/// `devex`), both to `receiver`; payments alerts go to `alerts`.
-fn config(receiver: &Receiver, alerts: &Receiver, max_attempts: u32) -> String {
-    format!(
-        r#"
-[delivery]
-retry = {{ max_attempts = {max_attempts}, initial_backoff = "100ms", max_backoff = "1s" }}
-# These tests fail destinations on purpose; the breaker would defer them.
-breaker = {{ failure_threshold = 100000 }}
-
-[owners.payments]
-team = "Payments"
-contact = "payments-oncall@example.com"
-runbook = "https://wiki.example.com/runbooks/payments"
-alert_url = "{alert_url}"
-
-[owners.devex]
-team = "Developer Experience"
-contact = "devex@example.com"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-
-[[routes]]
-name = "payments-route"
-source = "github"
-owner = "payments"
-description = "Payments"
-on_failure = "Invoices stay unpaid"
-filter = {{ header = "X-GitHub-Event", equals = "payments" }}
-destination = {{ url = "{payments_url}", timeout = "2s" }}
-
-[[routes]]
-name = "devex-route"
-source = "github"
-owner = "devex"
-description = "Devex"
-on_failure = "CI does not start"
-filter = {{ header = "X-GitHub-Event", equals = "devex" }}
-destination = {{ url = "{devex_url}", timeout = "2s" }}
-"#,
-        alert_url = alerts.url("/alerts"),
-        payments_url = receiver.url("/payments"),
-        devex_url = receiver.url("/devex"),
-    )
+/// `devex`), both to `receiver`; payments alerts go to `alert_url`.
+fn config(receiver: &Receiver, alert_url: &str, max_attempts: u32) -> ConfigBuilder {
+    let route = |name: &str, owner: &str, event: &str| {
+        Route::new(name, "github", owner, &receiver.url(&format!("/{event}")))
+            .when_github_event(event)
+            .destination("timeout", r#""2s""#)
+    };
+    ConfigBuilder::new()
+        .retry(max_attempts, "100ms", "1s")
+        // These tests fail destinations on purpose; the breaker would defer them.
+        .breaker(100000, None)
+        .owner(
+            Owner::new("payments", "Payments", "payments-oncall@example.com")
+                .with("runbook", "https://wiki.example.com/runbooks/payments")
+                .with("alert_url", alert_url),
+        )
+        .owner(Owner::devex())
+        .source(Source::github(SECRET))
+        .route(
+            route("payments-route", "payments", "payments")
+                .description("Payments")
+                .on_failure("Invoices stay unpaid"),
+        )
+        .route(
+            route("devex-route", "devex", "devex")
+                .description("Devex")
+                .on_failure("CI does not start"),
+        )
 }
 
-struct Setup {
-    _redis: RedisServer,
-    gateway: TestGateway,
-    receiver: Receiver,
-    alerts: Receiver,
-    client: reqwest::Client,
+async fn setup(max_attempts: u32) -> TestEnv {
+    setup_with(max_attempts, |toml| toml).await
 }
 
-async fn setup(max_attempts: u32) -> Setup {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let alerts = Receiver::start().await;
-    let toml = config_toml(&redis.url(), &config(&receiver, &alerts, max_attempts));
-    let gateway = TestGateway::start(parse_config(&toml)).await;
-    Setup {
-        _redis: redis,
-        gateway,
-        receiver,
-        alerts,
-        client: reqwest::Client::new(),
+/// [`setup`] on the config `change` makes.
+async fn setup_with(
+    max_attempts: u32,
+    change: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> TestEnv {
+    TestEnv::start(SECRET, |receiver, alerts| {
+        change(config(receiver, &alerts.url("/alerts"), max_attempts)).build()
+    })
+    .await
+}
+
+/// Every dead letter matching `query`, following cursors.
+async fn all_dead_letters(s: &TestEnv, query: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/admin/dead-letters?limit=100&{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = s.admin(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
     }
 }
 
-impl Setup {
-    async fn send(&self, event: &str, delivery: &str, body: &[u8]) -> String {
-        let url = self.gateway.public_url("/hooks/github");
-        let (status, answer) =
-            github::post(&self.client, &url, SECRET, event, delivery, body).await;
-        assert_eq!(status, 202, "{answer}");
-        answer["id"].as_str().expect("event id").to_owned()
-    }
-
-    async fn admin(&self, method: http::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method, self.gateway.admin_url(path))
-            .bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
+async fn wait_dead_letters(s: &TestEnv, query: &str, n: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    for _ in 0..150 {
+        items = all_dead_letters(s, query).await;
+        if items.len() >= n {
+            break;
         }
-        let response = request.send().await.expect("admin answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
-    /// Every dead letter matching `query`, following cursors.
-    async fn all_dead_letters(&self, query: &str) -> Vec<Value> {
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = format!("/admin/dead-letters?limit=100&{query}");
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
-            }
-            let (status, page) = self.admin(http::Method::GET, &path, None).await;
-            assert_eq!(status, 200, "{page}");
-            items.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return items,
-            }
-        }
-    }
-
-    async fn wait_dead_letters(&self, query: &str, n: usize) -> Vec<Value> {
-        let mut items = Vec::new();
-        for _ in 0..150 {
-            items = self.all_dead_letters(query).await;
-            if items.len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        items
-    }
+    items
 }
 
 #[tokio::test]
@@ -150,7 +103,7 @@ async fn a_rejected_delivery_keeps_request_owner_and_attempts() {
     s.receiver.then(Reply::status(400));
     let body = b"{\"invoice\":\"in_1\",\"raw\":\"\xff\"}";
     let event_id = s.send("payments", "d-400", body).await;
-    let items = s.wait_dead_letters("route=payments-route", 1).await;
+    let items = wait_dead_letters(&s, "route=payments-route", 1).await;
     assert_eq!(items.len(), 1);
     let item = &items[0];
     assert_eq!(item["reason"], "rejected");
@@ -165,11 +118,7 @@ async fn a_rejected_delivery_keeps_request_owner_and_attempts() {
 
     let id = item["id"].as_str().expect("id");
     let (status, letter) = s
-        .admin(
-            http::Method::GET,
-            &format!("/admin/dead-letters/{id}"),
-            None,
-        )
+        .admin(Method::GET, &format!("/admin/dead-letters/{id}"), None)
         .await;
     assert_eq!(status, 200);
     // Not UTF-8, so base64: the bytes come back exactly.
@@ -192,7 +141,7 @@ async fn exhausted_deliveries_record_every_attempt_and_a_burst_alerts_once() {
     for i in 0..50 {
         s.send("payments", &format!("burst-{i}"), b"{}").await;
     }
-    let items = s.wait_dead_letters("owner=payments", 50).await;
+    let items = wait_dead_letters(&s, "owner=payments", 50).await;
     assert_eq!(items.len(), 50);
     assert!(
         items
@@ -201,11 +150,7 @@ async fn exhausted_deliveries_record_every_attempt_and_a_burst_alerts_once() {
     );
     let id = items[0]["id"].as_str().expect("id");
     let (_, letter) = s
-        .admin(
-            http::Method::GET,
-            &format!("/admin/dead-letters/{id}"),
-            None,
-        )
+        .admin(Method::GET, &format!("/admin/dead-letters/{id}"), None)
         .await;
     let statuses: Vec<&Value> = letter["history"]
         .as_array()
@@ -259,13 +204,13 @@ async fn bulk_replay_by_owner_replays_exactly_that_owners_dead_letters() {
             .await;
         sent.entry(event).or_default().insert(id);
     }
-    assert_eq!(s.wait_dead_letters("", 1000).await.len(), 1000);
+    assert_eq!(wait_dead_letters(&s, "", 1000).await.len(), 1000);
     let before = s.receiver.requests().len();
 
     s.receiver.otherwise(Reply::ok());
     let (status, answer) = s
         .admin(
-            http::Method::POST,
+            Method::POST,
             "/admin/dead-letters/replay",
             Some(json!({"owner": "payments"})),
         )
@@ -297,16 +242,16 @@ async fn bulk_replay_by_owner_replays_exactly_that_owners_dead_letters() {
     assert_eq!(ids, sent["payments"], "exactly the payments events");
     assert!(replayed.iter().all(|r| r.uri == "/payments"));
     assert_eq!(
-        s.all_dead_letters("owner=devex").await.len(),
+        all_dead_letters(&s, "owner=devex").await.len(),
         500,
         "devex untouched"
     );
-    assert!(s.all_dead_letters("owner=payments").await.is_empty());
+    assert!(all_dead_letters(&s, "owner=payments").await.is_empty());
 
     // An unscoped bulk replay is refused: no team replays everyone's by accident.
     let (status, answer) = s
         .admin(
-            http::Method::POST,
+            Method::POST,
             "/admin/dead-letters/replay",
             Some(json!({"reason": "exhausted"})),
         )
@@ -319,12 +264,12 @@ async fn concurrent_replays_of_one_id_deliver_once() {
     let s = setup(1).await;
     s.receiver.then(Reply::status(400));
     s.send("devex", "race", b"{}").await;
-    let items = s.wait_dead_letters("", 1).await;
+    let items = wait_dead_letters(&s, "", 1).await;
     let id = items[0]["id"].as_str().expect("id").to_owned();
     let path = format!("/admin/dead-letters/{id}/replay");
     let (a, b) = tokio::join!(
-        s.admin(http::Method::POST, &path, None),
-        s.admin(http::Method::POST, &path, None)
+        s.admin(Method::POST, &path, None),
+        s.admin(Method::POST, &path, None)
     );
     let mut statuses = [a.0, b.0];
     statuses.sort_unstable();
@@ -346,13 +291,13 @@ async fn a_replay_that_fails_again_keeps_the_history_of_both_lives() {
     let s = setup(1).await;
     s.receiver.otherwise(Reply::status(422));
     s.send("devex", "twice", b"{}").await;
-    let id = s.wait_dead_letters("", 1).await[0]["id"]
+    let id = wait_dead_letters(&s, "", 1).await[0]["id"]
         .as_str()
         .expect("id")
         .to_owned();
     let (status, _) = s
         .admin(
-            http::Method::POST,
+            Method::POST,
             &format!("/admin/dead-letters/{id}/replay"),
             None,
         )
@@ -360,13 +305,9 @@ async fn a_replay_that_fails_again_keeps_the_history_of_both_lives() {
     assert_eq!(status, 202);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            s.admin(
-                http::Method::GET,
-                &format!("/admin/dead-letters/{id}"),
-                None,
-            )
-            .await
-            .1["history"]
+            s.admin(Method::GET, &format!("/admin/dead-letters/{id}"), None)
+                .await
+                .1["history"]
                 .as_array()
                 .is_some_and(|h| h.len() == 2)
         })
@@ -379,14 +320,14 @@ async fn a_replay_that_fails_again_keeps_the_history_of_both_lives() {
 async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     let s = setup(1).await;
     let paths = [
-        (http::Method::GET, "/admin/routes"),
-        (http::Method::GET, "/admin/dead-letters"),
-        (http::Method::GET, "/admin/dead-letters/x"),
-        (http::Method::POST, "/admin/dead-letters/x/replay"),
-        (http::Method::POST, "/admin/dead-letters/replay"),
-        (http::Method::DELETE, "/admin/dead-letters/x"),
-        (http::Method::GET, "/admin/audit"),
-        (http::Method::GET, "/admin/nonexistent"),
+        (Method::GET, "/admin/routes"),
+        (Method::GET, "/admin/dead-letters"),
+        (Method::GET, "/admin/dead-letters/x"),
+        (Method::POST, "/admin/dead-letters/x/replay"),
+        (Method::POST, "/admin/dead-letters/replay"),
+        (Method::DELETE, "/admin/dead-letters/x"),
+        (Method::GET, "/admin/audit"),
+        (Method::GET, "/admin/nonexistent"),
     ];
     for (method, path) in &paths {
         for token in [
@@ -403,7 +344,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
             assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
             let body: Value = response.json().await.expect("json");
             assert_eq!(body["error"], "unauthorized");
-            assert!(!body.to_string().contains(TOKEN), "no token echoed");
+            assert!(!body.to_string().contains(ADMIN_TOKEN), "no token echoed");
         }
     }
     // The scheme is case-insensitive; a second Authorization header, even
@@ -412,16 +353,16 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     let lowercase = s
         .client
         .get(&routes)
-        .header("Authorization", format!("bearer {TOKEN}"))
+        .header("Authorization", format!("bearer {ADMIN_TOKEN}"))
         .send()
         .await
         .expect("answers");
     assert_eq!(lowercase.status(), 200, "bearer in lower case");
-    for second in [format!("Bearer {TOKEN}"), "Bearer wrong".to_owned()] {
+    for second in [format!("Bearer {ADMIN_TOKEN}"), "Bearer wrong".to_owned()] {
         let twice = s
             .client
             .get(&routes)
-            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
             .header("Authorization", second)
             .send()
             .await
@@ -432,14 +373,14 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     s.receiver.otherwise(Reply::status(400));
     s.send("devex", "audit-1", b"{}").await;
     s.send("devex", "audit-2", b"{}").await;
-    let items = s.wait_dead_letters("", 2).await;
+    let items = wait_dead_letters(&s, "", 2).await;
     let (first, second) = (
         items[0]["id"].as_str().expect("id"),
         items[1]["id"].as_str().expect("id"),
     );
     assert_eq!(
         s.admin(
-            http::Method::POST,
+            Method::POST,
             &format!("/admin/dead-letters/{first}/replay"),
             None
         )
@@ -449,7 +390,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     );
     assert_eq!(
         s.admin(
-            http::Method::DELETE,
+            Method::DELETE,
             &format!("/admin/dead-letters/{second}"),
             None
         )
@@ -459,7 +400,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
     );
     assert_eq!(
         s.admin(
-            http::Method::DELETE,
+            Method::DELETE,
             &format!("/admin/dead-letters/{second}"),
             None
         )
@@ -467,7 +408,7 @@ async fn every_admin_path_needs_a_valid_token_and_actions_are_audited() {
         .0,
         404
     );
-    let (status, audit) = s.admin(http::Method::GET, "/admin/audit", None).await;
+    let (status, audit) = s.admin(Method::GET, "/admin/audit", None).await;
     assert_eq!(status, 200);
     let entries = audit["items"].as_array().expect("items");
     assert_eq!(entries.len(), 2, "{audit}");
@@ -489,15 +430,15 @@ async fn cursor_pages_stay_stable_while_new_dead_letters_arrive() {
     for i in 0..30 {
         s.send("devex", &format!("page-{i}"), b"{}").await;
     }
-    s.wait_dead_letters("", 30).await;
+    wait_dead_letters(&s, "", 30).await;
     let (_, first) = s
-        .admin(http::Method::GET, "/admin/dead-letters?limit=10", None)
+        .admin(Method::GET, "/admin/dead-letters?limit=10", None)
         .await;
     let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
     for i in 0..10 {
         s.send("devex", &format!("late-{i}"), b"{}").await;
     }
-    s.wait_dead_letters("", 40).await;
+    wait_dead_letters(&s, "", 40).await;
     let mut seen: Vec<String> = first["items"]
         .as_array()
         .expect("items")
@@ -508,7 +449,7 @@ async fn cursor_pages_stay_stable_while_new_dead_letters_arrive() {
     while let Some(cursor) = next {
         let (_, page) = s
             .admin(
-                http::Method::GET,
+                Method::GET,
                 &format!("/admin/dead-letters?limit=10&cursor={cursor}"),
                 None,
             )
@@ -536,7 +477,7 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
     s.receiver.then(Reply::status(400).times(2));
     s.send("devex", "cli-1", b"{\"cli\":1}").await;
     s.send("devex", "cli-2", b"{\"cli\":2}").await;
-    s.wait_dead_letters("", 2).await;
+    wait_dead_letters(&s, "", 2).await;
     let admin = format!("http://{}", s.gateway.admin);
     // The CLI blocks; run it off the runtime so the gateway keeps serving.
     let cli = |args: Vec<String>, token: &'static str| {
@@ -563,7 +504,7 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
 
     let (code, out, err) = cli(
         args(&["dlq", "list", "--json", "--route", "devex-route"]),
-        TOKEN,
+        ADMIN_TOKEN,
     )
     .await;
     assert_eq!(code, Some(0), "{err}");
@@ -576,18 +517,18 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
         .collect();
     assert_eq!(ids.len(), 2);
 
-    let (code, out, _) = cli(args(&["dlq", "list"]), TOKEN).await;
+    let (code, out, _) = cli(args(&["dlq", "list"]), ADMIN_TOKEN).await;
     assert_eq!(code, Some(0));
     assert!(
         out.contains(&ids[0]) && out.contains("Developer Experience"),
         "{out}"
     );
 
-    let (code, out, _) = cli(args(&["dlq", "show", &ids[0]]), TOKEN).await;
+    let (code, out, _) = cli(args(&["dlq", "show", &ids[0]]), ADMIN_TOKEN).await;
     assert_eq!(code, Some(0));
     assert!(out.contains("rejected") && out.contains("\"cli\""), "{out}");
 
-    let (code, out, _) = cli(args(&["routes"]), TOKEN).await;
+    let (code, out, _) = cli(args(&["routes"]), ADMIN_TOKEN).await;
     assert_eq!(code, Some(0));
     assert!(
         out.contains("payments-route") && out.contains("Payments"),
@@ -606,16 +547,16 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
     );
     assert!(row("payments-route").contains(" ok "), "{out}");
 
-    let (code, _, err) = cli(args(&["dlq", "replay", &ids[0]]), TOKEN).await;
+    let (code, _, err) = cli(args(&["dlq", "replay", &ids[0]]), ADMIN_TOKEN).await;
     assert_eq!(code, Some(0), "{err}");
-    let (code, _, err) = cli(args(&["dlq", "delete", &ids[1]]), TOKEN).await;
+    let (code, _, err) = cli(args(&["dlq", "delete", &ids[1]]), ADMIN_TOKEN).await;
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
         s.receiver.wait_for(3, Duration::from_secs(5)).await.len(),
         3,
         "the replay arrived"
     );
-    assert!(s.all_dead_letters("").await.is_empty());
+    assert!(all_dead_letters(&s, "").await.is_empty());
 
     let (code, _, err) = cli(args(&["dlq", "list"]), "wrong-token").await;
     assert_eq!(code, Some(1));
@@ -625,7 +566,7 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
     );
     let (code, _, err) = cli(
         args(&["dlq", "list", "--admin", "http://127.0.0.1:9"]),
-        TOKEN,
+        ADMIN_TOKEN,
     )
     .await;
     assert_eq!(code, Some(1));
@@ -634,23 +575,14 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
 
 #[tokio::test]
 async fn the_backlog_is_measured_and_expires_only_when_retention_says_so() {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let alerts = Receiver::start().await;
-    let toml = config_toml(&redis.url(), &config(&receiver, &alerts, 1))
-        + "\n[dead_letters]\nretention = \"3s\"\nwarn_above = 1\n";
-    let gateway = TestGateway::start(parse_config(&toml)).await;
-    let s = Setup {
-        _redis: redis,
-        gateway,
-        receiver,
-        alerts,
-        client: reqwest::Client::new(),
-    };
+    let s = setup_with(1, |toml| {
+        toml.raw("[dead_letters]\nretention = \"3s\"\nwarn_above = 1\n")
+    })
+    .await;
     s.receiver.otherwise(Reply::status(400));
     s.send("devex", "old-1", b"{}").await;
     s.send("devex", "old-2", b"{}").await;
-    assert_eq!(s.wait_dead_letters("", 2).await.len(), 2);
+    assert_eq!(wait_dead_letters(&s, "", 2).await.len(), 2);
     let metrics_url = s.gateway.admin_url("/metrics");
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -667,12 +599,12 @@ async fn the_backlog_is_measured_and_expires_only_when_retention_says_so() {
     );
     assert!(
         eventually(Duration::from_secs(10), || async {
-            s.all_dead_letters("").await.is_empty()
+            all_dead_letters(&s, "").await.is_empty()
         })
         .await,
         "expired after the retention"
     );
-    let (_, audit) = s.admin(http::Method::GET, "/admin/audit", None).await;
+    let (_, audit) = s.admin(Method::GET, "/admin/audit", None).await;
     let expired: Vec<&Value> = audit["items"]
         .as_array()
         .expect("items")
@@ -691,21 +623,13 @@ async fn owner_alerts_trust_the_configured_authority() {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
     receiver.otherwise(Reply::status(400));
-    let unused = Receiver::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let ca_file = dir.path().join("corp-ca.pem");
     std::fs::write(&ca_file, endpoint.ca_pem()).expect("write CA file");
-    let toml = config_toml(&redis.url(), &config(&receiver, &unused, 1))
-        .replace(&unused.url("/alerts"), &endpoint.url("/alerts"))
-        .replacen(
-            "[delivery]\n",
-            &format!(
-                "[delivery]\ntls_ca_file = {:?}\n",
-                ca_file.display().to_string()
-            ),
-            1,
-        );
-    let gateway = TestGateway::start(parse_config(&toml)).await;
+    let extra = config(&receiver, &endpoint.url("/alerts"), 1)
+        .tls_ca_file(&ca_file)
+        .build();
+    let gateway = TestGateway::start_toml(&redis.url(), &extra).await;
     let (status, answer) = github::post(
         &reqwest::Client::new(),
         &gateway.public_url("/hooks/github"),
@@ -803,7 +727,7 @@ async fn every_admin_error_is_the_json_body_with_a_specific_status() {
         let mut request = s
             .client
             .request(method.clone(), s.gateway.admin_url(path))
-            .bearer_auth(TOKEN);
+            .bearer_auth(ADMIN_TOKEN);
         if let Some((content_type, body)) = body {
             request = request.header("Content-Type", content_type).body(body);
         }

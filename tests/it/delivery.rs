@@ -6,131 +6,95 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use switchyard::delivery::{Outbound, Outcome};
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
+use crate::support::env::TestEnv;
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
-use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
+use crate::support::signing;
 use crate::support::tls::{TrustedTls, UntrustedTls};
 
 pub(crate) const SECRET: &str = "delivery-test-secret";
 
-/// One source and `routes` routes named `r0…` to `<receiver>/r0…` (with
-/// `destination_extra` keys), with a fast retry policy.
-pub(crate) fn config(
-    receiver: &Receiver,
-    routes: usize,
-    destination_extra: &str,
-    delivery_extra: &str,
-) -> String {
-    let mut toml = format!(
-        r#"
-[delivery]
-retry = {{ max_attempts = 3, initial_backoff = "200ms", max_backoff = "3s" }}
-{delivery_extra}
-
-[owners.devex]
-team = "Developer Experience"
-contact = "devex@example.com"
-runbook = "https://wiki.example.com/devex"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-"#
-    );
-    for i in 0..routes {
-        toml.push_str(&format!(
-            r#"
-[[routes]]
-name = "r{i}"
-source = "github"
-owner = "devex"
-description = "route {i}"
-on_failure = "nothing real"
-
-[routes.destination]
-url = "{}"
-timeout = "2s"
-{destination_extra}
-"#,
-            receiver.url(&format!("/r{i}"))
-        ));
-    }
-    toml
+/// The `devex` owner, one GitHub source and `routes`, with a fast retry
+/// policy.
+pub(crate) fn config(routes: impl IntoIterator<Item = Route>) -> ConfigBuilder {
+    let builder = ConfigBuilder::new()
+        .retry(3, "200ms", "3s")
+        .owner(Owner::devex().with("runbook", "https://wiki.example.com/devex"))
+        .source(Source::github(SECRET));
+    routes.into_iter().fold(builder, ConfigBuilder::route)
 }
 
-struct Setup {
-    redis: RedisServer,
-    gateway: TestGateway,
-    receiver: Receiver,
+/// Route `r<i>` to `url`, with a 2 s timeout.
+pub(crate) fn route(i: usize, url: &str) -> Route {
+    Route::new(&format!("r{i}"), "github", "devex", url)
+        .description(&format!("route {i}"))
+        .destination("timeout", r#""2s""#)
 }
 
-async fn setup(routes: usize, destination_extra: &str, delivery_extra: &str) -> Setup {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let toml = config_toml(
-        &redis.url(),
-        &config(&receiver, routes, destination_extra, delivery_extra),
-    );
-    let gateway = TestGateway::start(parse_config(&toml)).await;
-    Setup {
-        redis,
-        gateway,
-        receiver,
-    }
+/// `n` routes `r0…` to `<receiver>/r0…`.
+fn routes_to(receiver: &Receiver, n: usize) -> Vec<Route> {
+    (0..n)
+        .map(|i| route(i, &receiver.url(&format!("/r{i}"))))
+        .collect()
 }
 
-impl Setup {
-    /// Posts a signed GitHub-style event; returns the event id.
-    async fn send(&self, delivery: &str, body: &[u8]) -> String {
-        let url = self.gateway.public_url("/hooks/github");
-        let sender = reqwest::Client::builder()
-            .user_agent(SENDER_AGENT)
-            .build()
-            .expect("client");
-        let (status, answer) = github::post(&sender, &url, SECRET, "push", delivery, body).await;
-        assert_eq!(status, 202, "{answer}");
-        answer["id"].as_str().expect("event id").to_owned()
-    }
+/// A gateway on the config `config(receiver)` writes.
+async fn setup(config: impl FnOnce(&Receiver) -> ConfigBuilder) -> TestEnv {
+    TestEnv::start(SECRET, |receiver, _| config(receiver).build()).await
+}
 
-    /// The dead letter hashes in Redis.
-    async fn dead_letters(&self) -> Vec<std::collections::HashMap<String, Vec<u8>>> {
-        let mut conn = self.redis.connection().await;
-        let ids: Vec<String> = conn
-            .zrange("{switchyard}:dead", 0, -1)
-            .await
-            .expect("ZRANGE");
-        let mut out = Vec::new();
-        for id in ids {
-            out.push(
-                conn.hgetall(format!("{{switchyard}}:dead:{id}"))
-                    .await
-                    .expect("HGETALL"),
-            );
+/// [`setup`] on `routes` routes to the receiver.
+async fn setup_routes(routes: usize) -> TestEnv {
+    setup(|receiver| config(routes_to(receiver, routes))).await
+}
+
+/// Posts a signed GitHub-style `push` as [`SENDER_AGENT`]; the event id.
+async fn send(s: &TestEnv, delivery: &str, body: &[u8]) -> String {
+    let sender = reqwest::Client::builder()
+        .user_agent(SENDER_AGENT)
+        .build()
+        .expect("client");
+    s.send_as(&sender, "push", delivery, body).await
+}
+
+/// The dead letter hashes in Redis.
+async fn dead_letters(s: &TestEnv) -> Vec<std::collections::HashMap<String, Vec<u8>>> {
+    let mut conn = s.redis.connection().await;
+    let ids: Vec<String> = conn
+        .zrange("{switchyard}:dead", 0, -1)
+        .await
+        .expect("ZRANGE");
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(
+            conn.hgetall(format!("{{switchyard}}:dead:{id}"))
+                .await
+                .expect("HGETALL"),
+        );
+    }
+    out
+}
+
+/// The dead letters once there are any (waits up to 5 s).
+async fn first_dead_letters(s: &TestEnv) -> Vec<std::collections::HashMap<String, Vec<u8>>> {
+    for _ in 0..50 {
+        let dead = dead_letters(s).await;
+        if !dead.is_empty() {
+            return dead;
         }
-        out
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Vec::new()
+}
 
-    /// The dead letters once there are any (waits up to 5 s).
-    async fn first_dead_letters(&self) -> Vec<std::collections::HashMap<String, Vec<u8>>> {
-        for _ in 0..50 {
-            let dead = self.dead_letters().await;
-            if !dead.is_empty() {
-                return dead;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Vec::new()
-    }
-
-    /// Stream entries and scheduled retries left.
-    async fn live_work(&self) -> (usize, usize) {
-        let mut conn = self.redis.connection().await;
-        let stream: usize = conn.xlen("{switchyard}:jobs").await.expect("XLEN");
-        let retries: usize = conn.zcard("{switchyard}:retry").await.expect("ZCARD");
-        (stream, retries)
-    }
+/// Stream entries and scheduled retries left.
+async fn live_work(s: &TestEnv) -> (usize, usize) {
+    let mut conn = s.redis.connection().await;
+    let stream: usize = conn.xlen("{switchyard}:jobs").await.expect("XLEN");
+    let retries: usize = conn.zcard("{switchyard}:retry").await.expect("ZCARD");
+    (stream, retries)
 }
 
 /// The User-Agent of events sent by these tests.
@@ -142,9 +106,9 @@ fn text(bytes: &[u8]) -> &str {
 
 #[tokio::test]
 async fn an_event_is_delivered_once_to_each_route_with_its_bytes_and_headers() {
-    let s = setup(3, "", "").await;
+    let s = setup_routes(3).await;
     let body = b"{\"ref\":\"main\",\"bytes\":\"\xc3\xa9\"}";
-    let event_id = s.send("d-1", body).await;
+    let event_id = send(&s, "d-1", body).await;
 
     let requests = s.receiver.wait_for(3, Duration::from_secs(10)).await;
     assert_eq!(requests.len(), 3);
@@ -173,7 +137,7 @@ async fn an_event_is_delivered_once_to_each_route_with_its_bytes_and_headers() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.receiver.requests().len(), 3, "exactly once");
     assert_eq!(
-        s.live_work().await,
+        live_work(&s).await,
         (0, 0),
         "delivered jobs leave the stream"
     );
@@ -181,9 +145,9 @@ async fn an_event_is_delivered_once_to_each_route_with_its_bytes_and_headers() {
 
 #[tokio::test]
 async fn retryable_failures_are_retried_with_backoff_until_delivered() {
-    let s = setup(1, "", "").await;
+    let s = setup_routes(1).await;
     s.receiver.then(Reply::status(503).times(2));
-    s.send("d-503", b"{}").await;
+    send(&s, "d-503", b"{}").await;
     let requests = s.receiver.wait_for(3, Duration::from_secs(10)).await;
     assert_eq!(requests.len(), 3);
     let attempts: Vec<&str> = requests
@@ -207,15 +171,15 @@ async fn retryable_failures_are_retried_with_backoff_until_delivered() {
         3,
         "no attempt after the success"
     );
-    assert_eq!(s.live_work().await, (0, 0));
-    assert!(s.dead_letters().await.is_empty());
+    assert_eq!(live_work(&s).await, (0, 0));
+    assert!(dead_letters(&s).await.is_empty());
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let s = setup(1, "", "").await;
+    let s = setup_routes(1).await;
     s.receiver.then(Reply::status(429).retry_after("2"));
-    s.send("d-429", b"{}").await;
+    send(&s, "d-429", b"{}").await;
     let requests = s.receiver.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(requests.len(), 2);
     let gap = requests[1].at - requests[0].at;
@@ -228,12 +192,12 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test]
 async fn timeouts_and_dropped_connections_are_retried() {
-    let s = setup(1, "", "").await;
+    let s = setup_routes(1).await;
     // The route's timeout is 2 s.
     s.receiver
         .then(Reply::ok().delay(Duration::from_secs(3)))
         .then(Reply::close());
-    s.send("d-timeout", b"{}").await;
+    send(&s, "d-timeout", b"{}").await;
     let requests = s.receiver.wait_for(3, Duration::from_secs(15)).await;
     assert_eq!(
         requests.len(),
@@ -241,21 +205,21 @@ async fn timeouts_and_dropped_connections_are_retried() {
         "timeout, then closed connection, then delivered"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.live_work().await, (0, 0));
-    assert!(s.dead_letters().await.is_empty());
+    assert_eq!(live_work(&s).await, (0, 0));
+    assert!(dead_letters(&s).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_rejection_is_dead_lettered_at_once_with_its_owner_and_bytes() {
-    let s = setup(1, "", "").await;
+    let s = setup_routes(1).await;
     s.receiver.then(Reply::status(400));
     let body = b"{\"amount\":42}";
-    let event_id = s.send("d-400", body).await;
+    let event_id = send(&s, "d-400", body).await;
     assert_eq!(
         s.receiver.wait_for(1, Duration::from_secs(5)).await.len(),
         1
     );
-    let dead = s.first_dead_letters().await;
+    let dead = first_dead_letters(&s).await;
     assert_eq!(dead.len(), 1);
     let letter = &dead[0];
     assert_eq!(text(&letter["reason"]), "rejected");
@@ -270,19 +234,19 @@ async fn a_rejection_is_dead_lettered_at_once_with_its_owner_and_bytes() {
     assert_eq!(job.history[0].status, Some(400));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.receiver.requests().len(), 1, "a 400 is not retried");
-    assert_eq!(s.live_work().await, (0, 0));
+    assert_eq!(live_work(&s).await, (0, 0));
 }
 
 #[tokio::test]
 async fn exhausted_jobs_are_dead_lettered_with_every_attempt() {
-    let s = setup(1, "", "").await;
+    let s = setup_routes(1).await;
     s.receiver.otherwise(Reply::status(500));
-    s.send("d-500", b"{}").await;
+    send(&s, "d-500", b"{}").await;
     assert_eq!(
         s.receiver.wait_for(3, Duration::from_secs(10)).await.len(),
         3
     );
-    let dead = s.first_dead_letters().await;
+    let dead = first_dead_letters(&s).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(text(&dead[0]["reason"]), "exhausted");
     let job = switchyard::queue::Job::decode(&dead[0]["job"]).expect("job");
@@ -298,27 +262,16 @@ async fn exhausted_jobs_are_dead_lettered_with_every_attempt() {
 
 #[tokio::test]
 async fn ingest_only_and_delivery_only_processes_split_the_work() {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let routes = config(&receiver, 1, "", "");
-    let ingest_only = TestGateway::start(parse_config(&config_toml(
-        &redis.url(),
-        &routes.replace("[delivery]\n", "[delivery]\nworkers = false\n"),
-    )))
-    .await;
-    let s = Setup {
-        redis,
-        gateway: ingest_only,
-        receiver,
-    };
-    s.send("d-roles", b"{}").await;
+    let s = setup(|receiver| config(routes_to(receiver, 1)).delivery("workers", "false")).await;
+    send(&s, "d-roles", b"{}").await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         s.receiver.requests().is_empty(),
         "an ingest-only process delivers nothing"
     );
-    assert_eq!(s.live_work().await, (1, 0), "the job waits in the stream");
+    assert_eq!(live_work(&s).await, (1, 0), "the job waits in the stream");
 
+    let routes = config(routes_to(&s.receiver, 1)).build();
     let server = config_toml(&s.redis.url(), &routes).replace(
         "shutdown_timeout = \"5s\"",
         "shutdown_timeout = \"5s\"\ningest = false",
@@ -342,8 +295,11 @@ async fn ingest_only_and_delivery_only_processes_split_the_work() {
 async fn signed_destinations_get_standard_webhooks_headers_that_verify() {
     // "whsec_" + base64 of the key, as the receiver would be configured.
     let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let s = setup(1, &format!("signing_secret = \"{whsec}\""), "").await;
-    s.send("d-signed", b"{\"signed\":true}").await;
+    let s = setup(|receiver| {
+        config([route(0, &receiver.url("/r0")).destination("signing_secret", &quoted(whsec))])
+    })
+    .await;
+    send(&s, "d-signed", b"{\"signed\":true}").await;
     let requests = s.receiver.wait_for(1, Duration::from_secs(5)).await;
     let request = &requests[0];
     // Verify with the gateway's own inbound Standard Webhooks verifier.
@@ -364,19 +320,36 @@ async fn signed_destinations_get_standard_webhooks_headers_that_verify() {
     );
     let job_id = request.headers["webhook-id"].to_str().expect("id");
     assert_eq!(verifier.delivery_id(&signed).as_deref(), Some(job_id));
+    // And as the receiver's own library would: the same signature.
+    let key = signing::whsec_key(whsec).expect("a whsec_ secret");
+    let timestamp = request.headers["webhook-timestamp"]
+        .to_str()
+        .expect("timestamp")
+        .parse()
+        .expect("unix seconds");
+    let expected = signing::standard_webhooks(&key, job_id, timestamp, &request.body);
+    let sent = request.headers["webhook-signature"]
+        .to_str()
+        .expect("signature");
+    assert!(
+        sent.split(' ').any(|s| s == expected),
+        "{sent} lacks {expected}"
+    );
 }
 
 #[tokio::test]
 async fn redirects_are_not_followed_and_retry_on_adds_statuses() {
-    let s = setup(1, "retry_on = [409]", "").await;
+    let s =
+        setup(|receiver| config([route(0, &receiver.url("/r0")).destination("retry_on", "[409]")]))
+            .await;
     s.receiver.then(Reply::status(409)).then(Reply::status(302));
-    s.send("d-302", b"{}").await;
+    send(&s, "d-302", b"{}").await;
     assert_eq!(
         s.receiver.wait_for(2, Duration::from_secs(5)).await.len(),
         2,
         "409 retried"
     );
-    let dead = s.first_dead_letters().await;
+    let dead = first_dead_letters(&s).await;
     assert_eq!(dead.len(), 1, "a 302 is a rejection");
     assert_eq!(text(&dead[0]["status"]), "302");
     assert_eq!(text(&dead[0]["reason"]), "rejected");
@@ -466,28 +439,11 @@ async fn https_destinations_of_a_configured_authority_get_deliveries_over_http2(
     use tokio_rustls::rustls::pki_types::pem::PemObject;
 
     let server = TrustedTls::start().await;
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let ca_file = dir.path().join("corp-ca.pem");
     std::fs::write(&ca_file, server.ca_pem()).expect("write CA file");
-    let toml = config_toml(
-        &redis.url(),
-        &config(
-            &receiver,
-            1,
-            "",
-            &format!("tls_ca_file = {:?}", ca_file.display().to_string()),
-        ),
-    )
-    .replace(&receiver.url("/r0"), &server.url("/r0"));
-    let gateway = TestGateway::start(parse_config(&toml)).await;
-    let s = Setup {
-        redis,
-        gateway,
-        receiver,
-    };
-    s.send("d-tls", br#"{"over":"h2"}"#).await;
+    let s = setup(|_| config([route(0, &server.url("/r0"))]).tls_ca_file(&ca_file)).await;
+    send(&s, "d-tls", br#"{"over":"h2"}"#).await;
     let delivered = crate::support::eventually(Duration::from_secs(10), || async {
         !server.received().is_empty()
     })
@@ -605,19 +561,15 @@ async fn a_stalled_answer_body_does_not_change_the_outcome() {
 #[tokio::test]
 async fn credentials_in_the_destination_url_are_sent_as_basic_auth() {
     use base64::Engine as _;
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let toml = config_toml(&redis.url(), &config(&receiver, 1, "", "")).replace(
-        "url = \"http://127.0.0.1",
-        "url = \"http://hooks:p%40ss@127.0.0.1",
-    );
-    let gateway = TestGateway::start(parse_config(&toml)).await;
-    let s = Setup {
-        redis,
-        gateway,
-        receiver,
-    };
-    s.send("d-basic", b"{}").await;
+    let s = setup(|receiver| {
+        let url = receiver.url("/r0");
+        config([route(
+            0,
+            &url.replace("http://127.0.0.1", "http://hooks:p%40ss@127.0.0.1"),
+        )])
+    })
+    .await;
+    send(&s, "d-basic", b"{}").await;
     let requests = s.receiver.wait_for(1, Duration::from_secs(10)).await;
     let expected = format!(
         "Basic {}",

@@ -17,7 +17,7 @@ async fn becomes(url: &str, wanted: u16, within: Duration) -> bool {
 #[tokio::test]
 async fn readyz_follows_redis_down_and_back_without_restart() {
     let mut redis = RedisServer::start();
-    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), ""))).await;
+    let gateway = TestGateway::start_toml(&redis.url(), "").await;
     let readyz = gateway.admin_url("/readyz");
 
     assert!(
@@ -62,7 +62,7 @@ async fn gateway_starts_while_redis_is_down_and_connects_when_it_comes() {
     // Nothing listens on this port yet.
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let gateway = TestGateway::start(parse_config(&config_toml(&url, ""))).await;
+    let gateway = TestGateway::start_toml(&url, "").await;
 
     assert_eq!(status(&gateway.admin_url("/healthz")).await, Some(200));
     assert_eq!(status(&gateway.admin_url("/readyz")).await, Some(503));
@@ -81,7 +81,7 @@ async fn readyz_answers_within_its_bound_when_redis_hangs() {
         .await
         .expect("bind");
     let url = format!("redis://{}/0", silent.local_addr().expect("addr"));
-    let gateway = TestGateway::start(parse_config(&config_toml(&url, ""))).await;
+    let gateway = TestGateway::start_toml(&url, "").await;
     let started = std::time::Instant::now();
     assert_eq!(status(&gateway.admin_url("/readyz")).await, Some(503));
     assert!(
@@ -94,7 +94,7 @@ async fn readyz_answers_within_its_bound_when_redis_hangs() {
 #[tokio::test]
 async fn unknown_path_on_public_listener_is_a_json_404() {
     let redis = RedisServer::start();
-    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), ""))).await;
+    let gateway = TestGateway::start_toml(&redis.url(), "").await;
     let response = reqwest::Client::new()
         .post(gateway.public_url("/hooks/nobody"))
         .body("{}")

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
 use crate::support::eventually;
 use crate::support::gateway::{GatewayProcess, ProcessOptions};
 use crate::support::github;
@@ -21,30 +22,16 @@ const HARD_OPEN_FILES: u64 = 128;
 const IDLE_CONNECTIONS: usize = 200;
 
 fn extra(receiver: &Receiver) -> String {
-    format!(
-        r#"
-[delivery]
-retry = {{ max_attempts = 2, initial_backoff = "3s", max_backoff = "3s" }}
-
-[owners.devex]
-team = "Developer Experience"
-contact = "devex@example.com"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-
-[[routes]]
-name = "healthy"
-source = "github"
-owner = "devex"
-description = "a destination that works"
-on_failure = "nothing real"
-destination = {{ url = "{}", timeout = "2s" }}
-"#,
-        receiver.url("/healthy")
-    )
+    ConfigBuilder::new()
+        .retry(2, "3s", "3s")
+        .owner(Owner::devex())
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("healthy", "github", "devex", &receiver.url("/healthy"))
+                .description("a destination that works")
+                .destination("timeout", r#""2s""#),
+        )
+        .build()
 }
 
 fn count(log: &str, message: &str) -> usize {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use http::Method;
 
-use crate::delivery::{SECRET, config};
+use crate::delivery::{SECRET, config, route};
 use crate::support::eventually;
 use crate::support::gateway::{GatewayProcess, ProcessOptions};
 use crate::support::github;
@@ -26,6 +26,12 @@ fn basic(credentials: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(credentials)
     )
+}
+
+/// A gateway process on `redis` with one route to `url`.
+async fn gateway_to(redis: &RedisServer, url: &str, options: ProcessOptions) -> GatewayProcess {
+    let routes = config([route(0, url)]).build();
+    GatewayProcess::start_with(&redis.url(), &routes, options).await
 }
 
 async fn send(gateway: &GatewayProcess, delivery: &str) {
@@ -48,8 +54,7 @@ async fn http_deliveries_go_through_the_proxy_with_its_credentials() {
     let receiver = Receiver::start().await;
     let proxy = ForwardProxy::start().await;
     let options = ProcessOptions::default().env("HTTP_PROXY", &with_credentials(&proxy));
-    let gateway =
-        GatewayProcess::start_with(&redis.url(), &config(&receiver, 1, "", ""), options).await;
+    let gateway = gateway_to(&redis, &receiver.url("/r0"), options).await;
 
     send(&gateway, "d-proxied").await;
     let delivered = receiver.wait_for(1, Duration::from_secs(10)).await;
@@ -85,8 +90,7 @@ async fn a_proxy_refusing_the_credentials_is_retried() {
     let receiver = Receiver::start().await;
     let proxy = ForwardProxy::requiring(&basic("egress:rotated")).await;
     let options = ProcessOptions::default().env("HTTP_PROXY", &with_credentials(&proxy));
-    let gateway =
-        GatewayProcess::start_with(&redis.url(), &config(&receiver, 1, "", ""), options).await;
+    let gateway = gateway_to(&redis, &receiver.url("/r0"), options).await;
 
     send(&gateway, "d-refused").await;
     let retried = eventually(Duration::from_secs(10), || async {
@@ -120,8 +124,7 @@ async fn no_proxy_hosts_are_reached_directly() {
     let options = ProcessOptions::default()
         .env("HTTP_PROXY", &with_credentials(&proxy))
         .env("NO_PROXY", "localhost,127.0.0.1");
-    let gateway =
-        GatewayProcess::start_with(&redis.url(), &config(&receiver, 1, "", ""), options).await;
+    let gateway = gateway_to(&redis, &receiver.url("/r0"), options).await;
 
     send(&gateway, "d-direct").await;
     let delivered = receiver.wait_for(1, Duration::from_secs(10)).await;
@@ -137,13 +140,10 @@ async fn no_proxy_hosts_are_reached_directly() {
 #[tokio::test]
 async fn https_deliveries_tunnel_through_the_proxy() {
     let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
     let destination = UntrustedTls::start().await;
     let proxy = ForwardProxy::start().await;
     let options = ProcessOptions::default().env("HTTPS_PROXY", &with_credentials(&proxy));
-    let routes =
-        config(&receiver, 1, "", "").replace(&receiver.url("/r0"), &destination.url("/r0"));
-    let gateway = GatewayProcess::start_with(&redis.url(), &routes, options).await;
+    let gateway = gateway_to(&redis, &destination.url("/r0"), options).await;
 
     send(&gateway, "d-tunnelled").await;
     let tunnelled = eventually(Duration::from_secs(10), || async {

@@ -15,7 +15,8 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::StreamPendingReply;
 
 use crate::support::HEAVY_TURN;
-use crate::support::gateway::{GatewayProcess, TestGateway, config_toml, parse_config};
+use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
+use crate::support::gateway::{GatewayProcess, TestGateway};
 use crate::support::receiver::{Receiver, Recorded, Reply};
 use crate::support::redis::RedisServer;
 use crate::support::sender::{Answer, GithubEvent, send_github, send_github_all};
@@ -28,42 +29,27 @@ const DEAD: &str = "{switchyard}:dead";
 /// An (event id, route) pair: one delivery job.
 type JobKey = (String, String);
 
-/// One route of the `github` source to `url`; `only` filters on
-/// `X-GitHub-Event`; `destination` adds keys to the destination table.
-fn route(name: &str, url: &str, only: Option<&str>, destination: &str) -> String {
-    let filter = only.map_or(String::new(), |event| {
-        format!("filter = {{ header = \"X-GitHub-Event\", equals = \"{event}\" }}\n")
-    });
-    format!(
-        r#"
-[[routes]]
-name = "{name}"
-source = "github"
-owner = "sre"
-description = "recovery test route {name}"
-on_failure = "nothing real"
-{filter}destination = {{ url = "{url}", {destination} }}
-"#
-    )
+/// One route of the `github` source to `url` with an attempt `timeout`;
+/// `only` filters on `X-GitHub-Event`.
+fn route(name: &str, url: &str, only: Option<&str>, timeout: &str) -> Route {
+    let route = Route::new(name, "github", "sre", url)
+        .description(&format!("recovery test route {name}"))
+        .destination("timeout", &quoted(timeout));
+    match only {
+        Some(event) => route.when_github_event(event),
+        None => route,
+    }
 }
 
 /// The `extra` TOML of a gateway: `delivery` settings, the source, `routes`.
-fn gateway_toml(delivery: &str, routes: &[String]) -> String {
-    format!(
-        r#"
-{delivery}
-
-[owners.sre]
-team = "SRE"
-contact = "sre@example.com"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-{}"#,
-        routes.concat()
-    )
+fn gateway_toml(delivery: ConfigBuilder, routes: Vec<Route>) -> String {
+    routes
+        .into_iter()
+        .fold(
+            delivery.owner(Owner::sre()).source(Source::github(SECRET)),
+            ConfigBuilder::route,
+        )
+        .build()
 }
 
 /// `n` push events with delivery ids `<prefix>-<i>`.
@@ -235,17 +221,14 @@ async fn sigkill_mid_delivery_loses_nothing() {
     }
     receiver.otherwise(Reply::ok().delay(slow));
     let toml = gateway_toml(
-        r#"[delivery]
-visibility_timeout = "2s"
-retry = { max_attempts = 20, initial_backoff = "100ms", max_backoff = "500ms" }
-
-# The breaker is not under test here: half the answers fail on purpose.
-[delivery.breaker]
-failure_threshold = 1000
-cooldown = "1s""#,
-        &[
-            route("r0", &receiver.url("/r0"), None, r#"timeout = "1s""#),
-            route("r1", &receiver.url("/r1"), None, r#"timeout = "1s""#),
+        ConfigBuilder::new()
+            .delivery("visibility_timeout", r#""2s""#)
+            .retry(20, "100ms", "500ms")
+            // The breaker is not under test here: half the answers fail on purpose.
+            .breaker(1000, Some("1s")),
+        vec![
+            route("r0", &receiver.url("/r0"), None, "1s"),
+            route("r1", &receiver.url("/r1"), None, "1s"),
         ],
     );
     let mut gateway = GatewayProcess::start(&redis.url(), &toml).await;
@@ -353,8 +336,8 @@ async fn two_processes_share_the_work_without_double_delivery() {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
     let toml = gateway_toml(
-        "[delivery]\nconcurrency = 32",
-        &[route("r0", &receiver.url("/r0"), None, r#"timeout = "2s""#)],
+        ConfigBuilder::new().delivery("concurrency", "32"),
+        vec![route("r0", &receiver.url("/r0"), None, "2s")],
     );
     let a = GatewayProcess::start(&redis.url(), &toml).await;
     let b = GatewayProcess::start(&redis.url(), &toml).await;
@@ -434,26 +417,13 @@ const SLOW_EVERY: Duration = Duration::from_millis(20);
 /// hold all 32 slots and the fast route, 4 s behind, falls to a third.)
 fn isolation_toml(fast: &Receiver, slow: &Receiver) -> String {
     gateway_toml(
-        r#"[delivery]
-concurrency = 32
-retry = { max_attempts = 50, initial_backoff = "200ms", max_backoff = "1s" }
-
-[delivery.breaker]
-failure_threshold = 5
-cooldown = "2s""#,
-        &[
-            route(
-                "slow",
-                &slow.url("/slow"),
-                Some("slow"),
-                r#"timeout = "1s", max_in_flight = 4"#,
-            ),
-            route(
-                "fast",
-                &fast.url("/fast"),
-                Some("fast"),
-                r#"timeout = "1s""#,
-            ),
+        ConfigBuilder::new()
+            .delivery("concurrency", "32")
+            .retry(50, "200ms", "1s")
+            .breaker(5, Some("2s")),
+        vec![
+            route("slow", &slow.url("/slow"), Some("slow"), "1s").destination("max_in_flight", "4"),
+            route("fast", &fast.url("/fast"), Some("fast"), "1s"),
         ],
     )
 }
@@ -642,16 +612,13 @@ async fn acked_events_survive_a_redis_restart() {
     // A job whose state move failed while Redis was away stays pending and is
     // taken over after the visibility timeout: 5 s keeps the test short.
     let toml = gateway_toml(
-        r#"[delivery]
-visibility_timeout = "5s"
-retry = { max_attempts = 30, initial_backoff = "100ms", max_backoff = "1s" }
-
-[delivery.breaker]
-failure_threshold = 5
-cooldown = "1s""#,
-        &[route("r0", &receiver.url("/r0"), None, r#"timeout = "2s""#)],
+        ConfigBuilder::new()
+            .delivery("visibility_timeout", r#""5s""#)
+            .retry(30, "100ms", "1s")
+            .breaker(5, Some("1s")),
+        vec![route("r0", &receiver.url("/r0"), None, "2s")],
     );
-    let gateway = TestGateway::start(parse_config(&config_toml(&redis.url(), &toml))).await;
+    let gateway = TestGateway::start_toml(&redis.url(), &toml).await;
     let url = gateway.public_url("/hooks/github");
     let answers = send_github_all(
         std::slice::from_ref(&url),

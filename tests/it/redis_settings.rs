@@ -10,6 +10,7 @@ use switchyard::queue::QueueError;
 use switchyard::{Listeners, ServerError};
 use tokio_util::sync::CancellationToken;
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
 use crate::support::eventually;
 use crate::support::gateway::{GatewayProcess, TestGateway, config_toml, parse_config};
 use crate::support::github;
@@ -18,26 +19,14 @@ use crate::support::redis::RedisServer;
 const SECRET: &str = "redis-settings-secret";
 
 fn routes() -> String {
-    format!(
-        r#"
-[owners.devex]
-team = "Developer Experience"
-contact = "devex@example.com"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-
-[[routes]]
-name = "to-nowhere"
-source = "github"
-owner = "devex"
-description = "a destination nobody answers; jobs stay queued"
-on_failure = "nothing real"
-destination = {{ url = "http://127.0.0.1:9/never" }}
-"#
-    )
+    ConfigBuilder::new()
+        .owner(Owner::devex())
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("to-nowhere", "github", "devex", "http://127.0.0.1:9/never")
+                .description("a destination nobody answers; jobs stay queued"),
+        )
+        .build()
 }
 
 fn config(redis: &RedisServer, allow_eviction: bool) -> switchyard::config::Config {

@@ -18,21 +18,22 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use sha1::Sha1;
-use sha2::{Sha256, Sha512};
 
+use tempfile::TempDir;
+
+use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::eventually;
 use crate::support::gateway::{GatewayProcess, ProcessOptions};
 use crate::support::process;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
+use crate::support::signing::{self, Algorithm};
 
 /// The whole scenario must end within this (it takes about 15 s).
 const SCENARIO_BOUND: Duration = Duration::from_secs(50);
@@ -80,45 +81,6 @@ const ENV_ADMIN: &str = "SY_SECRETS_IT_ADMIN";
 /// The URL Twilio is configured with, which it signs.
 const TWILIO_PUBLIC_URL: &str = "https://gateway.example.com/hooks/twilio";
 
-fn whsec(key: &[u8]) -> String {
-    format!("whsec_{}", B64.encode(key))
-}
-
-fn mac_of(mut mac: impl Mac, parts: &[&[u8]]) -> Vec<u8> {
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    mac_of(
-        Hmac::<Sha256>::new_from_slice(key).expect("any key length"),
-        parts,
-    )
-}
-
-fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    mac_of(
-        Hmac::<Sha1>::new_from_slice(key).expect("any key length"),
-        parts,
-    )
-}
-
-fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    mac_of(
-        Hmac::<Sha512>::new_from_slice(key).expect("any key length"),
-        parts,
-    )
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// One configured secret and the strings that would give it away.
 struct Needle {
     what: &'static str,
@@ -146,7 +108,7 @@ fn standard_webhooks(what: &'static str, key: &[u8]) -> Needle {
     Needle {
         what,
         forms: vec![
-            ("as configured", whsec(key)),
+            ("as configured", signing::whsec(key)),
             ("base64 part", B64.encode(key)),
             (
                 "key bytes",
@@ -301,161 +263,164 @@ fn extra_config(
     alerts: &Receiver,
     slack_alerts: &Receiver,
 ) -> String {
-    let file = |name: &str| dir.join(name).display().to_string();
-    format!(
-        r#"
-[owners.platform]
-team = "Platform"
-contact = "platform@example.com"
-
-[owners.payments]
-team = "Payments"
-contact = "payments@example.com"
-runbook = "https://wiki.example.com/runbooks/payments"
-alert_url = "{payments_alerts}"
-
-[owners.devx]
-team = "Developer Experience"
-contact = "devx@example.com"
-alert_url = "{devx_alerts}"
-alert_format = "slack"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["env:{ENV_GITHUB}", "{GITHUB_PREVIOUS}"]
-
-[sources.stripe]
-path = "/hooks/stripe"
-scheme = "stripe"
-secrets = ["file:{stripe_file}"]
-
-[sources.slack]
-path = "/hooks/slack"
-scheme = "slack"
-secrets = ["{SLACK}"]
-
-[sources.shopify]
-path = "/hooks/shopify"
-scheme = "shopify"
-secrets = ["env:{ENV_SHOPIFY}"]
-
-[sources.svix]
-path = "/hooks/svix"
-scheme = "standard-webhooks"
-secrets = ["env:{ENV_SVIX}"]
-
-[sources.gitlab]
-path = "/hooks/gitlab"
-scheme = "gitlab"
-secrets = ["file:{gitlab_file}"]
-
-[sources.twilio]
-path = "/hooks/twilio"
-scheme = "twilio"
-secrets = ["env:{ENV_TWILIO}"]
-public_url = "{TWILIO_PUBLIC_URL}"
-
-[sources.orders]
-path = "/hooks/orders"
-scheme = "hmac"
-secrets = ["{HMAC}"]
-header = "X-Orders-Signature"
-algorithm = "sha512"
-encoding = "base64"
-prefix = "sha512="
-dedupe_header = "X-Orders-Delivery"
-
-[[routes]]
-name = "github-to-ci"
-source = "github"
-owner = "platform"
-description = "Pushes start CI"
-on_failure = "CI does not run"
-destination = {{ url = "{good_github}", signing_secret = "file:{dest_file}" }}
-
-[[routes]]
-name = "github-audit"
-source = "github"
-owner = "payments"
-description = "Every GitHub event goes to the audit trail"
-on_failure = "Audit trail has gaps"
-destination = {{ url = "{bad_github}", signing_secret = "{dest_literal}" }}
-
-[[routes]]
-name = "stripe-invoices"
-source = "stripe"
-owner = "payments"
-description = "Invoices marked paid"
-on_failure = "Invoices stay unpaid"
-destination = {{ url = "{good_stripe}" }}
-
-[[routes]]
-name = "slack-commands"
-source = "slack"
-owner = "devx"
-description = "Slash commands"
-on_failure = "Commands time out"
-destination = {{ url = "{good_slack}" }}
-
-[[routes]]
-name = "shopify-orders"
-source = "shopify"
-owner = "platform"
-description = "Orders to fulfilment"
-on_failure = "Orders not shipped"
-destination = {{ url = "{good_shopify}" }}
-
-[[routes]]
-name = "svix-users"
-source = "svix"
-owner = "payments"
-description = "User events to billing"
-on_failure = "Billing misses new users"
-destination = {{ url = "{bad_svix}" }}
-
-[[routes]]
-name = "gitlab-pipelines"
-source = "gitlab"
-owner = "devx"
-description = "Pipeline events to the tracker"
-on_failure = "Tracker shows stale pipelines"
-destination = {{ url = "{bad_gitlab}" }}
-
-[[routes]]
-name = "twilio-sms"
-source = "twilio"
-owner = "platform"
-description = "Inbound SMS to support"
-on_failure = "SMS unanswered"
-destination = {{ url = "{good_twilio}" }}
-
-[[routes]]
-name = "orders-to-warehouse"
-source = "orders"
-owner = "devx"
-description = "Orders to the warehouse"
-on_failure = "Warehouse idle"
-destination = {{ url = "{bad_orders}" }}
-"#,
-        payments_alerts = alerts.url(&format!(
-            "/alerts/{ALERT_PATH_TOKEN}?token={ALERT_QUERY_TOKEN}"
-        )),
-        devx_alerts = slack_alerts.url(&format!("/services/T0/B0/{SLACK_HOOK_TOKEN}")),
-        stripe_file = file("stripe.secret"),
-        gitlab_file = file("gitlab.token"),
-        dest_file = file("ci-signing.secret"),
-        dest_literal = whsec(DEST_KEY_AUDIT),
-        good_github = good.url("/github"),
-        bad_github = bad.url("/github-audit"),
-        good_stripe = good.url("/stripe"),
-        good_slack = good.url("/slack"),
-        good_shopify = good.url("/shopify"),
-        bad_svix = bad.url("/svix"),
-        bad_gitlab = bad.url("/gitlab"),
-        good_twilio = good.url("/twilio"),
-        bad_orders = bad.url("/orders"),
-    )
+    let file = |name: &str| format!("file:{}", dir.join(name).display());
+    let env = |name: &str| format!("env:{name}");
+    let routes = [
+        (
+            "github-to-ci",
+            "github",
+            "platform",
+            "Pushes start CI",
+            "CI does not run",
+            good.url("/github"),
+        ),
+        (
+            "github-audit",
+            "github",
+            "payments",
+            "Every GitHub event goes to the audit trail",
+            "Audit trail has gaps",
+            bad.url("/github-audit"),
+        ),
+        (
+            "stripe-invoices",
+            "stripe",
+            "payments",
+            "Invoices marked paid",
+            "Invoices stay unpaid",
+            good.url("/stripe"),
+        ),
+        (
+            "slack-commands",
+            "slack",
+            "devx",
+            "Slash commands",
+            "Commands time out",
+            good.url("/slack"),
+        ),
+        (
+            "shopify-orders",
+            "shopify",
+            "platform",
+            "Orders to fulfilment",
+            "Orders not shipped",
+            good.url("/shopify"),
+        ),
+        (
+            "svix-users",
+            "svix",
+            "payments",
+            "User events to billing",
+            "Billing misses new users",
+            bad.url("/svix"),
+        ),
+        (
+            "gitlab-pipelines",
+            "gitlab",
+            "devx",
+            "Pipeline events to the tracker",
+            "Tracker shows stale pipelines",
+            bad.url("/gitlab"),
+        ),
+        (
+            "twilio-sms",
+            "twilio",
+            "platform",
+            "Inbound SMS to support",
+            "SMS unanswered",
+            good.url("/twilio"),
+        ),
+        (
+            "orders-to-warehouse",
+            "orders",
+            "devx",
+            "Orders to the warehouse",
+            "Warehouse idle",
+            bad.url("/orders"),
+        ),
+    ];
+    let signing_secrets = [
+        ("github-to-ci", file("ci-signing.secret")),
+        ("github-audit", signing::whsec(DEST_KEY_AUDIT)),
+    ];
+    let builder = ConfigBuilder::new()
+        .owner(Owner::new("platform", "Platform", "platform@example.com"))
+        .owner(
+            Owner::new("payments", "Payments", "payments@example.com")
+                .with("runbook", "https://wiki.example.com/runbooks/payments")
+                .with(
+                    "alert_url",
+                    &alerts.url(&format!(
+                        "/alerts/{ALERT_PATH_TOKEN}?token={ALERT_QUERY_TOKEN}"
+                    )),
+                ),
+        )
+        .owner(
+            Owner::new("devx", "Developer Experience", "devx@example.com")
+                .with(
+                    "alert_url",
+                    &slack_alerts.url(&format!("/services/T0/B0/{SLACK_HOOK_TOKEN}")),
+                )
+                .with("alert_format", "slack"),
+        )
+        .source(Source::new(
+            "github",
+            "/hooks/github",
+            "github",
+            &[&env(ENV_GITHUB), GITHUB_PREVIOUS],
+        ))
+        .source(Source::new(
+            "stripe",
+            "/hooks/stripe",
+            "stripe",
+            &[&file("stripe.secret")],
+        ))
+        .source(Source::new("slack", "/hooks/slack", "slack", &[SLACK]))
+        .source(Source::new(
+            "shopify",
+            "/hooks/shopify",
+            "shopify",
+            &[&env(ENV_SHOPIFY)],
+        ))
+        .source(Source::new(
+            "svix",
+            "/hooks/svix",
+            "standard-webhooks",
+            &[&env(ENV_SVIX)],
+        ))
+        .source(Source::new(
+            "gitlab",
+            "/hooks/gitlab",
+            "gitlab",
+            &[&file("gitlab.token")],
+        ))
+        .source(
+            Source::new("twilio", "/hooks/twilio", "twilio", &[&env(ENV_TWILIO)])
+                .with("public_url", &quoted(TWILIO_PUBLIC_URL)),
+        )
+        .source(
+            Source::new("orders", "/hooks/orders", "hmac", &[HMAC])
+                .with("header", &quoted("X-Orders-Signature"))
+                .with("algorithm", &quoted("sha512"))
+                .with("encoding", &quoted("base64"))
+                .with("prefix", &quoted("sha512="))
+                .with("dedupe_header", &quoted("X-Orders-Delivery")),
+        );
+    routes
+        .into_iter()
+        .fold(
+            builder,
+            |builder, (name, source, owner, description, on_failure, url)| {
+                let mut route = Route::new(name, source, owner, &url)
+                    .description(description)
+                    .on_failure(on_failure);
+                if let Some((_, secret)) = signing_secrets.iter().find(|(r, _)| *r == name) {
+                    route = route.destination("signing_secret", &quoted(secret));
+                }
+                builder.route(route)
+            },
+        )
+        .build()
 }
 
 fn github_body(delivery: &str) -> String {
@@ -476,11 +441,7 @@ impl Sender<'_> {
     }
 
     fn github(&self, client: &Client, secret: &str, delivery: &str) -> reqwest::RequestBuilder {
-        let body = github_body(delivery);
-        let signature = format!(
-            "sha256={}",
-            hex::encode(hmac_sha256(secret.as_bytes(), &[body.as_bytes()]))
-        );
+        let signature = signing::github(secret, github_body(delivery).as_bytes());
         self.github_signed(client, &signature, delivery)
     }
 
@@ -500,27 +461,19 @@ impl Sender<'_> {
 
     fn stripe(&self, client: &Client, secret: &str, id: &str) -> reqwest::RequestBuilder {
         let body = format!(r#"{{"id":"{id}","type":"invoice.paid"}}"#);
-        let t = unix_now().to_string();
-        let v1 = hex::encode(hmac_sha256(
-            secret.as_bytes(),
-            &[t.as_bytes(), b".", body.as_bytes()],
-        ));
+        let signature = signing::stripe(secret, signing::unix_now(), body.as_bytes());
         self.post(client, "/hooks/stripe", body.as_bytes())
             .header("Content-Type", "application/json")
-            .header("Stripe-Signature", format!("t={t},v1={v1}"))
+            .header("Stripe-Signature", signature)
     }
 
     fn slack(&self, client: &Client, secret: &str) -> reqwest::RequestBuilder {
         let body = b"token=legacy&team_id=T1&command=%2Fdeploy&text=now";
-        let ts = unix_now().to_string();
-        let sig = hex::encode(hmac_sha256(
-            secret.as_bytes(),
-            &[b"v0:", ts.as_bytes(), b":", body],
-        ));
+        let ts = signing::unix_now();
         self.post(client, "/hooks/slack", body)
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .header("X-Slack-Request-Timestamp", ts)
-            .header("X-Slack-Signature", format!("v0={sig}"))
+            .header("X-Slack-Request-Timestamp", ts.to_string())
+            .header("X-Slack-Signature", signing::slack(secret, ts, body))
     }
 
     fn shopify(&self, client: &Client, secret: &str, id: &str) -> reqwest::RequestBuilder {
@@ -528,24 +481,20 @@ impl Sender<'_> {
         self.post(client, "/hooks/shopify", body)
             .header("Content-Type", "application/json")
             .header("X-Shopify-Webhook-Id", id)
-            .header(
-                "X-Shopify-Hmac-Sha256",
-                B64.encode(hmac_sha256(secret.as_bytes(), &[body])),
-            )
+            .header("X-Shopify-Hmac-Sha256", signing::shopify(secret, body))
     }
 
     fn svix(&self, client: &Client, key: &[u8], id: &str) -> reqwest::RequestBuilder {
         let body = br#"{"type":"user.created"}"#;
-        let ts = unix_now().to_string();
-        let sig = B64.encode(hmac_sha256(
-            key,
-            &[id.as_bytes(), b".", ts.as_bytes(), b".", body],
-        ));
+        let ts = signing::unix_now();
         self.post(client, "/hooks/svix", body)
             .header("Content-Type", "application/json")
             .header("webhook-id", id)
-            .header("webhook-timestamp", ts)
-            .header("webhook-signature", format!("v1,{sig}"))
+            .header("webhook-timestamp", ts.to_string())
+            .header(
+                "webhook-signature",
+                signing::standard_webhooks(key, id, ts, body),
+            )
     }
 
     fn gitlab(&self, client: &Client, token: &str, uuid: &str) -> reqwest::RequestBuilder {
@@ -553,7 +502,7 @@ impl Sender<'_> {
             .header("Content-Type", "application/json")
             .header("X-Gitlab-Event", "Pipeline Hook")
             .header("X-Gitlab-Event-UUID", uuid)
-            .header("X-Gitlab-Token", token)
+            .header("X-Gitlab-Token", signing::gitlab(token))
     }
 
     fn twilio(&self, client: &Client, secret: &str, id: &str) -> reqwest::RequestBuilder {
@@ -565,12 +514,7 @@ impl Sender<'_> {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(params)
             .finish();
-        let mut signed = TWILIO_PUBLIC_URL.to_owned();
-        for (name, value) in params {
-            signed.push_str(name);
-            signed.push_str(value);
-        }
-        let sig = B64.encode(hmac_sha1(secret.as_bytes(), &[signed.as_bytes()]));
+        let sig = signing::twilio(secret, TWILIO_PUBLIC_URL, &params);
         self.post(client, "/hooks/twilio", body.as_bytes())
             .header("Content-Type", "application/x-www-form-urlencoded")
             .header("I-Twilio-Idempotency-Token", id)
@@ -579,7 +523,7 @@ impl Sender<'_> {
 
     fn orders(&self, client: &Client, secret: &str, id: &str) -> reqwest::RequestBuilder {
         let body = br#"{"order":"A-17","total":"12.50"}"#;
-        let sig = B64.encode(hmac_sha512(secret.as_bytes(), &[body]));
+        let sig = signing::hmac_base64(Algorithm::Sha512, secret.as_bytes(), body);
         self.post(client, "/hooks/orders", body)
             .header("Content-Type", "application/json")
             .header("X-Orders-Delivery", id)
@@ -625,13 +569,64 @@ async fn no_configured_secret_reaches_a_log_line_a_response_or_the_cli() {
 async fn scenario() {
     let started = Instant::now();
     let needles = needles();
+    let mut run = configure().await;
+    let tally = ingest_on_every_source(&mut run).await;
+    let by_route = deliveries_and_alerts(&mut run, &tally).await;
+    admin_calls(&mut run, &by_route).await;
+    cli_calls(&mut run, &by_route).await;
+    redis_restart(&mut run, &tally).await;
+    let log_lines = stop_and_read_the_log(&mut run, &tally);
+    leak_search(&mut run, &needles, log_lines, started);
+}
+
+/// Everything the scenario's phases share.
+struct Run {
+    dir: TempDir,
+    redis: RedisServer,
+    /// Accepts every delivery.
+    good: Receiver,
+    /// Refuses every delivery (400): dead letters and owner alerts.
+    bad: Receiver,
+    /// The payments owner's alert endpoint.
+    alerts: Receiver,
+    /// The devx owner's Slack-format alert endpoint.
+    slack_alerts: Receiver,
+    gateway: GatewayProcess,
+    client: Client,
+    evidence: Evidence,
+}
+
+/// What ingest produced, which later phases count on.
+struct Tally {
+    /// Jobs for the accepting destination.
+    good_jobs: usize,
+    /// Jobs for the refusing destination.
+    bad_jobs: usize,
+    /// Forged requests refused with 401.
+    refused: usize,
+}
+
+/// The admin listener's URLs of `gateway`.
+fn admin_urls(gateway: &GatewayProcess) -> impl Fn(&str) -> String + use<> {
+    let at = gateway.admin;
+    move |path| format!("http://{at}{path}")
+}
+
+/// A request with the `ops` admin token.
+fn ops(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.bearer_auth(ADMIN_OPS)
+}
+
+/// Secret files, Redis with ACL, the receivers, the gateway on every source
+/// with every kind of secret reference, and `switchyard check` on its config.
+async fn configure() -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     // file: secrets, with the trailing newline an editor leaves.
     for (name, value) in [
         ("stripe.secret", STRIPE.to_owned()),
         ("gitlab.token", GITLAB.to_owned()),
         ("admin-bot.token", ADMIN_BOT.to_owned()),
-        ("ci-signing.secret", whsec(DEST_KEY_CI)),
+        ("ci-signing.secret", signing::whsec(DEST_KEY_CI)),
     ] {
         std::fs::write(dir.path().join(name), format!("{value}\n")).expect("write secret file");
     }
@@ -639,7 +634,7 @@ async fn scenario() {
     // Redis with ACL: the gateway's user needs a password; the default user
     // may only PING (the harness's readiness probe, which cannot AUTH).
     let gateway_user = format!(">{REDIS_PASSWORD}");
-    let mut redis = RedisServer::start_with(&[
+    let redis = RedisServer::start_with(&[
         "--appendonly",
         "yes",
         "--user",
@@ -674,7 +669,7 @@ async fn scenario() {
     let tokens = format!(
         r#"tokens = [{{ name = "ops", secret = "env:{ENV_ADMIN}" }}, {{ name = "deploy-bot", secret = "file:{admin_bot_file}" }}, {{ name = "legacy", secret = "{ADMIN_LEGACY}" }}]"#
     );
-    let svix_secret = whsec(SVIX_KEY);
+    let svix_secret = signing::whsec(SVIX_KEY);
     let env: [(&str, &str); 5] = [
         (ENV_GITHUB, GITHUB_CURRENT),
         (ENV_SHOPIFY, SHOPIFY),
@@ -688,7 +683,7 @@ async fn scenario() {
     for (k, v) in env {
         options = options.env(k, v);
     }
-    let mut gateway = GatewayProcess::start_with(&redis_url, &extra, options).await;
+    let gateway = GatewayProcess::start_with(&redis_url, &extra, options).await;
     let mut evidence = Evidence::default();
 
     // `switchyard check` on the same config and environment.
@@ -702,27 +697,43 @@ async fn scenario() {
     assert!(check.stdout.contains("orders-to-warehouse"), "{check}");
     evidence.add("switchyard check stdout", check.stdout);
     evidence.add("switchyard check stderr", check.stderr);
+    Run {
+        dir,
+        redis,
+        good,
+        bad,
+        alerts,
+        slack_alerts,
+        gateway,
+        client: Client::new(),
+        evidence,
+    }
+}
 
-    let mut client = Client::new();
-    let send = Sender { gateway: &gateway };
+/// Signed events on every source (accepted), a duplicate, and forgeries.
+async fn ingest_on_every_source(run: &mut Run) -> Tally {
+    let Run {
+        client, gateway, ..
+    } = run;
+    let send = Sender { gateway };
 
     // Signed events on every source; github with both rotated secrets.
     let accepted: Vec<(&str, reqwest::RequestBuilder)> = vec![
         (
             "github (current secret)",
-            send.github(&client, GITHUB_CURRENT, "gh-1"),
+            send.github(client, GITHUB_CURRENT, "gh-1"),
         ),
         (
             "github (previous secret)",
-            send.github(&client, GITHUB_PREVIOUS, "gh-2"),
+            send.github(client, GITHUB_PREVIOUS, "gh-2"),
         ),
-        ("stripe", send.stripe(&client, STRIPE, "evt_1")),
-        ("slack", send.slack(&client, SLACK)),
-        ("shopify", send.shopify(&client, SHOPIFY, "shop-1")),
-        ("standard-webhooks", send.svix(&client, SVIX_KEY, "msg_1")),
-        ("gitlab (right token)", send.gitlab(&client, GITLAB, "gl-1")),
-        ("twilio", send.twilio(&client, TWILIO, "tw-1")),
-        ("hmac", send.orders(&client, HMAC, "ord-1")),
+        ("stripe", send.stripe(client, STRIPE, "evt_1")),
+        ("slack", send.slack(client, SLACK)),
+        ("shopify", send.shopify(client, SHOPIFY, "shop-1")),
+        ("standard-webhooks", send.svix(client, SVIX_KEY, "msg_1")),
+        ("gitlab (right token)", send.gitlab(client, GITLAB, "gl-1")),
+        ("twilio", send.twilio(client, TWILIO, "tw-1")),
+        ("hmac", send.orders(client, HMAC, "ord-1")),
     ];
     let mut good_jobs = 0;
     let mut bad_jobs = 0;
@@ -742,7 +753,7 @@ async fn scenario() {
     let (status, answer) = client
         .json(
             "github duplicate",
-            send.github(&client, GITHUB_CURRENT, "gh-1"),
+            send.github(client, GITHUB_CURRENT, "gh-1"),
         )
         .await;
     assert_eq!(
@@ -757,63 +768,63 @@ async fn scenario() {
     let forged: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
         (
             "github signed with the stripe secret",
-            send.github(&client, STRIPE, "gh-f1"),
+            send.github(client, STRIPE, "gh-f1"),
             401,
         ),
         (
             "github with a secret as its signature",
-            send.github_signed(&client, &format!("sha256={GITHUB_CURRENT}"), "gh-f2"),
+            send.github_signed(client, &format!("sha256={GITHUB_CURRENT}"), "gh-f2"),
             401,
         ),
         (
             "stripe signed with the github secret",
-            send.stripe(&client, GITHUB_CURRENT, "evt_f"),
+            send.stripe(client, GITHUB_CURRENT, "evt_f"),
             401,
         ),
         (
             "slack with a wrong secret",
-            send.slack(&client, "not-the-slack-secret"),
+            send.slack(client, "not-the-slack-secret"),
             401,
         ),
         (
             "shopify with a wrong secret",
-            send.shopify(&client, HMAC, "shop-f"),
+            send.shopify(client, HMAC, "shop-f"),
             401,
         ),
         (
             "standard-webhooks with a wrong key",
-            send.svix(&client, DEST_KEY_CI, "msg_f"),
+            send.svix(client, DEST_KEY_CI, "msg_f"),
             401,
         ),
         (
             "gitlab with a wrong token",
-            send.gitlab(&client, "gitlab-token-wrong", "gl-f1"),
+            send.gitlab(client, "gitlab-token-wrong", "gl-f1"),
             401,
         ),
         (
             "gitlab with another source's secret",
-            send.gitlab(&client, TWILIO, "gl-f2"),
+            send.gitlab(client, TWILIO, "gl-f2"),
             401,
         ),
         (
             "gitlab token on the github path",
-            send.post(&client, "/hooks/github", b"{}")
+            send.post(client, "/hooks/github", b"{}")
                 .header("X-Gitlab-Token", GITLAB),
             401,
         ),
         (
             "twilio with a wrong token",
-            send.twilio(&client, SHOPIFY, "tw-f"),
+            send.twilio(client, SHOPIFY, "tw-f"),
             401,
         ),
         (
             "hmac with a wrong secret",
-            send.orders(&client, SLACK, "ord-f"),
+            send.orders(client, SLACK, "ord-f"),
             401,
         ),
         (
             "unknown source with secrets in headers",
-            send.post(&client, "/hooks/nowhere", b"{}")
+            send.post(client, "/hooks/nowhere", b"{}")
                 .header("X-Gitlab-Token", GITLAB)
                 .header("Authorization", format!("Bearer {ADMIN_OPS}")),
             404,
@@ -824,7 +835,32 @@ async fn scenario() {
         let (status, body) = client.call(label, request).await;
         assert_eq!(status, expected, "{label}: {body}");
     }
+    Tally {
+        good_jobs,
+        bad_jobs,
+        refused,
+    }
+}
 
+/// Deliveries to both destinations, the dead letters they leave, and the
+/// owner alerts; the dead letter ids by route.
+async fn deliveries_and_alerts(run: &mut Run, tally: &Tally) -> BTreeMap<String, String> {
+    let Tally {
+        good_jobs,
+        bad_jobs,
+        ..
+    } = *tally;
+    let Run {
+        good,
+        bad,
+        alerts,
+        slack_alerts,
+        gateway,
+        client,
+        evidence,
+        ..
+    } = run;
+    let admin = admin_urls(gateway);
     // Deliveries: 2xx on `good`, 400 on `bad` (dead letters, owner alerts).
     let took = good.wait_for(good_jobs, WAIT).await;
     assert_eq!(
@@ -849,8 +885,6 @@ async fn scenario() {
         bad_jobs,
         "deliveries to the refusing destination"
     );
-    let ops = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN_OPS);
-    let admin = |path: &str| format!("http://{}{path}", gateway.admin);
     let mut dead_ids = Vec::new();
     let listed = eventually(WAIT, || {
         let request = client
@@ -916,7 +950,13 @@ async fn scenario() {
             evidence.add(format!("alert {i} to {who}"), text);
         }
     }
+    by_route
+}
 
+/// The admin API with each of the three tokens.
+async fn admin_calls(run: &mut Run, by_route: &BTreeMap<String, String>) {
+    let admin = admin_urls(&run.gateway);
+    let client = &mut run.client;
     // The admin API: inventory, replay (one, by filter), delete, audit,
     // refusals, probes, metrics, dashboard; with each of the three tokens.
     let (status, _) = client
@@ -995,6 +1035,12 @@ async fn scenario() {
             .await;
         assert_eq!(status, 200, "{path}");
     }
+}
+
+/// The ops CLI against the admin API.
+async fn cli_calls(run: &mut Run, by_route: &BTreeMap<String, String>) {
+    let admin = admin_urls(&run.gateway);
+    let Run { dir, evidence, .. } = run;
     // The ops CLI, with the token in its environment.
     let admin_base = admin("");
     let dead_one = by_route["gitlab-pipelines"].clone();
@@ -1026,7 +1072,20 @@ async fn scenario() {
         evidence.add(format!("{label} stdout"), out.stdout);
         evidence.add(format!("{label} stderr"), out.stderr);
     }
+}
 
+/// Redis stops and comes back while the gateway runs.
+async fn redis_restart(run: &mut Run, tally: &Tally) {
+    let good_jobs = tally.good_jobs;
+    let Run {
+        redis,
+        good,
+        gateway,
+        client,
+        ..
+    } = run;
+    let admin = admin_urls(gateway);
+    let send = Sender { gateway };
     // Redis goes away: ingest answers 503, readiness fails, the watcher and
     // the workers log connection errors; then it comes back.
     redis.stop();
@@ -1039,7 +1098,7 @@ async fn scenario() {
     let (status, _) = client
         .call(
             "github while redis is down",
-            send.github(&client, GITHUB_CURRENT, "gh-down"),
+            send.github(client, GITHUB_CURRENT, "gh-down"),
         )
         .await;
     assert_eq!(status, 503);
@@ -1074,7 +1133,7 @@ async fn scenario() {
     let (status, body) = client
         .call(
             "github after redis returned",
-            send.github(&client, GITHUB_CURRENT, "gh-back"),
+            send.github(client, GITHUB_CURRENT, "gh-back"),
         )
         .await;
     assert_eq!(status, 202, "{body}");
@@ -1086,7 +1145,17 @@ async fn scenario() {
     })
     .await;
     assert!(back, "the gateway logs that Redis is back");
+}
 
+/// SIGTERM, then the log: JSON lines at every level recording every step;
+/// the number of lines.
+fn stop_and_read_the_log(run: &mut Run, tally: &Tally) -> usize {
+    let Tally {
+        good_jobs,
+        bad_jobs,
+        refused,
+    } = *tally;
+    let gateway = &mut run.gateway;
     // SIGTERM: a clean stop, logged.
     gateway.signal(Signal::SIGTERM);
     let status = gateway.wait_exit(EXIT_WITHIN);
@@ -1154,17 +1223,21 @@ async fn scenario() {
     // The password-bearing URL was logged, masked.
     let masked = format!("redis://{REDIS_USER}:***@");
     assert!(log.contains(&masked), "the Redis URL is logged masked");
+    run.evidence.add("gateway log", log);
+    lines.len()
+}
 
-    evidence.add("gateway log", log.clone());
-    let mut all = client.evidence;
-    all.items.append(&mut evidence.items);
-    let leaks = all.leaks(&needles);
+/// Every form of every secret searched in everything collected.
+fn leak_search(run: &mut Run, needles: &[Needle], log_lines: usize, started: Instant) {
+    let mut all = std::mem::take(&mut run.client.evidence);
+    all.items.append(&mut run.evidence.items);
+    let leaks = all.leaks(needles);
     eprintln!(
         "secrets: {} secrets in {} forms searched in {} log lines, {} responses, {} items ({} bytes) in {:?}",
         needles.len(),
         needles.iter().map(|n| n.forms.len()).sum::<usize>(),
-        lines.len(),
-        client.responses,
+        log_lines,
+        run.client.responses,
         all.items.len(),
         all.bytes(),
         started.elapsed()

@@ -5,56 +5,42 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
+use crate::support::env::TestEnv;
 use crate::support::eventually;
-use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
-use crate::support::redis::RedisServer;
 
 const SECRET: &str = "visibility-secret";
 
 /// Routes `ok`, `flaky`, `bad` (and `quiet`, expecting an event every 2 s),
 /// chosen by the `X-GitHub-Event` header, each to its own receiver path.
 fn config(receiver: &Receiver, alerts: &Receiver) -> String {
-    let mut toml = format!(
-        r#"
-[delivery]
-retry = {{ max_attempts = 3, initial_backoff = "100ms", max_backoff = "500ms" }}
-
-[owners.team]
-team = "Team"
-contact = "team@example.com"
-alert_url = "{}"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{SECRET}"]
-"#,
-        alerts.url("/alerts")
-    );
-    for (name, extra) in [
-        ("ok", ""),
-        ("flaky", ""),
-        ("bad", ""),
-        ("quiet", "expect_within = \"2s\""),
-    ] {
-        toml.push_str(&format!(
-            r#"
-[[routes]]
-name = "{name}"
-source = "github"
-owner = "team"
-description = "{name} route"
-on_failure = "{name} breaks"
-filter = {{ header = "X-GitHub-Event", equals = "{name}" }}
-destination = {{ url = "{url}" }}
-{extra}
-"#,
-            url = receiver.url(&format!("/{name}"))
-        ));
-    }
-    toml
+    let builder = ConfigBuilder::new()
+        .retry(3, "100ms", "500ms")
+        .owner(
+            Owner::new("team", "Team", "team@example.com")
+                .with("alert_url", &alerts.url("/alerts")),
+        )
+        .source(Source::github(SECRET));
+    [
+        ("ok", None),
+        ("flaky", None),
+        ("bad", None),
+        ("quiet", Some(r#""2s""#)),
+    ]
+    .into_iter()
+    .fold(builder, |builder, (name, expect_within)| {
+        let route = Route::new(name, "github", "team", &receiver.url(&format!("/{name}")))
+            .description(&format!("{name} route"))
+            .on_failure(&format!("{name} breaks"))
+            .when_github_event(name);
+        builder.route(match expect_within {
+            Some(within) => route.with("expect_within", within),
+            None => route,
+        })
+    })
+    .build()
 }
 
 /// The value of one sample line of the Prometheus text, 0 when absent.
@@ -67,38 +53,14 @@ fn sample(metrics: &str, line_start: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-struct Setup {
-    _redis: RedisServer,
-    receiver: Receiver,
-    alerts: Receiver,
-    gateway: TestGateway,
-}
-
-async fn setup() -> Setup {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let alerts = Receiver::start().await;
-    let toml = config_toml(&redis.url(), &config(&receiver, &alerts));
-    let gateway = TestGateway::start(parse_config(&toml)).await;
-    Setup {
-        _redis: redis,
-        receiver,
-        alerts,
-        gateway,
-    }
+async fn setup() -> TestEnv {
+    TestEnv::start(SECRET, config).await
 }
 
 /// One route of the inventory.
-async fn inventory_route(gateway: &TestGateway, name: &str) -> Value {
-    let inventory: Value = reqwest::Client::new()
-        .get(gateway.admin_url("/admin/routes"))
-        .bearer_auth("test-admin-token")
-        .send()
-        .await
-        .expect("inventory")
-        .json()
-        .await
-        .expect("json");
+async fn inventory_route(s: &TestEnv, name: &str) -> Value {
+    let (status, inventory) = s.admin(http::Method::GET, "/admin/routes", None).await;
+    assert_eq!(status, 200, "{inventory}");
     inventory["routes"]
         .as_array()
         .expect("routes")
@@ -110,18 +72,14 @@ async fn inventory_route(gateway: &TestGateway, name: &str) -> Value {
 
 #[tokio::test]
 async fn metrics_and_inventory_read_exactly_what_happened() {
-    let Setup {
-        _redis,
-        receiver,
-        alerts: _alerts,
-        gateway,
-    } = setup().await;
+    let s = setup().await;
+    let (receiver, gateway) = (&s.receiver, &s.gateway);
     let client = reqwest::Client::new();
     let url = gateway.public_url("/hooks/github");
     receiver.then(Reply::status(503)); // the flaky route's first attempt
     let send = |event: &'static str, delivery: &'static str| {
-        let (client, url) = (client.clone(), url.clone());
-        async move { github::post(&client, &url, SECRET, event, delivery, b"{}").await }
+        let (client, s) = (client.clone(), &s);
+        async move { s.post_as(&client, event, delivery, b"{}").await }
     };
     assert_eq!(send("flaky", "m-flaky").await.0, 202);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -232,9 +190,9 @@ async fn metrics_and_inventory_read_exactly_what_happened() {
     }
 
     let (ok, flaky, bad) = (
-        inventory_route(&gateway, "ok").await,
-        inventory_route(&gateway, "flaky").await,
-        inventory_route(&gateway, "bad").await,
+        inventory_route(&s, "ok").await,
+        inventory_route(&s, "flaky").await,
+        inventory_route(&s, "bad").await,
     );
     assert_eq!(
         (
@@ -274,14 +232,10 @@ async fn metrics_and_inventory_read_exactly_what_happened() {
 
 #[tokio::test]
 async fn a_route_that_goes_quiet_is_reported_once_and_again_when_it_resumes() {
-    let Setup {
-        _redis,
-        receiver: _receiver,
-        alerts,
-        gateway,
-    } = setup().await;
+    let s = setup().await;
+    let (alerts, gateway) = (&s.alerts, &s.gateway);
     let client = reqwest::Client::new();
-    let inventory = || inventory_route(&gateway, "quiet");
+    let inventory = || inventory_route(&s, "quiet");
     assert!(
         eventually(Duration::from_secs(8), || async {
             inventory().await["silent"] == true
@@ -303,13 +257,7 @@ async fn a_route_that_goes_quiet_is_reported_once_and_again_when_it_resumes() {
         1.0
     );
 
-    let url = gateway.public_url("/hooks/github");
-    assert_eq!(
-        github::post(&client, &url, SECRET, "quiet", "q-1", b"{}")
-            .await
-            .0,
-        202
-    );
+    assert_eq!(s.post_as(&client, "quiet", "q-1", b"{}").await.0, 202);
     assert!(
         eventually(Duration::from_secs(5), || async {
             inventory().await["silent"] == false
@@ -325,12 +273,8 @@ async fn a_route_that_goes_quiet_is_reported_once_and_again_when_it_resumes() {
 
 #[tokio::test]
 async fn request_ids_reach_the_destination_and_come_back_to_the_sender() {
-    let Setup {
-        _redis,
-        receiver,
-        alerts: _alerts,
-        gateway,
-    } = setup().await;
+    let s = setup().await;
+    let (receiver, gateway) = (&s.receiver, &s.gateway);
     let body = b"{}";
     let response = reqwest::Client::new()
         .post(gateway.public_url("/hooks/github"))
@@ -350,15 +294,7 @@ async fn request_ids_reach_the_destination_and_come_back_to_the_sender() {
     let delivered = receiver.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(delivered[0].headers["x-request-id"], "req-from-sender-42");
 
-    let (status, _) = github::post(
-        &reqwest::Client::new(),
-        &gateway.public_url("/hooks/github"),
-        SECRET,
-        "ok",
-        "r-2",
-        body,
-    )
-    .await;
+    let (status, _) = s.post_as(&s.client, "ok", "r-2", body).await;
     assert_eq!(status, 202);
     let delivered = receiver.wait_for(2, Duration::from_secs(5)).await;
     let generated = delivered[1].headers["x-request-id"].to_str().expect("id");

@@ -66,6 +66,11 @@ impl TestGateway {
         }
     }
 
+    /// Starts a gateway on `config_toml(redis_url, extra)`.
+    pub async fn start_toml(redis_url: &str, extra: &str) -> Self {
+        Self::start(parse_config(&config_toml(redis_url, extra))).await
+    }
+
     /// `http://<public><path>`
     pub fn public_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.public)

@@ -1,14 +1,12 @@
 //! Sending signed GitHub-style webhooks to a gateway under test.
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+
+use super::signing;
 
 /// `sha256=<hex HMAC-SHA256(body)>`, as GitHub signs.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    signing::github(secret, body)
 }
 
 /// Posts a signed event to `url` and returns the status and JSON answer.

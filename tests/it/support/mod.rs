@@ -3,6 +3,8 @@
 //! Everything started here is stopped by its owner's `Drop`, even when a test
 //! fails.
 
+pub mod config;
+pub mod env;
 pub mod gateway;
 pub mod github;
 pub mod process;
@@ -10,6 +12,7 @@ pub mod proxy;
 pub mod receiver;
 pub mod redis;
 pub mod sender;
+pub mod signing;
 pub mod tls;
 
 use std::net::TcpListener;

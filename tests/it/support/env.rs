@@ -1,0 +1,101 @@
+//! One test environment: a private Redis, a gateway in-process on a config
+//! that names a scriptable receiver (deliveries) and a second one (owner
+//! alerts), and a client with helpers to send signed events and call the
+//! admin API with the test token.
+
+use serde_json::Value;
+
+use super::gateway::TestGateway;
+use super::github;
+use super::receiver::Receiver;
+use super::redis::RedisServer;
+
+/// The admin token `config_toml` configures.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running gateway with its Redis and receivers; all stopped on drop.
+pub struct TestEnv {
+    /// The gateway's private Redis.
+    pub redis: RedisServer,
+    /// Where routes deliver.
+    pub receiver: Receiver,
+    /// Where owners are alerted.
+    pub alerts: Receiver,
+    /// The gateway.
+    pub gateway: TestGateway,
+    /// A plain client.
+    pub client: reqwest::Client,
+    github_secret: String,
+}
+
+impl TestEnv {
+    /// Starts Redis and both receivers, then a gateway on the TOML that
+    /// `extra(receiver, alerts)` writes; `github_secret` signs [`TestEnv::send`].
+    pub async fn start(
+        github_secret: &str,
+        extra: impl FnOnce(&Receiver, &Receiver) -> String,
+    ) -> Self {
+        let redis = RedisServer::start();
+        let receiver = Receiver::start().await;
+        let alerts = Receiver::start().await;
+        let gateway = TestGateway::start_toml(&redis.url(), &extra(&receiver, &alerts)).await;
+        Self {
+            redis,
+            receiver,
+            alerts,
+            gateway,
+            client: reqwest::Client::new(),
+            github_secret: github_secret.to_owned(),
+        }
+    }
+
+    /// Posts a signed GitHub-style event to `/hooks/github` with `client`;
+    /// the status and JSON answer.
+    pub async fn post_as(
+        &self,
+        client: &reqwest::Client,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let url = self.gateway.public_url("/hooks/github");
+        github::post(client, &url, &self.github_secret, event, delivery, body).await
+    }
+
+    /// [`TestEnv::post_as`] that must be accepted; the event id.
+    pub async fn send_as(
+        &self,
+        client: &reqwest::Client,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> String {
+        let (status, answer) = self.post_as(client, event, delivery, body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["id"].as_str().expect("event id").to_owned()
+    }
+
+    /// [`TestEnv::send_as`] with the plain client.
+    pub async fn send(&self, event: &str, delivery: &str, body: &[u8]) -> String {
+        self.send_as(&self.client, event, delivery, body).await
+    }
+
+    /// Calls the admin API with the test token; the status and JSON answer.
+    pub async fn admin(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.gateway.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
