@@ -6,7 +6,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
+use crate::support::env::TestEnv;
 use crate::support::github;
 use crate::support::redis::RedisServer;
 use switchyard::queue::Job;
@@ -15,75 +16,83 @@ const SECRET: &str = "github-test-secret";
 const JOBS: &str = "{switchyard}:jobs";
 
 /// Ingest only: these tests inspect the stream, so no worker may take jobs.
-const SOURCES: &str = r#"
-[delivery]
-workers = false
+fn sources() -> String {
+    sources_with(audit_route())
+}
 
-[owners.devex]
-team = "Developer Experience"
-contact = "devex@example.com"
+/// The route that takes every event.
+fn audit_route() -> Route {
+    Route::new(
+        "everything-to-audit",
+        "github",
+        "devex",
+        "http://127.0.0.1:9/audit",
+    )
+    .description("Every event is archived")
+    .on_failure("Audit gaps")
+}
 
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["github-test-secret"]
-
-[[routes]]
-name = "pushes-to-ci"
-source = "github"
-owner = "devex"
-description = "Pushes start CI"
-on_failure = "No CI"
-filter = { header = "X-GitHub-Event", equals = "push" }
-destination = { url = "http://127.0.0.1:9/ci" }
-
-[[routes]]
-name = "everything-to-audit"
-source = "github"
-owner = "devex"
-description = "Every event is archived"
-on_failure = "Audit gaps"
-destination = { url = "http://127.0.0.1:9/audit" }
-
-[[routes]]
-name = "opened-to-tracker"
-source = "github"
-owner = "devex"
-description = "Opened issues go to the tracker"
-on_failure = "Tracker stale"
-filter = { json_pointer = "/action", equals = "opened" }
-destination = { url = "http://127.0.0.1:9/tracker" }
-"#;
+/// The test sources with `audit` as their catch-all route.
+fn sources_with(audit: Route) -> String {
+    ConfigBuilder::new()
+        .delivery("workers", "false")
+        .owner(Owner::devex())
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("pushes-to-ci", "github", "devex", "http://127.0.0.1:9/ci")
+                .description("Pushes start CI")
+                .on_failure("No CI")
+                .when_github_event("push"),
+        )
+        .route(audit)
+        .route(
+            Route::new(
+                "opened-to-tracker",
+                "github",
+                "devex",
+                "http://127.0.0.1:9/tracker",
+            )
+            .description("Opened issues go to the tracker")
+            .on_failure("Tracker stale")
+            .with(
+                "filter",
+                r#"{ json_pointer = "/action", equals = "opened" }"#,
+            ),
+        )
+        .build()
+}
 
 fn sign(body: &[u8]) -> String {
     github::signature(SECRET, body)
 }
 
-struct Setup {
-    redis: RedisServer,
-    gateway: TestGateway,
-    client: reqwest::Client,
-}
-
-async fn setup() -> Setup {
+async fn setup() -> TestEnv {
     setup_with(|_| {}).await
 }
 
 /// A gateway on the test sources with `change` made to its config.
-async fn setup_with(change: impl FnOnce(&mut switchyard::config::Config)) -> Setup {
-    let redis = RedisServer::start();
-    let mut config = parse_config(&config_toml(&redis.url(), SOURCES));
-    change(&mut config);
-    Setup {
-        gateway: TestGateway::start(config).await,
-        redis,
-        client: reqwest::Client::new(),
-    }
+async fn setup_with(change: impl FnOnce(&mut switchyard::config::Config)) -> TestEnv {
+    TestEnv::start_changed(SECRET, |_, _| sources(), change).await
 }
 
-impl Setup {
+/// What these tests do with the environment besides sending.
+trait IngestEnv {
+    async fn post(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, Value);
+    async fn post_signed(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        signature: &str,
+    ) -> (u16, Value);
+    async fn half_sent(&self, delivery: &str, body: &[u8]) -> tokio::net::TcpStream;
+    async fn jobs(&self) -> Vec<Job>;
+    async fn metrics(&self) -> String;
+}
+
+impl IngestEnv for TestEnv {
     async fn post(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
-        self.post_signed(event, delivery, body, &sign(body)).await
+        self.post_as(&self.client, event, delivery, body).await
     }
 
     async fn post_signed(
@@ -93,19 +102,8 @@ impl Setup {
         body: &[u8],
         signature: &str,
     ) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.gateway.public_url("/hooks/github"))
-            .header("X-GitHub-Event", event)
-            .header("X-GitHub-Delivery", delivery)
-            .header("X-Hub-Signature-256", signature)
-            .header("Content-Type", "application/json")
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("gateway answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let url = self.gateway.public_url("/hooks/github");
+        github::post_with_signature(&self.client, &url, signature, event, delivery, body).await
     }
 
     /// A signed push whose headers and first 5 body bytes are sent on a raw
@@ -293,33 +291,20 @@ async fn an_event_matching_no_route_is_accepted_and_counted_as_unrouted() {
     // "everything-to-audit" has no filter, so use a source view: only audit matched.
     assert_eq!(answer["routes"], serde_json::json!(["everything-to-audit"]));
 
-    let only_filtered = SOURCES.replace(
-        "description = \"Every event is archived\"",
-        "description = \"Every event is archived\"\nfilter = { header = \"X-GitHub-Event\", equals = \"never\" }",
-    );
-    let redis = RedisServer::start();
-    let gateway =
-        TestGateway::start(parse_config(&config_toml(&redis.url(), &only_filtered))).await;
-    let body = br#"{"action":"created"}"#;
-    let response = reqwest::Client::new()
-        .post(gateway.public_url("/hooks/github"))
-        .header("X-GitHub-Event", "star")
-        .header("X-GitHub-Delivery", "d-none")
-        .header("X-Hub-Signature-256", sign(body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(response.status(), 202);
-    let answer: Value = response.json().await.expect("json");
+    let only_filtered = sources_with(audit_route().when_github_event("never"));
+    let none = TestEnv::start(SECRET, |_, _| only_filtered).await;
+    let (status, answer) = none
+        .post("star", "d-none", br#"{"action":"created"}"#)
+        .await;
+    assert_eq!(status, 202);
     assert_eq!(answer["routes"], serde_json::json!([]));
-    let metrics = gateway.metrics().await;
+    let metrics = none.metrics().await;
     assert!(
         metrics.contains(r#"switchyard_unrouted_events_total{source="github"} 1"#),
         "{metrics}"
     );
     assert!(
-        queued_jobs(&redis).await.is_empty(),
+        none.jobs().await.is_empty(),
         "nothing enqueued for an unrouted event"
     );
 }
@@ -369,14 +354,8 @@ async fn refusals_get_their_codes_and_are_counted() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_whether_declared_or_streamed() {
-    let redis = RedisServer::start();
-    let extra = SOURCES.to_owned();
-    let toml = config_toml(&redis.url(), &extra).replace(
-        "shutdown_timeout = \"5s\"",
-        "shutdown_timeout = \"5s\"\nmax_body_bytes = 1024",
-    );
-    let gateway = TestGateway::start(parse_config(&toml)).await;
-    let client = reqwest::Client::new();
+    let s = setup_with(|config| config.server.max_body_bytes = 1024).await;
+    let (gateway, client) = (&s.gateway, &s.client);
     let big = vec![b'x'; 4096];
 
     let declared = client

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-use super::gateway::TestGateway;
+use switchyard::config::Config;
+
+use super::gateway::{TestGateway, config_toml, parse_config};
 use super::github;
 use super::receiver::Receiver;
 use super::redis::RedisServer;
@@ -35,10 +37,22 @@ impl TestEnv {
         github_secret: &str,
         extra: impl FnOnce(&Receiver, &Receiver) -> String,
     ) -> Self {
+        Self::start_changed(github_secret, extra, |_| {}).await
+    }
+
+    /// [`TestEnv::start`] with `change` made to the parsed config (settings
+    /// the TOML of `config_toml` fixes, such as `server.max_body_bytes`).
+    pub async fn start_changed(
+        github_secret: &str,
+        extra: impl FnOnce(&Receiver, &Receiver) -> String,
+        change: impl FnOnce(&mut Config),
+    ) -> Self {
         let redis = RedisServer::start();
         let receiver = Receiver::start().await;
         let alerts = Receiver::start().await;
-        let gateway = TestGateway::start_toml(&redis.url(), &extra(&receiver, &alerts)).await;
+        let mut config = parse_config(&config_toml(&redis.url(), &extra(&receiver, &alerts)));
+        change(&mut config);
+        let gateway = TestGateway::start(config).await;
         Self {
             redis,
             receiver,

@@ -18,9 +18,21 @@ pub async fn post(
     delivery: &str,
     body: &[u8],
 ) -> (u16, Value) {
+    post_with_signature(client, url, &signature(secret, body), event, delivery, body).await
+}
+
+/// [`post`] with `signature` as `X-Hub-Signature-256`, whatever it is.
+pub async fn post_with_signature(
+    client: &reqwest::Client,
+    url: &str,
+    signature: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+) -> (u16, Value) {
     let response = client
         .post(url)
-        .header("X-Hub-Signature-256", signature(secret, body))
+        .header("X-Hub-Signature-256", signature)
         .header("X-GitHub-Delivery", delivery)
         .header("X-GitHub-Event", event)
         .header("Content-Type", "application/json")
