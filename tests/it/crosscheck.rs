@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::eventually;
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::process::run;
@@ -33,7 +34,7 @@ struct CrossSource {
     name: &'static str,
     scheme: &'static str,
     secrets: [&'static str; 2],
-    settings: &'static str,
+    settings: &'static [(&'static str, &'static str)],
 }
 
 const SOURCES: &[CrossSource] = &[
@@ -44,7 +45,7 @@ const SOURCES: &[CrossSource] = &[
             "crosscheck-github-primary-5b1e",
             "crosscheck-github-rotated-c70d",
         ],
-        settings: "",
+        settings: &[],
     },
     CrossSource {
         name: "stripe",
@@ -53,7 +54,7 @@ const SOURCES: &[CrossSource] = &[
             "whsec_crosscheckPrimary4f2a9c",
             "whsec_crosscheckRotated81d0e7",
         ],
-        settings: "",
+        settings: &[],
     },
     CrossSource {
         name: "slack",
@@ -62,7 +63,7 @@ const SOURCES: &[CrossSource] = &[
             "crosscheck-slack-primary-4d21",
             "crosscheck-slack-rotated-9e3b",
         ],
-        settings: "",
+        settings: &[],
     },
     CrossSource {
         name: "shopify",
@@ -71,7 +72,7 @@ const SOURCES: &[CrossSource] = &[
             "shpss_crosscheck_primary_77aa",
             "shpss_crosscheck_rotated_12cd",
         ],
-        settings: "",
+        settings: &[],
     },
     CrossSource {
         name: "standard-webhooks",
@@ -81,7 +82,7 @@ const SOURCES: &[CrossSource] = &[
             "whsec_9IoEEvCZ8GZOeRm861e7iDc136271RqM",
             "whsec_7+gcTrgcg7M2esn8HYTj+4jv1JP0vTNhP41Fh/2IMX8=",
         ],
-        settings: "",
+        settings: &[],
     },
     CrossSource {
         name: "svix",
@@ -90,7 +91,7 @@ const SOURCES: &[CrossSource] = &[
             "whsec_gp3Hc9cKZl+HJbPbFw65i/EQH1AEobOp",
             "whsec_/EJMVkJpQRoihj0j3IE7AMJ0QD++0rdh",
         ],
-        settings: "",
+        settings: &[],
     },
     CrossSource {
         name: "gitlab",
@@ -99,7 +100,7 @@ const SOURCES: &[CrossSource] = &[
             "crosscheck-gitlab-token-primary",
             "crosscheck-gitlab-token-rotated",
         ],
-        settings: "",
+        settings: &[],
     },
     CrossSource {
         name: "twilio",
@@ -108,7 +109,7 @@ const SOURCES: &[CrossSource] = &[
             "ad07473bcbbe49d7207b09e0eef7ef3c",
             "041739f0f784c74d79e1bbdffd52cf45",
         ],
-        settings: "public_url = \"{twilio_public_url}\"",
+        settings: &[("public_url", TWILIO_PUBLIC_URL)],
     },
     CrossSource {
         name: "twilio-port",
@@ -117,58 +118,59 @@ const SOURCES: &[CrossSource] = &[
             "5c1f0a9e27d34b8c96e0f41a2b7d8c03",
             "e8a4d2c6b0f94e17a3c5d7b9f1e2a4c6",
         ],
-        settings: "public_url = \"{twilio_port_public_url}\"",
+        settings: &[("public_url", TWILIO_PORT_PUBLIC_URL)],
     },
     CrossSource {
         name: "hmac",
         scheme: "hmac",
         secrets: ["crosscheck-hmac-primary", "crosscheck-hmac-rotated"],
-        settings: "header = \"X-Signature\"\nalgorithm = \"sha256\"\nencoding = \"hex\"\n\
-                   prefix = \"sha256=\"\ndedupe_header = \"X-Delivery-Id\"",
+        settings: &[
+            ("header", "X-Signature"),
+            ("algorithm", "sha256"),
+            ("encoding", "hex"),
+            ("prefix", "sha256="),
+            ("dedupe_header", "X-Delivery-Id"),
+        ],
     },
     CrossSource {
         name: "hmac-b64",
         scheme: "hmac",
         secrets: ["crosscheck-hmac-b64-primary", "crosscheck-hmac-b64-rotated"],
-        settings: "header = \"X-Signature\"\nalgorithm = \"sha512\"\nencoding = \"base64\"\n\
-                   dedupe_header = \"X-Delivery-Id\"",
+        settings: &[
+            ("header", "X-Signature"),
+            ("algorithm", "sha512"),
+            ("encoding", "base64"),
+            ("dedupe_header", "X-Delivery-Id"),
+        ],
     },
 ];
 
 /// Owner, sources and routes for every [`SOURCES`] entry. Nothing delivers
 /// in this test; the destination is the discard port of 127.0.0.1.
 fn extra_toml() -> String {
-    let mut toml = String::from(
-        "[owners.crosscheck]\nteam = \"Crosscheck\"\ncontact = \"crosscheck@example.com\"\n",
-    );
-    for source in SOURCES {
-        let secrets = source
-            .secrets
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        toml.push_str(&format!(
-            "\n[sources.{name}]\npath = \"/hooks/{name}\"\nscheme = \"{scheme}\"\n\
-             secrets = [{secrets}]\n{settings}\n",
-            name = source.name,
-            scheme = source.scheme,
-            settings = source
-                .settings
-                .replace("{twilio_public_url}", TWILIO_PUBLIC_URL)
-                .replace("{twilio_port_public_url}", TWILIO_PORT_PUBLIC_URL),
-        ));
+    let mut config = ConfigBuilder::new().owner(Owner::new(
+        "crosscheck",
+        "Crosscheck",
+        "crosscheck@example.com",
+    ));
+    for cross in SOURCES {
+        let path = format!("/hooks/{}", cross.name);
+        let mut source = Source::new(cross.name, &path, cross.scheme, &cross.secrets);
+        for (key, value) in cross.settings {
+            source = source.with(key, &quoted(value));
+        }
+        config = config.source(source).route(
+            Route::new(
+                &format!("{}-crosscheck", cross.name),
+                cross.name,
+                "crosscheck",
+                "http://127.0.0.1:9/x",
+            )
+            .description(&format!("Cross-check of the {} verifier", cross.name))
+            .on_failure("Nothing: test traffic only"),
+        );
     }
-    for source in SOURCES {
-        toml.push_str(&format!(
-            "\n[[routes]]\nname = \"{name}-crosscheck\"\nsource = \"{name}\"\nowner = \"crosscheck\"\n\
-             description = \"Cross-check of the {name} verifier\"\n\
-             on_failure = \"Nothing: test traffic only\"\n\
-             destination = {{ url = \"http://127.0.0.1:9/x\" }}\n",
-            name = source.name,
-        ));
-    }
-    toml
+    config.build()
 }
 
 /// `{"<source>": ["primary", "rotated"], ...}` for the helper processes.

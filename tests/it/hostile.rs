@@ -9,15 +9,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::github;
 use crate::support::redis::RedisServer;
+use crate::support::signing::{self, Algorithm};
 
 const GITHUB_SECRET: &str = "hostile-github-secret";
 const STRIPE_SECRET: &str = "whsec_hostile_stripe";
@@ -31,71 +31,56 @@ const MAX_BODY: usize = 65536;
 const BOUND: Duration = Duration::from_secs(15);
 
 fn extra() -> String {
-    format!(
-        r#"
-[delivery]
-workers = false
-
-[owners.sec]
-team = "Security"
-contact = "sec@example.com"
-
-[sources.github]
-path = "/hooks/github"
-scheme = "github"
-secrets = ["{GITHUB_SECRET}"]
-
-[sources.stripe]
-path = "/hooks/stripe"
-scheme = "stripe"
-secrets = ["{STRIPE_SECRET}"]
-
-[sources.slack]
-path = "/hooks/slack"
-scheme = "slack"
-secrets = ["{SLACK_SECRET}"]
-
-[sources.shopify]
-path = "/hooks/shopify"
-scheme = "shopify"
-secrets = ["{SHOPIFY_SECRET}"]
-
-[sources.svix]
-path = "/hooks/svix"
-scheme = "standard-webhooks"
-secrets = ["whsec_{svix}"]
-
-[[routes]]
-name = "{ROUTE}"
-source = "github"
-owner = "sec"
-description = "Opened issues go to the tracker"
-on_failure = "Tracker stale"
-filter = {{ json_pointer = "/action", equals = "opened" }}
-destination = {{ url = "http://127.0.0.1:9/tracker" }}
-
-[[routes]]
-name = "stripe-all"
-source = "stripe"
-owner = "sec"
-description = "Stripe events"
-on_failure = "Billing stale"
-destination = {{ url = "http://127.0.0.1:9/stripe" }}
-"#,
-        svix = B64.encode(SVIX_KEY)
-    )
+    let svix_secret = format!("whsec_{}", B64.encode(SVIX_KEY));
+    ConfigBuilder::new()
+        .delivery("workers", "false")
+        .owner(Owner::new("sec", "Security", "sec@example.com"))
+        .source(Source::github(GITHUB_SECRET))
+        .source(Source::new(
+            "stripe",
+            "/hooks/stripe",
+            "stripe",
+            &[STRIPE_SECRET],
+        ))
+        .source(Source::new(
+            "slack",
+            "/hooks/slack",
+            "slack",
+            &[SLACK_SECRET],
+        ))
+        .source(Source::new(
+            "shopify",
+            "/hooks/shopify",
+            "shopify",
+            &[SHOPIFY_SECRET],
+        ))
+        .source(Source::new(
+            "svix",
+            "/hooks/svix",
+            "standard-webhooks",
+            &[&svix_secret],
+        ))
+        .route(
+            Route::new(ROUTE, "github", "sec", "http://127.0.0.1:9/tracker")
+                .description("Opened issues go to the tracker")
+                .on_failure("Tracker stale")
+                .with(
+                    "filter",
+                    r#"{ json_pointer = "/action", equals = "opened" }"#,
+                ),
+        )
+        .route(
+            Route::new("stripe-all", "stripe", "sec", "http://127.0.0.1:9/stripe")
+                .description("Stripe events")
+                .on_failure("Billing stale"),
+        )
+        .build()
 }
 
+/// Hex HMAC-SHA256 of `parts`: timestamps here may be any text, so the
+/// providers' signers (which take numbers) do not fit.
 fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
-    hex::encode(hmac_raw(key, parts))
-}
-
-fn hmac_raw(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
+    hex::encode(signing::hmac(Algorithm::Sha256, key, parts))
 }
 
 fn now() -> i64 {
@@ -194,7 +179,8 @@ fn svix(ts: &str, signature: Option<&str>) -> Vec<u8> {
     let id = delivery_id();
     let good = format!(
         "v1,{}",
-        B64.encode(hmac_raw(
+        B64.encode(signing::hmac(
+            Algorithm::Sha256,
             SVIX_KEY,
             &[id.as_bytes(), b".", ts.as_bytes(), b".", body]
         ))
