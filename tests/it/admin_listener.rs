@@ -9,7 +9,6 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::support::config::{ConfigBuilder, Source};
-use crate::support::eventually;
 use crate::support::gateway::{GatewayProcess, TestGateway, config_toml, parse_config};
 use crate::support::github;
 use crate::support::redis::RedisServer;
@@ -112,14 +111,13 @@ async fn a_failing_readiness_probe_is_not_a_log_line_per_probe() {
     let gateway = GatewayProcess::start(&redis.url(), &source()).await;
     let readyz = format!("http://{}/readyz", gateway.admin);
     redis.stop();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            gateway.log().contains("redis unreachable")
-        })
-        .await,
-        "the outage is logged once:\n{}",
-        gateway.log()
-    );
+    gateway
+        .expect_log(
+            "redis unreachable",
+            Duration::from_secs(10),
+            "the outage is logged once",
+        )
+        .await;
     for _ in 0..10 {
         let status = reqwest::get(&readyz).await.expect("readyz").status();
         assert_eq!(status.as_u16(), 503);

@@ -77,22 +77,11 @@ async fn setup_with(change: impl FnOnce(&mut switchyard::config::Config)) -> Tes
 
 /// What these tests do with the environment besides sending.
 trait IngestEnv {
-    async fn post(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, Value);
-    async fn post_signed(
-        &self,
-        event: &str,
-        delivery: &str,
-        body: &[u8],
-        signature: &str,
-    ) -> (u16, Value);
-    async fn half_sent(&self, delivery: &str, body: &[u8]) -> tokio::net::TcpStream;
-    async fn jobs(&self) -> Vec<Job>;
-    async fn metrics(&self) -> String;
-}
+    fn env(&self) -> &TestEnv;
 
-impl IngestEnv for TestEnv {
     async fn post(&self, event: &str, delivery: &str, body: &[u8]) -> (u16, Value) {
-        self.post_as(&self.client, event, delivery, body).await
+        let env = self.env();
+        env.post_as(&env.client, event, delivery, body).await
     }
 
     async fn post_signed(
@@ -102,15 +91,16 @@ impl IngestEnv for TestEnv {
         body: &[u8],
         signature: &str,
     ) -> (u16, Value) {
-        let url = self.gateway.public_url("/hooks/github");
-        github::post_with_signature(&self.client, &url, signature, event, delivery, body).await
+        let env = self.env();
+        let url = env.gateway.public_url("/hooks/github");
+        github::post_with_signature(&env.client, &url, signature, event, delivery, body).await
     }
 
     /// A signed push whose headers and first 5 body bytes are sent on a raw
     /// connection, the rest held back.
     async fn half_sent(&self, delivery: &str, body: &[u8]) -> tokio::net::TcpStream {
         use tokio::io::AsyncWriteExt;
-        let mut stream = tokio::net::TcpStream::connect(self.gateway.public)
+        let mut stream = tokio::net::TcpStream::connect(self.env().gateway.public)
             .await
             .expect("connect");
         let head = format!(
@@ -127,11 +117,17 @@ impl IngestEnv for TestEnv {
     }
 
     async fn jobs(&self) -> Vec<Job> {
-        queued_jobs(&self.redis).await
+        queued_jobs(&self.env().redis).await
     }
 
     async fn metrics(&self) -> String {
-        self.gateway.metrics().await
+        self.env().gateway.metrics().await
+    }
+}
+
+impl IngestEnv for TestEnv {
+    fn env(&self) -> &TestEnv {
+        self
     }
 }
 

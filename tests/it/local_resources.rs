@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source};
-use crate::support::eventually;
 use crate::support::gateway::{GatewayProcess, ProcessOptions};
 use crate::support::github;
 use crate::support::receiver::{Receiver, Reply};
@@ -72,23 +71,21 @@ async fn out_of_file_descriptors_defers_deliveries_without_spending_attempts() {
     for _ in 0..IDLE_CONNECTIONS {
         idle.push(TcpStream::connect(gateway.public).await.expect("connect"));
     }
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            gateway.log().contains("accept failed")
-        })
-        .await,
-        "the gateway ran out of descriptors:\n{}",
-        gateway.log()
-    );
+    gateway
+        .expect_log(
+            "accept failed",
+            Duration::from_secs(10),
+            "the gateway ran out of descriptors",
+        )
+        .await;
     // The retry comes due while it is out of them.
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            gateway.log().contains("short of its own resources")
-        })
-        .await,
-        "the failed connect is ours, not the destination's:\n{}",
-        gateway.log()
-    );
+    gateway
+        .expect_log(
+            "short of its own resources",
+            Duration::from_secs(15),
+            "the failed connect is ours, not the destination's",
+        )
+        .await;
     // Accept keeps failing every 50 ms meanwhile; the log says so rarely.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = gateway.log();

@@ -176,14 +176,13 @@ async fn settings_are_read_again_after_redis_restarts_and_figures_are_metrics() 
     let mut redis = RedisServer::start();
     let gateway = GatewayProcess::start(&redis.url(), &routes()).await;
     let hook = gateway.public_url("/hooks/github");
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            gateway.log().contains("redis persistence")
-        })
-        .await,
-        "persistence read at start:\n{}",
-        gateway.log()
-    );
+    gateway
+        .expect_log(
+            "redis persistence",
+            Duration::from_secs(10),
+            "persistence read at start",
+        )
+        .await;
     for i in 0..5 {
         assert_eq!(post(&hook, &format!("figures-{i}")).await.0, 202);
     }
@@ -217,14 +216,13 @@ async fn settings_are_read_again_after_redis_restarts_and_figures_are_metrics() 
 
     // And back to a policy that may evict any key: acks stop.
     redis.restart_with(&["--appendonly", "yes", "--maxmemory-policy", "allkeys-lru"]);
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            gateway.log().contains("refusing webhooks with 503")
-        })
-        .await,
-        "noticed after the restart:\n{}",
-        gateway.log()
-    );
+    gateway
+        .expect_log(
+            "refusing webhooks with 503",
+            Duration::from_secs(15),
+            "noticed after the restart",
+        )
+        .await;
     // Redis is up again (the line above came from a look at it), and refuses.
     let (status, body) = post(&hook, "evicting").await;
     assert_eq!(status, 503, "{body}");

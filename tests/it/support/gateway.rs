@@ -325,6 +325,13 @@ impl GatewayProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `within` for `needle` in the log; panics saying `why`,
+    /// with the log, if it does not come.
+    pub async fn expect_log(&self, needle: &str, within: Duration, why: &str) {
+        let logged = super::eventually(within, || async { self.log().contains(needle) }).await;
+        assert!(logged, "{why}: {needle:?} not logged:\n{}", self.log());
+    }
+
     /// The running process's id (it names the process's consumer in the
     /// delivery group: `<host>-<pid>-<suffix>`); `None` once it exited.
     pub fn pid(&self) -> Option<u32> {
