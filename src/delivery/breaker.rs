@@ -90,6 +90,15 @@ impl Breaker {
             };
         }
     }
+
+    /// An admitted attempt that was never made (the job was deferred): no
+    /// verdict. Were it the probe, the breaker would wait for its result
+    /// forever; the next job probes instead.
+    pub fn no_verdict(&mut self, now: Instant) {
+        if self.state == BreakerState::HalfOpen {
+            self.state = BreakerState::Open { until: now };
+        }
+    }
 }
 
 /// The longest a job waits in memory for a slot of its destination. A
@@ -234,6 +243,12 @@ impl DestinationGate {
         changed(before, breaker.state())
     }
 
+    /// Tells the breaker an admitted attempt was not made (see
+    /// [`Breaker::no_verdict`]).
+    pub fn not_attempted(&self, now: Instant) {
+        self.lock().no_verdict(now);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         // The breaker holds plain counters; a panic elsewhere leaves them usable.
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
@@ -364,6 +379,24 @@ mod tests {
         b.record(true, again);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(again), Admission::Go);
+    }
+
+    #[test]
+    fn a_probe_that_was_never_sent_lets_the_next_job_probe() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.record(false, t0);
+        }
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(b.admit(later), Admission::Go, "the probe");
+        b.no_verdict(later);
+        assert_eq!(b.admit(later), Admission::Go, "the next job probes");
+        assert!(matches!(b.admit(later), Admission::WaitUntil(_)));
+        // Outside a probe it changes nothing.
+        let mut closed = breaker();
+        closed.no_verdict(t0);
+        assert_eq!(closed.state(), BreakerState::Closed);
     }
 
     fn gates() -> Gates {

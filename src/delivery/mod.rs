@@ -354,6 +354,7 @@ impl Engine {
         // quick and stops answering can fill the spare slots for one
         // MAX_SLOT_WAIT; its line then shrinks as it makes no progress.
         let Some(_slot) = gate.slot(destination.timeout).await else {
+            gate.not_attempted(Instant::now());
             let wait = gate.saturated_wait(destination.timeout, rand::rng().random());
             if let Some(scheduled) = self
                 .defer(&entry_id, &job, route, wait, "destination_saturated")
@@ -370,6 +371,7 @@ impl Engine {
             Err(NotAttempted { error }) => {
                 // Not the destination's fault: no attempt spent, no breaker
                 // count, no failure recorded for the route.
+                gate.not_attempted(Instant::now());
                 if let Some(deferred) = self.not_attempted_log.note() {
                     tracing::warn!(
                         route = %route.name,

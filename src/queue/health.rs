@@ -62,6 +62,14 @@ pub enum Eviction {
 }
 
 impl Eviction {
+    /// The policy webhooks are refused for, unless the operator allowed it.
+    fn refused(eviction: Option<&Self>, allow_eviction: bool) -> Option<&str> {
+        match eviction {
+            Some(Eviction::AnyKey(policy)) if !allow_eviction => Some(policy),
+            _ => None,
+        }
+    }
+
     fn from_policy(policy: &str) -> Self {
         match policy {
             "noeviction" => Eviction::Never,
@@ -163,12 +171,12 @@ impl Queue {
         let Ok(report) = self.report().await else {
             return Ok(());
         };
-        match report.eviction {
-            Some(Eviction::AnyKey(policy)) if !allow_eviction => Err(QueueError::Evicting {
+        match Eviction::refused(report.eviction.as_ref(), allow_eviction) {
+            Some(policy) => Err(QueueError::Evicting {
                 url: self.display_url.clone(),
-                policy,
+                policy: policy.to_owned(),
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }
@@ -256,11 +264,9 @@ fn assess(queue: &Queue, report: &RedisReport, allow_eviction: bool, said: &mut 
             ),
         }
     }
-    let refused = match &report.eviction {
-        Some(Eviction::AnyKey(policy)) if !allow_eviction => Some(policy.as_str()),
-        _ => None,
-    };
-    queue.guard.set(refused);
+    queue
+        .guard
+        .set(Eviction::refused(report.eviction.as_ref(), allow_eviction));
     if said.eviction != report.eviction {
         said.eviction.clone_from(&report.eviction);
         log_eviction(redis, report.eviction.as_ref(), allow_eviction);
