@@ -131,6 +131,9 @@ pub async fn run(
             engine.run(shutdown.clone(), config.server.shutdown_timeout),
         ))
     } else {
+        // Nobody else here records the layout this process writes.
+        let (queue, shutdown) = (queue.clone(), shutdown.clone());
+        tokio::spawn(async move { queue.register_partitions_until_done(&shutdown).await });
         None
     };
 

@@ -78,12 +78,33 @@ pub struct ServerFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisFile {
-    /// `redis://` or `rediss://` URL.
+    /// `redis://` or `rediss://` URL of one Redis.
     pub url: Option<String>,
-    /// Key prefix; every key is `{prefix}:…`.
+    /// A primary found through Redis Sentinel.
+    pub sentinel: Option<SentinelFile>,
+    /// Seed node URLs of a Redis Cluster.
+    pub cluster: Option<Vec<String>>,
+    /// Key prefix; partition 0's keys are `{prefix}:…`.
     pub prefix: Option<String>,
+    /// Queue partitions, one hash slot each.
+    pub partitions: Option<u16>,
+    /// Replicas that must confirm a write before it is acked.
+    pub ack_replicas: Option<u32>,
+    /// How long replicas get to confirm it.
+    #[serde(default, with = "humantime_serde")]
+    pub ack_replicas_timeout: Option<Duration>,
     /// Run on a Redis whose `maxmemory-policy` may evict queued jobs.
     pub allow_eviction: Option<bool>,
+}
+
+/// `redis.sentinel`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelFile {
+    /// The name the sentinels monitor the primary under.
+    pub master: String,
+    /// Sentinel URLs.
+    pub nodes: Vec<String>,
 }
 
 /// `[admin]`

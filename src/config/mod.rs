@@ -92,15 +92,49 @@ pub struct ServerConfig {
 /// `[redis]`, validated.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Parsed connection target.
-    pub connection: redis::ConnectionInfo,
-    /// The URL with any password replaced, safe for logs.
+    /// Which Redis deployment, and how to reach it.
+    pub target: RedisTarget,
+    /// The target with any password replaced, safe for logs.
     pub display_url: String,
-    /// Key prefix; keys are `{prefix}:…`.
+    /// Key prefix; partition 0's keys are `{prefix}:…`.
     pub prefix: String,
+    /// Queue partitions, one hash slot each.
+    pub partitions: u16,
+    /// Replicas that must confirm a write (`WAIT`) before it is acked.
+    pub ack_replicas: u32,
+    /// How long `WAIT` may take before the write is answered 503.
+    pub ack_replicas_timeout: Duration,
     /// Run (with an error logged) on a Redis whose `maxmemory-policy` can
     /// evict any key, queued jobs included; refused otherwise.
     pub allow_eviction: bool,
+}
+
+/// The three ways to run Redis under the gateway.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One Redis (a primary, with or without replicas): `redis.url`.
+    Single(redis::ConnectionInfo),
+    /// A primary found through Redis Sentinel, followed after a failover.
+    Sentinel {
+        /// The name the sentinels monitor the primary under.
+        master: String,
+        /// The sentinels; their URLs' credentials and database are also
+        /// used for the primary.
+        nodes: Vec<redis::ConnectionInfo>,
+    },
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<redis::ConnectionInfo>),
+}
+
+impl RedisTarget {
+    /// `url`, `sentinel` or `cluster`, as the config names the mode.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            RedisTarget::Single(_) => "url",
+            RedisTarget::Sentinel { .. } => "sentinel",
+            RedisTarget::Cluster(_) => "cluster",
+        }
+    }
 }
 
 /// `[admin]`, validated.

@@ -1034,7 +1034,7 @@ fn debug_output_never_contains_secret_values() {
     );
     let config = expect_ok(load_in(&text, &base_env(), dir.path()));
     assert_eq!(
-        config.redis.connection.redis_settings().password(),
+        single_redis(&config).redis_settings().password(),
         Some("redis-password-3b9f"),
         "test setup: the password must have been loaded for this test to mean anything"
     );
@@ -1124,7 +1124,11 @@ fn listen_and_admin_listen_must_differ() {
 // ---------------------------------------------------------------------------
 
 fn with_redis_url(url: &str) -> String {
-    append(BASE, &format!("[redis]\nurl = {url:?}"))
+    with_redis_block(&format!("url = {url:?}"))
+}
+
+fn with_redis_block(block: &str) -> String {
+    append(BASE, &format!("[redis]\n{block}"))
 }
 
 #[test]
@@ -1135,12 +1139,12 @@ fn switchyard_redis_url_overrides_redis_url() {
     assert_eq!(config.redis.display_url, "redis://redis.internal:6380/2");
     assert!(
         matches!(
-            config.redis.connection.addr(),
+            single_redis(&config).addr(),
             redis::ConnectionAddr::Tcp(host, 6380) if host == "redis.internal"
         ),
         "connection target comes from the override"
     );
-    assert_eq!(config.redis.connection.redis_settings().db(), 2);
+    assert_eq!(single_redis(&config).redis_settings().db(), 2);
 
     // A bad override is reported, and says where it came from.
     let env = base_env_with(&[("SWITCHYARD_REDIS_URL", "http://redis.internal:6380")]);
@@ -1179,7 +1183,7 @@ fn redis_password_is_masked_in_display_url() {
         "redis://default:***@127.0.0.1:6379/0"
     );
     assert_eq!(
-        config.redis.connection.redis_settings().password(),
+        single_redis(&config).redis_settings().password(),
         Some("hunter2-pw")
     );
 }
@@ -1724,4 +1728,108 @@ fn a_tls_ca_file_without_usable_certificates_is_refused() {
         );
         assert!(problem.reason.contains(file), "{problem:?}");
     }
+}
+
+/// The connection of a config in `url` mode.
+fn single_redis(config: &Config) -> &redis::ConnectionInfo {
+    match &config.redis.target {
+        RedisTarget::Single(info) => info,
+        other => panic!("expected url mode, got {}", other.mode()),
+    }
+}
+
+#[test]
+fn redis_defaults_to_one_partition_on_one_redis_and_sixteen_on_a_cluster() {
+    let config = expect_ok(load(&with_redis_url("redis://127.0.0.1:6379/0")));
+    assert_eq!(config.redis.target.mode(), "url");
+    assert_eq!(config.redis.partitions, 1);
+    assert_eq!(config.redis.ack_replicas, 0);
+    assert_eq!(
+        config.redis.ack_replicas_timeout,
+        Duration::from_millis(500)
+    );
+
+    let text = with_redis_block(
+        "cluster = [\"redis://127.0.0.1:7000\", \"redis://:pw-4c1a@127.0.0.1:7001\"]\nack_replicas = 1",
+    );
+    let config = expect_ok(load(&text));
+    assert!(matches!(&config.redis.target, RedisTarget::Cluster(nodes) if nodes.len() == 2));
+    assert_eq!(config.redis.partitions, 16);
+    assert_eq!(config.redis.ack_replicas, 1);
+    assert!(
+        !config.redis.display_url.contains("pw-4c1a"),
+        "{}",
+        config.redis.display_url
+    );
+}
+
+#[test]
+fn a_sentinel_block_names_the_master_and_its_sentinels() {
+    let text = with_redis_block(
+        "sentinel = { master = \"switchyard\", nodes = [\"redis://127.0.0.1:26379\"] }\npartitions = 4\nack_replicas_timeout = \"250ms\"",
+    );
+    let config = expect_ok(load(&text));
+    assert!(matches!(
+        &config.redis.target,
+        RedisTarget::Sentinel { master, nodes } if master == "switchyard" && nodes.len() == 1
+    ));
+    assert_eq!(config.redis.partitions, 4);
+    assert_eq!(
+        config.redis.ack_replicas_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        config.redis.display_url,
+        "sentinel switchyard via redis://127.0.0.1:26379"
+    );
+}
+
+#[test]
+fn a_broken_redis_block_names_each_problem() {
+    for (block, key, reason) in [
+        (
+            "url = \"redis://127.0.0.1:6379\"\ncluster = [\"redis://127.0.0.1:7000\"]",
+            "redis",
+            "exactly one of url, sentinel and cluster",
+        ),
+        ("cluster = []", "redis.cluster", "at least one node"),
+        (
+            "cluster = [\"http://x\"]",
+            "redis.cluster[0]",
+            "not a Redis URL",
+        ),
+        (
+            "sentinel = { master = \" \", nodes = [\"redis://127.0.0.1:26379\"] }",
+            "redis.sentinel.master",
+            "must not be empty",
+        ),
+        (
+            "sentinel = { master = \"m\", nodes = [] }",
+            "redis.sentinel.nodes",
+            "at least one node",
+        ),
+        ("partitions = 0", "redis.partitions", "between 1 and 1024"),
+        (
+            "partitions = 2000",
+            "redis.partitions",
+            "between 1 and 1024",
+        ),
+        (
+            "ack_replicas = 1\nack_replicas_timeout = \"0s\"",
+            "redis.ack_replicas_timeout",
+            "longer than 0s",
+        ),
+    ] {
+        let problems = expect_invalid(load(&with_redis_block(block)));
+        assert_problem(&problems, key, reason);
+    }
+}
+
+#[test]
+fn switchyard_redis_url_replaces_a_cluster_block() {
+    let text = with_redis_block("cluster = [\"redis://127.0.0.1:7000\"]");
+    let env = base_env_with(&[("SWITCHYARD_REDIS_URL", "redis://127.0.0.1:6390/0")]);
+    let config = expect_ok(load_env(&text, &env));
+    assert_eq!(config.redis.target.mode(), "url");
+    assert_eq!(config.redis.partitions, 1);
 }

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::file::{
     AdminFile, ConfigFile, DeliveryFile, DestinationFile, FilterFile, OwnerFile, RedisFile,
-    RetryFile, RouteFile, SchemeName, ServerFile, SourceFile,
+    RetryFile, RouteFile, SchemeName, SentinelFile, ServerFile, SourceFile,
 };
 use super::secret::{self, SecretRef};
 use super::*;
@@ -43,6 +43,14 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// Namespaces every key so several gateways can share one Redis.
 const DEFAULT_PREFIX: &str = "switchyard";
+/// On a cluster: enough partitions to spread over up to 16 masters, few
+/// enough that every process reading every partition stays cheap.
+const DEFAULT_CLUSTER_PARTITIONS: u16 = 16;
+/// Each partition costs every process a blocking reader and a few polls.
+const MAX_PARTITIONS: u16 = 1024;
+/// A replica on the same network confirms within a millisecond or two; a
+/// sender waits seconds, so this bounds the worst case well inside that.
+const DEFAULT_ACK_REPLICAS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Enough to keep a fast network busy without exhausting file descriptors.
 const DEFAULT_CONCURRENCY: usize = 256;
 /// About four hours of retries with the default backoff bounds.
@@ -358,14 +366,6 @@ fn redis(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Option<RedisConfig> {
-    let (url, origin) = match env(ENV_REDIS_URL) {
-        Some(url) => (url, format!(" (from {ENV_REDIS_URL})")),
-        None => (
-            file.url.unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned()),
-            String::new(),
-        ),
-    };
-    let display_url = redact_password(&url);
     let prefix = file.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
     if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
         problems.add(
@@ -373,21 +373,124 @@ fn redis(
             format!("{prefix:?} must be non-empty, without braces or spaces"),
         );
     }
-    match url.as_str().into_connection_info() {
-        Ok(connection) => Some(RedisConfig {
-            connection,
-            display_url,
-            prefix,
-            allow_eviction: file.allow_eviction.unwrap_or(false),
-        }),
+    let (target, display_url) = redis_target(file.url, file.sentinel, file.cluster, env, problems)?;
+    let default_partitions = match target {
+        RedisTarget::Cluster(_) => DEFAULT_CLUSTER_PARTITIONS,
+        _ => 1,
+    };
+    let partitions = file.partitions.unwrap_or(default_partitions);
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        problems.add(
+            "redis.partitions",
+            format!("{partitions} must be between 1 and {MAX_PARTITIONS}"),
+        );
+    }
+    let ack_replicas_timeout = positive(
+        "redis.ack_replicas_timeout",
+        file.ack_replicas_timeout,
+        DEFAULT_ACK_REPLICAS_TIMEOUT,
+        problems,
+    );
+    Some(RedisConfig {
+        target,
+        display_url,
+        prefix,
+        partitions,
+        ack_replicas: file.ack_replicas.unwrap_or(0),
+        ack_replicas_timeout,
+        allow_eviction: file.allow_eviction.unwrap_or(false),
+    })
+}
+
+/// Exactly one of `url`, `sentinel` and `cluster` (none: the local Redis);
+/// `SWITCHYARD_REDIS_URL` replaces whichever the file names.
+fn redis_target(
+    url: Option<String>,
+    sentinel: Option<SentinelFile>,
+    cluster: Option<Vec<String>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<(RedisTarget, String)> {
+    if let Some(url) = env(ENV_REDIS_URL) {
+        let origin = format!(" (from {ENV_REDIS_URL})");
+        let connection = redis_url(&url, "redis.url", &origin, problems)?;
+        return Some((RedisTarget::Single(connection), redact_password(&url)));
+    }
+    let named = [url.is_some(), sentinel.is_some(), cluster.is_some()];
+    if named.iter().filter(|n| **n).count() > 1 {
+        problems.add("redis", "name exactly one of url, sentinel and cluster");
+        return None;
+    }
+    if let Some(sentinel) = sentinel {
+        if sentinel.master.trim().is_empty() {
+            problems.add("redis.sentinel.master", "must not be empty");
+        }
+        let nodes = redis_urls("redis.sentinel.nodes", &sentinel.nodes, problems)?;
+        let display = format!(
+            "sentinel {} via {}",
+            sentinel.master,
+            redacted_list(&sentinel.nodes)
+        );
+        return Some((
+            RedisTarget::Sentinel {
+                master: sentinel.master,
+                nodes,
+            },
+            display,
+        ));
+    }
+    if let Some(cluster) = cluster {
+        let nodes = redis_urls("redis.cluster", &cluster, problems)?;
+        let display = format!("cluster {}", redacted_list(&cluster));
+        return Some((RedisTarget::Cluster(nodes), display));
+    }
+    let url = url.unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+    let connection = redis_url(&url, "redis.url", "", problems)?;
+    Some((RedisTarget::Single(connection), redact_password(&url)))
+}
+
+/// Parses one Redis URL; a problem under `key` when it is not one.
+fn redis_url(
+    url: &str,
+    key: &str,
+    origin: &str,
+    problems: &mut Problems,
+) -> Option<redis::ConnectionInfo> {
+    match url.into_connection_info() {
+        Ok(connection) => Some(connection),
         Err(err) => {
             problems.add(
-                "redis.url",
-                format!("{display_url}{origin} is not a Redis URL: {err}"),
+                key,
+                format!("{}{origin} is not a Redis URL: {err}", redact_password(url)),
             );
             None
         }
     }
+}
+
+/// A non-empty list of Redis URLs, each checked.
+fn redis_urls(
+    key: &str,
+    urls: &[String],
+    problems: &mut Problems,
+) -> Option<Vec<redis::ConnectionInfo>> {
+    if urls.is_empty() {
+        problems.add(key, "must name at least one node");
+        return None;
+    }
+    let parsed: Vec<_> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| redis_url(url, &format!("{key}[{i}]"), "", problems))
+        .collect();
+    parsed.into_iter().collect()
+}
+
+fn redacted_list(urls: &[String]) -> String {
+    urls.iter()
+        .map(|url| redact_password(url))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The URL with its password (if any) masked, for logs and messages.

@@ -25,7 +25,8 @@ use crate::alerts::Alerts;
 use crate::clock::now_ms;
 use crate::config::{Config, Route};
 use crate::queue::{
-    AttemptRecord, Claimed, Completer, DeadReason, Job, NewDeadLetter, Queue, QueueError, Stat,
+    AttemptRecord, Claimed, Completer, DeadReason, Entry, Job, NewDeadLetter, Partition, Queue,
+    QueueError, Stat,
 };
 use crate::telemetry::{LogThrottle, Metrics, RouteLabels, RouteOutcomeLabels};
 
@@ -164,11 +165,21 @@ impl Engine {
     /// and are reclaimed by the next worker after the visibility timeout.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, deadline: Duration) {
         tracing::info!(consumer = %self.consumer, "delivery workers starting");
-        let loops = [
-            tokio::spawn(self.clone().read_loop(shutdown.clone())),
-            tokio::spawn(self.clone().reclaim_loop(shutdown.clone())),
-            tokio::spawn(self.clone().promote_loop(shutdown.clone())),
-        ];
+        if !self.queue.register_partitions_until_done(&shutdown).await {
+            return;
+        }
+        // One blocking reader per partition: on a cluster each may be on
+        // another primary, and one partition's reads never wait on another's.
+        let mut loops: Vec<_> = self
+            .queue
+            .partitions()
+            .iter()
+            .map(|partition| {
+                tokio::spawn(self.clone().read_loop(partition.clone(), shutdown.clone()))
+            })
+            .collect();
+        loops.push(tokio::spawn(self.clone().reclaim_loop(shutdown.clone())));
+        loops.push(tokio::spawn(self.clone().promote_loop(shutdown.clone())));
         for handle in loops {
             if let Err(err) = handle.await {
                 tracing::error!(error = %err, "delivery loop ended abnormally");
@@ -187,8 +198,8 @@ impl Engine {
         tracing::info!("delivery workers stopped");
     }
 
-    async fn read_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut reader = match self.queue.reader(&self.consumer, READ_BLOCK) {
+    async fn read_loop(self: Arc<Self>, partition: Partition, shutdown: CancellationToken) {
+        let mut reader = match self.queue.reader(&partition, &self.consumer, READ_BLOCK) {
             Ok(reader) => reader,
             Err(err) => {
                 tracing::error!(error = %err, "cannot set up the job reader");
@@ -198,7 +209,7 @@ impl Engine {
         let mut group_ready = false;
         while !shutdown.is_cancelled() {
             if !group_ready {
-                match self.queue.ensure_group().await {
+                match self.queue.ensure_group(&partition).await {
                     Ok(()) => group_ready = true,
                     Err(err) => {
                         self.redis_failed("ensure_group", &err, &shutdown).await;
@@ -206,7 +217,10 @@ impl Engine {
                     }
                 }
             }
-            let wanted = self.slots.available_permits().clamp(1, READ_BATCH);
+            // Each partition's reader holds its slots while it blocks, so
+            // each asks for its share of the free ones.
+            let share = self.slots.available_permits() / self.queue.partitions().len();
+            let wanted = share.clamp(1, READ_BATCH);
             let permits = tokio::select! {
                 () = shutdown.cancelled() => return,
                 permits = self.slots.clone().acquire_many_owned(wanted as u32) => match permits {
@@ -236,41 +250,62 @@ impl Engine {
         loop {
             if last_prune.elapsed() >= PRUNE_INTERVAL {
                 last_prune = Instant::now();
-                match self.queue.prune_consumers(CONSUMER_GONE_AFTER).await {
-                    Ok(gone) if !gone.is_empty() => {
-                        tracing::info!(consumers = ?gone, "removed consumers of processes that are gone");
+                for partition in self.queue.partitions().iter() {
+                    match self
+                        .queue
+                        .prune_consumers(partition, CONSUMER_GONE_AFTER)
+                        .await
+                    {
+                        Ok(gone) if !gone.is_empty() => {
+                            tracing::info!(consumers = ?gone, partition = %partition.tag, "removed consumers of processes that are gone");
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::debug!(error = %err, "cannot prune consumers now"),
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::debug!(error = %err, "cannot prune consumers now"),
                 }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            let wanted = self.slots.available_permits().min(READ_BATCH);
-            let Ok(permits) = self.slots.clone().try_acquire_many_owned(wanted as u32) else {
-                continue;
-            };
-            if wanted == 0 {
-                continue;
-            }
-            match self
-                .queue
-                .claim_stale(&self.consumer, visibility, wanted)
-                .await
-            {
-                Ok(jobs) => {
-                    if !jobs.is_empty() {
-                        tracing::warn!(
-                            count = jobs.len(),
-                            "took over jobs left pending by another worker"
-                        );
-                        self.metrics.jobs_reclaimed.inc_by(jobs.len() as u64);
-                    }
-                    self.dispatch(jobs, permits);
+            for partition in self.queue.partitions().iter() {
+                if !self.reclaim(partition, visibility).await {
+                    self.redis_failed_pause(&shutdown).await;
                 }
-                Err(err) => self.redis_failed("reclaim", &err, &shutdown).await,
+            }
+        }
+    }
+
+    /// Takes over what `partition` holds pending past the visibility
+    /// timeout; false after a Redis error.
+    async fn reclaim(self: &Arc<Self>, partition: &Partition, visibility: Duration) -> bool {
+        let wanted = self.slots.available_permits().min(READ_BATCH);
+        let Ok(permits) = self.slots.clone().try_acquire_many_owned(wanted as u32) else {
+            return true;
+        };
+        if wanted == 0 {
+            return true;
+        }
+        match self
+            .queue
+            .claim_stale(partition, &self.consumer, visibility, wanted)
+            .await
+        {
+            Ok(jobs) => {
+                if !jobs.is_empty() {
+                    tracing::warn!(
+                        count = jobs.len(),
+                        partition = %partition.tag,
+                        "took over jobs left pending by another worker"
+                    );
+                    self.metrics.jobs_reclaimed.inc_by(jobs.len() as u64);
+                }
+                self.dispatch(jobs, permits);
+                true
+            }
+            Err(err) => {
+                self.redis_error("reclaim", &err);
+                false
             }
         }
     }
@@ -281,13 +316,20 @@ impl Engine {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(PROMOTE_INTERVAL) => {}
             }
-            loop {
-                match self.queue.promote_due(now_ms(), PROMOTE_BATCH).await {
-                    Ok(moved) if moved == PROMOTE_BATCH => continue,
-                    Ok(_) => break,
-                    Err(err) => {
-                        self.redis_failed("promote", &err, &shutdown).await;
-                        break;
+            for partition in self.queue.partitions().iter() {
+                loop {
+                    match self
+                        .queue
+                        .promote_due(partition, now_ms(), PROMOTE_BATCH)
+                        .await
+                    {
+                        Ok(moved) if moved == PROMOTE_BATCH => continue,
+                        Ok(_) => break,
+                        Err(err) => {
+                            // One partition's primary gone must not hold up the others.
+                            self.redis_error("promote", &err);
+                            break;
+                        }
                     }
                 }
             }
@@ -311,8 +353,16 @@ impl Engine {
     }
 
     async fn redis_failed(&self, operation: &str, err: &QueueError, shutdown: &CancellationToken) {
+        self.redis_error(operation, err);
+        self.redis_failed_pause(shutdown).await;
+    }
+
+    fn redis_error(&self, operation: &str, err: &QueueError) {
         self.metrics.redis_error(operation);
         tracing::warn!(operation, error = %err, "delivery: redis operation failed; retrying");
+    }
+
+    async fn redis_failed_pause(&self, shutdown: &CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => {}
             () = tokio::time::sleep(ERROR_PAUSE) => {}
@@ -321,17 +371,17 @@ impl Engine {
 
     /// One job, from the stream to its next state.
     async fn handle(&self, claimed: Claimed) {
-        let Claimed { entry_id, job } = claimed;
+        let Claimed { entry, job } = claimed;
         let mut job = match job {
             Ok(job) => job,
             Err(err) => {
-                tracing::error!(entry_id, error = %err, "undecodable job; dead-lettering it as is");
-                self.dead_letter_undecodable(&entry_id).await;
+                tracing::error!(entry_id = %entry.id, error = %err, "undecodable job; dead-lettering it as is");
+                self.dead_letter_undecodable(&entry).await;
                 return;
             }
         };
         let Some(state) = self.routes.get(&job.route) else {
-            self.dead_letter(&entry_id, &job, None, DeadReason::Unroutable, None)
+            self.dead_letter(&entry, &job, None, DeadReason::Unroutable, None)
                 .await;
             return;
         };
@@ -344,8 +394,7 @@ impl Engine {
         self.breaker_changed(destination.url.as_str(), change).await;
         if let Admission::WaitUntil(until) = admission {
             let wait = until.saturating_duration_since(Instant::now()) + jitter(1000);
-            self.defer(&entry_id, &job, route, wait, "breaker_open")
-                .await;
+            self.defer(&entry, &job, route, wait, "breaker_open").await;
             return;
         }
         // A job waiting in line holds one of the process's slots; the line
@@ -357,7 +406,7 @@ impl Engine {
             gate.not_attempted(Instant::now());
             let wait = gate.saturated_wait(destination.timeout, rand::rng().random());
             if let Some(scheduled) = self
-                .defer(&entry_id, &job, route, wait, "destination_saturated")
+                .defer(&entry, &job, route, wait, "destination_saturated")
                 .await
             {
                 gate.note_scheduled(scheduled, Instant::now());
@@ -382,7 +431,7 @@ impl Engine {
                     );
                 }
                 let wait = NOT_ATTEMPTED_WAIT + jitter(1000);
-                self.defer(&entry_id, &job, route, wait, "local_resources")
+                self.defer(&entry, &job, route, wait, "local_resources")
                     .await;
                 return;
             }
@@ -434,13 +483,13 @@ impl Engine {
             Outcome::Delivered { .. } => {
                 self.settle(
                     "complete",
-                    self.completer.complete(&entry_id, &route.name).await,
+                    self.completer.complete(&entry, &route.name).await,
                 );
                 state.record_delivered(job.received_ms, now_ms());
             }
             Outcome::Rejected { status, .. } => {
                 self.dead_letter(
-                    &entry_id,
+                    &entry,
                     &job,
                     Some(route),
                     DeadReason::Rejected,
@@ -454,7 +503,7 @@ impl Engine {
                 ..
             } => {
                 if job.attempt >= route.retry.max_attempts {
-                    self.dead_letter(&entry_id, &job, Some(route), DeadReason::Exhausted, status)
+                    self.dead_letter(&entry, &job, Some(route), DeadReason::Exhausted, status)
                         .await;
                     return;
                 }
@@ -464,7 +513,7 @@ impl Engine {
                 self.settle(
                     "reschedule",
                     self.queue
-                        .reschedule(&entry_id, &job, due)
+                        .reschedule(&entry, &job, due)
                         .await
                         .map(|n| n.is_some()),
                 );
@@ -497,7 +546,7 @@ impl Engine {
     /// how many of its route's jobs the schedule then holds, when it moved.
     async fn defer(
         &self,
-        entry_id: &str,
+        entry: &Entry,
         job: &Job,
         route: &Route,
         wait: Duration,
@@ -505,7 +554,7 @@ impl Engine {
     ) -> Option<u64> {
         self.metrics.deferred(&route.name, reason);
         let due = now_ms() + wait.as_millis() as u64;
-        let moved = self.queue.reschedule(entry_id, job, due).await;
+        let moved = self.queue.reschedule(entry, job, due).await;
         let scheduled = moved.as_ref().ok().copied().flatten();
         self.settle("defer", moved.map(|n| n.is_some()));
         scheduled
@@ -513,7 +562,7 @@ impl Engine {
 
     async fn dead_letter(
         &self,
-        entry_id: &str,
+        entry: &Entry,
         job: &Job,
         route: Option<&Route>,
         reason: DeadReason,
@@ -548,7 +597,7 @@ impl Engine {
         );
         self.metrics
             .dead_lettered(&job.route, dead.owner, reason.as_str());
-        let moved = self.queue.dead_letter(entry_id, &dead).await;
+        let moved = self.queue.dead_letter(entry, &dead).await;
         if let (Ok(true), Some(route)) = (&moved, route) {
             let reason = match status {
                 Some(status) => format!("{} ({status})", reason.as_str()),
@@ -559,9 +608,9 @@ impl Engine {
         self.settle("dead_letter", moved);
     }
 
-    async fn dead_letter_undecodable(&self, entry_id: &str) {
+    async fn dead_letter_undecodable(&self, entry: &Entry) {
         let dead = NewDeadLetter {
-            id: entry_id,
+            id: &entry.id,
             job: Vec::new(),
             route: "",
             source: "",
@@ -578,7 +627,7 @@ impl Engine {
         };
         self.metrics
             .dead_lettered("", "", DeadReason::Undecodable.as_str());
-        self.settle("dead_letter", self.queue.dead_letter(entry_id, &dead).await);
+        self.settle("dead_letter", self.queue.dead_letter(entry, &dead).await);
     }
 
     /// Logs the end of a state move. `Ok(false)`: another worker had taken

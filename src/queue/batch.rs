@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::script::{Durability, ScriptCall};
 use super::{Queue, QueueError};
 
 /// Most items written by one call.
@@ -168,12 +169,12 @@ impl Queue {
     pub(super) async fn invoke_batch<T>(
         &self,
         script: &'static str,
-        invocation: &redis::ScriptInvocation<'_>,
+        call: &ScriptCall,
+        durability: Durability,
         items: usize,
         read: impl FnOnce(redis::Value, usize) -> Option<Vec<T>>,
     ) -> Vec<Result<T, QueueError>> {
-        let mut conn = self.conn.clone();
-        match invocation.invoke_async::<redis::Value>(&mut conn).await {
+        match self.run_script::<redis::Value>(call, durability).await {
             Ok(reply) => match read(reply, items) {
                 Some(results) => results.into_iter().map(Ok).collect(),
                 None => all_failed(
@@ -184,7 +185,7 @@ impl Queue {
                     },
                 ),
             },
-            Err(source) => all_failed(items, self.error(source)),
+            Err(err) => all_failed(items, err),
         }
     }
 }

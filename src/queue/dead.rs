@@ -4,14 +4,18 @@
 //!
 //! Replay and delete are Lua scripts that act only while the dead letter
 //! exists, and a replay removes it in the same step that re-enqueues the job:
-//! two concurrent replays of one id enqueue it once.
+//! two concurrent replays of one id enqueue it once. A dead letter lives in
+//! its event's partition and is replayed into that partition's stream;
+//! lists and counts merge every partition. The audit stream is partition
+//! 0's: admin actions are few, and one stream keeps their order exact.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use redis::{AsyncCommands, Script};
 
-use super::{Job, Queue, QueueError};
+use super::script::{Durability, ScriptCall};
+use super::{Job, Partition, Queue, QueueError};
 
 /// Fields of a dead letter shown in lists (everything but the job).
 const SUMMARY_FIELDS: [&str; 13] = [
@@ -30,8 +34,8 @@ const SUMMARY_FIELDS: [&str; 13] = [
     "failed_ms",
 ];
 
-/// KEYS: dead:<id>, dead, dead-by-route, dead-by-owner, dead-by-source, jobs.
-/// ARGV: id, job to enqueue.
+/// KEYS: dead:<id>, dead, dead-by-route, dead-by-owner, dead-by-source
+/// (see [`index_keys`]), jobs. ARGV: id, job to enqueue.
 const REPLAY: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[6], '*', 'job', ARGV[2])
@@ -40,7 +44,8 @@ for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 ";
 
-/// KEYS: dead:<id>, dead, dead-by-route, dead-by-owner, dead-by-source. ARGV: id.
+/// KEYS: dead:<id>, dead, dead-by-route, dead-by-owner, dead-by-source
+/// (see [`index_keys`]). ARGV: id.
 const DELETE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1])
@@ -50,6 +55,16 @@ return 1
 
 static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REPLAY));
 static DELETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE));
+
+/// Adds the indexes a dead letter is in: every dead letter, its route's,
+/// owner's and source's.
+fn index_keys(call: &mut ScriptCall, partition: &Partition, letter: &DeadLetterSummary) {
+    let keys = &partition.keys;
+    call.key(keys.dead_letters())
+        .key(keys.dead_by("route", &letter.route))
+        .key(keys.dead_by("owner", &letter.owner))
+        .key(keys.dead_by("source", &letter.source));
+}
 
 /// Audit entries kept at most (oldest trimmed first).
 const AUDIT_MAX_LEN: usize = 100_000;
@@ -221,30 +236,69 @@ fn summary(fields: &HashMap<String, String>) -> Option<DeadLetterSummary> {
     })
 }
 
-impl Queue {
-    /// The index that narrows `filter` best.
-    fn index_for(&self, filter: &DeadLetterFilter) -> String {
-        if let Some(route) = &filter.route {
-            self.keys.dead_by("route", route)
-        } else if let Some(owner) = &filter.owner {
-            self.keys.dead_by("owner", owner)
-        } else if let Some(source) = &filter.source {
-            self.keys.dead_by("source", source)
-        } else {
-            self.keys.dead_letters()
-        }
+/// The index of `partition` that narrows `filter` best.
+fn index_for(partition: &Partition, filter: &DeadLetterFilter) -> String {
+    let keys = &partition.keys;
+    if let Some(route) = &filter.route {
+        keys.dead_by("route", route)
+    } else if let Some(owner) = &filter.owner {
+        keys.dead_by("owner", owner)
+    } else if let Some(source) = &filter.source {
+        keys.dead_by("source", source)
+    } else {
+        keys.dead_letters()
     }
+}
 
+/// Newest first: by failure time, then id, both descending (the order
+/// `ZREVRANGEBYSCORE` gives within one partition).
+fn newest_first(a: &DeadLetterSummary, b: &DeadLetterSummary) -> std::cmp::Ordering {
+    (b.failed_ms, &b.id).cmp(&(a.failed_ms, &a.id))
+}
+
+impl Queue {
     /// Up to `limit` dead letters matching `filter`, newest first, after
     /// `cursor`; and the cursor of the next page when there may be one.
+    /// Each partition answers its own newest `limit`, and the merge keeps
+    /// the newest of them all: the cursor (a failure time and an id) means
+    /// the same place in every partition, so it stays valid while new dead
+    /// letters arrive anywhere.
     pub async fn list_dead_letters(
         &self,
         filter: &DeadLetterFilter,
         limit: usize,
         cursor: Option<&Cursor>,
     ) -> Result<(Vec<DeadLetterSummary>, Option<Cursor>), QueueError> {
+        let mut found = Vec::new();
+        let mut more = false;
+        for partition in self.partitions().iter() {
+            let (page, next) = self.list_in(partition, filter, limit, cursor).await?;
+            found.extend(page);
+            more |= next.is_some();
+        }
+        found.sort_by(newest_first);
+        more |= found.len() > limit;
+        found.truncate(limit);
+        let next = match found.last() {
+            Some(last) if more => Some(Cursor {
+                failed_ms: last.failed_ms,
+                id: last.id.clone(),
+            }),
+            _ => None,
+        };
+        Ok((found, next))
+    }
+
+    /// [`Self::list_dead_letters`] in one partition.
+    async fn list_in(
+        &self,
+        partition: &Partition,
+        filter: &DeadLetterFilter,
+        limit: usize,
+        cursor: Option<&Cursor>,
+    ) -> Result<(Vec<DeadLetterSummary>, Option<Cursor>), QueueError> {
         let mut conn = self.conn.clone();
-        let index = self.index_for(filter);
+        let index = index_for(partition, filter);
         let min = filter
             .since_ms
             .map_or("-inf".to_owned(), |ms| ms.to_string());
@@ -282,7 +336,7 @@ impl Queue {
             let mut pipe = redis::pipe();
             for id in &ids {
                 pipe.cmd("HMGET")
-                    .arg(self.keys.dead_letter(id))
+                    .arg(partition.keys.dead_letter(id))
                     .arg(&SUMMARY_FIELDS[..]);
             }
             let rows: Vec<Vec<Option<String>>> = if ids.is_empty() {
@@ -316,14 +370,35 @@ impl Queue {
 
     /// One dead letter, job included.
     pub async fn get_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, QueueError> {
+        Ok(self.locate(id).await?.map(|(_, letter)| letter))
+    }
+
+    /// The dead letter `id` and the partition that holds it. A dead letter
+    /// is in its event's partition, which its id does not tell, so each
+    /// partition is asked in turn.
+    async fn locate(&self, id: &str) -> Result<Option<(Partition, DeadLetter)>, QueueError> {
+        for partition in self.partitions().iter() {
+            if let Some(letter) = self.get_in(partition, id).await? {
+                return Ok(Some((partition.clone(), letter)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn get_in(
+        &self,
+        partition: &Partition,
+        id: &str,
+    ) -> Result<Option<DeadLetter>, QueueError> {
         let mut conn = self.conn.clone();
+        let key = partition.keys.dead_letter(id);
         // The job is bytes (not UTF-8); the other fields are text.
         let (row, job): (Vec<Option<String>>, Option<Vec<u8>>) = redis::pipe()
             .cmd("HMGET")
-            .arg(self.keys.dead_letter(id))
+            .arg(&key)
             .arg(&SUMMARY_FIELDS[..])
             .cmd("HGET")
-            .arg(self.keys.dead_letter(id))
+            .arg(&key)
             .arg("job")
             .query_async(&mut conn)
             .await
@@ -340,26 +415,30 @@ impl Queue {
     /// current destination and policy apply), removing the dead letter in
     /// the same step. The history of earlier attempts stays with the job.
     pub async fn replay_dead_letter(&self, id: &str) -> Result<Replayed, QueueError> {
-        let Some(letter) = self.get_dead_letter(id).await? else {
-            return Ok(Replayed::NotFound);
-        };
+        match self.locate(id).await? {
+            Some((partition, letter)) => self.replay_in(&partition, letter).await,
+            None => Ok(Replayed::NotFound),
+        }
+    }
+
+    /// Replays `letter` within `partition`, where it is.
+    async fn replay_in(
+        &self,
+        partition: &Partition,
+        letter: DeadLetter,
+    ) -> Result<Replayed, QueueError> {
         let Some(mut job) = letter.job else {
             return Ok(Replayed::Undecodable);
         };
         job.attempt = 1;
-        let mut conn = self.conn.clone();
-        let replayed: u8 = REPLAY_SCRIPT
-            .key(self.keys.dead_letter(id))
-            .key(self.keys.dead_letters())
-            .key(self.keys.dead_by("route", &letter.summary.route))
-            .key(self.keys.dead_by("owner", &letter.summary.owner))
-            .key(self.keys.dead_by("source", &letter.summary.source))
-            .key(self.keys.jobs())
-            .arg(id)
-            .arg(job.encode())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
+        let summary = &letter.summary;
+        let mut call = ScriptCall::new(&REPLAY_SCRIPT);
+        call.key(partition.keys.dead_letter(&summary.id));
+        index_keys(&mut call, partition, summary);
+        call.key(partition.keys.jobs())
+            .arg(&summary.id)
+            .arg(job.encode());
+        let replayed: u8 = self.run_script(&call, Durability::Primary).await?;
         Ok(if replayed == 1 {
             Replayed::Yes
         } else {
@@ -377,55 +456,65 @@ impl Queue {
     ) -> Result<(usize, usize), QueueError> {
         let mut replayed = 0;
         let mut skipped = 0;
-        let mut cursor = None;
-        loop {
-            let (page, next) = self.list_dead_letters(filter, 500, cursor.as_ref()).await?;
-            for letter in &page {
-                if !configured.contains(&letter.route.as_str()) {
-                    skipped += 1;
-                } else if self.replay_dead_letter(&letter.id).await? == Replayed::Yes {
-                    replayed += 1;
+        for partition in self.partitions().iter() {
+            let mut cursor = None;
+            loop {
+                let (page, next) = self
+                    .list_in(partition, filter, 500, cursor.as_ref())
+                    .await?;
+                for letter in &page {
+                    if !configured.contains(&letter.route.as_str()) {
+                        skipped += 1;
+                        continue;
+                    }
+                    // Read whole (with its job) just before it moves.
+                    let Some(letter) = self.get_in(partition, &letter.id).await? else {
+                        continue;
+                    };
+                    if self.replay_in(partition, letter).await? == Replayed::Yes {
+                        replayed += 1;
+                    }
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
                 }
             }
-            match next {
-                Some(next) => cursor = Some(next),
-                None => return Ok((replayed, skipped)),
-            }
         }
+        Ok((replayed, skipped))
     }
 
     /// Deletes a dead letter; false when there was none.
     pub async fn delete_dead_letter(&self, id: &str) -> Result<bool, QueueError> {
-        let mut conn = self.conn.clone();
-        let row: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.dead_letter(id))
-            .arg(&SUMMARY_FIELDS[..])
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        let fields = summary_fields(row);
-        let get = |name: &str| fields.get(name).cloned().unwrap_or_default();
-        let deleted: u8 = DELETE_SCRIPT
-            .key(self.keys.dead_letter(id))
-            .key(self.keys.dead_letters())
-            .key(self.keys.dead_by("route", &get("route")))
-            .key(self.keys.dead_by("owner", &get("owner")))
-            .key(self.keys.dead_by("source", &get("source")))
-            .arg(id)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
+        let Some((partition, letter)) = self.locate(id).await? else {
+            return Ok(false);
+        };
+        let mut call = ScriptCall::new(&DELETE_SCRIPT);
+        call.key(partition.keys.dead_letter(id));
+        index_keys(&mut call, &partition, &letter.summary);
+        call.arg(id);
+        let deleted: u8 = self.run_script(&call, Durability::Primary).await?;
         Ok(deleted == 1)
     }
 
     /// How many dead letters each of `routes` has.
     pub async fn dead_letters_per_route(&self, routes: &[&str]) -> Result<Vec<u64>, QueueError> {
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for route in routes {
-            pipe.zcard(self.keys.dead_by("route", route));
+        let mut totals = vec![0; routes.len()];
+        for partition in self.partitions().iter() {
+            let mut conn = self.conn.clone();
+            let mut pipe = redis::pipe();
+            for route in routes {
+                pipe.zcard(partition.keys.dead_by("route", route));
+            }
+            let counts: Vec<u64> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            for (total, count) in totals.iter_mut().zip(counts) {
+                *total += count;
+            }
         }
-        pipe.query_async(&mut conn).await.map_err(|e| self.error(e))
+        Ok(totals)
     }
 
     /// True when no alert for `route` was sent within `interval` (and marks
@@ -437,7 +526,7 @@ impl Queue {
     ) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.alerted(route))
+            .arg(self.home().keys.alerted(route))
             .arg(1)
             .arg("NX")
             .arg("PX")
@@ -448,38 +537,53 @@ impl Queue {
         Ok(set.is_some())
     }
 
-    /// How many dead letters are stored.
+    /// How many dead letters are stored, in every partition.
     pub async fn dead_letter_count(&self) -> Result<u64, QueueError> {
-        let mut conn = self.conn.clone();
-        conn.zcard(self.keys.dead_letters())
-            .await
-            .map_err(|e| self.error(e))
+        let mut total = 0;
+        for partition in self.partitions().iter() {
+            let mut conn = self.conn.clone();
+            let count: u64 = conn
+                .zcard(partition.keys.dead_letters())
+                .await
+                .map_err(|e| self.error(e))?;
+            total += count;
+        }
+        Ok(total)
     }
 
-    /// Ids of dead letters that failed before `before_ms`, oldest first.
+    /// Ids of up to `limit` dead letters that failed before `before_ms`,
+    /// oldest first (per partition).
     pub async fn dead_letters_before(
         &self,
         before_ms: u64,
         limit: usize,
     ) -> Result<Vec<String>, QueueError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("ZRANGEBYSCORE")
-            .arg(self.keys.dead_letters())
-            .arg("-inf")
-            .arg(format!("({before_ms}"))
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))
+        let mut ids = Vec::new();
+        for partition in self.partitions().iter() {
+            if ids.len() >= limit {
+                break;
+            }
+            let mut conn = self.conn.clone();
+            let found: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(partition.keys.dead_letters())
+                .arg("-inf")
+                .arg(format!("({before_ms}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit - ids.len())
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            ids.extend(found);
+        }
+        Ok(ids)
     }
 
     /// Appends to the audit stream.
     pub async fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("XADD")
-            .arg(self.keys.audit())
+            .arg(self.home().keys.audit())
             .arg("MAXLEN")
             .arg("~")
             .arg(AUDIT_MAX_LEN)
@@ -504,7 +608,7 @@ impl Queue {
     pub async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, QueueError> {
         let mut conn = self.conn.clone();
         let reply: redis::streams::StreamRangeReply = conn
-            .xrevrange_count(self.keys.audit(), "+", "-", limit)
+            .xrevrange_count(self.home().keys.audit(), "+", "-", limit)
             .await
             .map_err(|e| self.error(e))?;
         Ok(reply

@@ -10,21 +10,32 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply};
 use redis::{Script, Value};
 
 use super::batch::{Batcher, per_item};
-use super::{Job, JobDecodeError, Queue, QueueError, Stat};
+use super::connection::Connection;
+use super::script::{Durability, ScriptCall};
+use super::{Job, JobDecodeError, Partition, Queue, QueueError, Stat};
 
 /// The consumer group every delivery worker belongs to.
 pub const GROUP: &str = "delivery";
 
+/// Where a job sits: its partition and stream entry. Every move of the job
+/// acknowledges that entry, in that partition.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The partition whose stream holds it.
+    pub partition: Partition,
+    /// Stream entry id.
+    pub id: String,
+}
+
 /// A job read from the stream, with the entry that carries it.
 #[derive(Debug)]
 pub struct Claimed {
-    /// Stream entry id (needed to acknowledge it).
-    pub entry_id: String,
+    /// Where it sits.
+    pub entry: Entry,
     /// The job, or why it could not be read.
     pub job: Result<Job, JobDecodeError>,
 }
@@ -169,8 +180,9 @@ const BLOCKING_MARGIN: Duration = Duration::from_secs(5);
 /// A connection of its own for blocking reads: on the shared multiplexed
 /// connection an XREADGROUP BLOCK would hold up every other command.
 pub struct JobReader {
-    conn: ConnectionManager,
+    conn: Connection,
     queue: Queue,
+    partition: Partition,
     consumer: String,
     block: Duration,
 }
@@ -178,11 +190,11 @@ pub struct JobReader {
 impl Queue {
     /// Creates the consumer group (and the stream) if missing. Starting at
     /// the stream's beginning: jobs queued before any worker existed count.
-    pub async fn ensure_group(&self) -> Result<(), QueueError> {
+    pub async fn ensure_group(&self, partition: &Partition) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let created: Result<(), _> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(self.keys.jobs())
+            .arg(partition.keys.jobs())
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -195,17 +207,22 @@ impl Queue {
         }
     }
 
-    /// A reader for `consumer` that blocks up to `block` per read.
-    pub fn reader(&self, consumer: &str, block: Duration) -> Result<JobReader, QueueError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(super::CONNECT_TIMEOUT))
-            .set_response_timeout(Some(block + BLOCKING_MARGIN))
-            .set_number_of_retries(super::RECONNECT_RETRIES);
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+    /// A reader of `partition` for `consumer` that blocks up to `block`
+    /// per read.
+    pub fn reader(
+        &self,
+        partition: &Partition,
+        consumer: &str,
+        block: Duration,
+    ) -> Result<JobReader, QueueError> {
+        let conn = self
+            .connector
+            .dedicated(block + BLOCKING_MARGIN)
             .map_err(|e| self.error(e))?;
         Ok(JobReader {
             conn,
             queue: self.clone(),
+            partition: partition.clone(),
             consumer: consumer.to_owned(),
             block,
         })
@@ -215,13 +232,14 @@ impl Queue {
     /// consumer (a crashed or hung worker) for `consumer`.
     pub async fn claim_stale(
         &self,
+        partition: &Partition,
         consumer: &str,
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Claimed>, QueueError> {
         let mut conn = self.conn.clone();
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(self.keys.jobs())
+            .arg(partition.keys.jobs())
             .arg(GROUP)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
@@ -231,17 +249,25 @@ impl Queue {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(reply.claimed.into_iter().map(claimed).collect())
+        Ok(reply
+            .claimed
+            .into_iter()
+            .map(|entry| claimed(partition, entry))
+            .collect())
     }
 
     /// Removes consumers of the group that hold no jobs and have been idle
     /// longer than `idle` (processes that are gone); returns their names.
     /// A consumer with pending jobs is kept until they are reclaimed.
-    pub async fn prune_consumers(&self, idle: Duration) -> Result<Vec<String>, QueueError> {
+    pub async fn prune_consumers(
+        &self,
+        partition: &Partition,
+        idle: Duration,
+    ) -> Result<Vec<String>, QueueError> {
         let mut conn = self.conn.clone();
         let info: StreamInfoConsumersReply = redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(self.keys.jobs())
+            .arg(partition.keys.jobs())
             .arg(GROUP)
             .query_async(&mut conn)
             .await
@@ -251,7 +277,7 @@ impl Queue {
             if consumer.pending == 0 && consumer.idle as u128 > idle.as_millis() {
                 let _: u64 = redis::cmd("XGROUP")
                     .arg("DELCONSUMER")
-                    .arg(self.keys.jobs())
+                    .arg(partition.keys.jobs())
                     .arg(GROUP)
                     .arg(&consumer.name)
                     .query_async(&mut conn)
@@ -268,45 +294,46 @@ impl Queue {
     /// `None` when another worker moved the job first.
     pub async fn reschedule(
         &self,
-        entry_id: &str,
+        entry: &Entry,
         job: &Job,
         due_ms: u64,
     ) -> Result<Option<u64>, QueueError> {
-        let mut conn = self.conn.clone();
-        let (moved, scheduled): (u8, i64) = RESCHEDULE_SCRIPT
-            .key(self.keys.jobs())
-            .key(self.keys.retry())
-            .key(self.keys.stat(Stat::Retrying))
+        let keys = &entry.partition.keys;
+        let mut call = ScriptCall::new(&RESCHEDULE_SCRIPT);
+        call.key(keys.jobs())
+            .key(keys.retry())
+            .key(keys.stat(Stat::Retrying))
             .arg(GROUP)
-            .arg(entry_id)
+            .arg(&entry.id)
             .arg(due_ms)
             .arg(&job.route)
-            .arg(job.encode())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
+            .arg(job.encode());
+        let (moved, scheduled): (u8, i64) = self.run_script(&call, Durability::Primary).await?;
         // The count is an estimate (it can drift below zero): at least 0.
         Ok((moved == 1).then(|| u64::try_from(scheduled).unwrap_or(0)))
     }
 
     /// The job becomes a dead letter, indexed by route, owner and source.
+    /// Its only copy from then on, so confirmed by replicas (the move is one
+    /// script: a failover that loses it leaves the job pending instead).
     pub async fn dead_letter(
         &self,
-        entry_id: &str,
+        entry: &Entry,
         dead: &NewDeadLetter<'_>,
     ) -> Result<bool, QueueError> {
-        let mut conn = self.conn.clone();
         let status = dead.status.map(|s| s.to_string()).unwrap_or_default();
         let attempts = dead.attempts.to_string();
-        let mut invocation = DEAD_LETTER_SCRIPT.key(self.keys.jobs());
+        let keys = &entry.partition.keys;
+        let mut invocation = ScriptCall::new(&DEAD_LETTER_SCRIPT);
         invocation
-            .key(self.keys.dead_letter(dead.id))
-            .key(self.keys.dead_letters())
-            .key(self.keys.dead_by("route", dead.route))
-            .key(self.keys.dead_by("owner", dead.owner))
-            .key(self.keys.dead_by("source", dead.source))
+            .key(keys.jobs())
+            .key(keys.dead_letter(dead.id))
+            .key(keys.dead_letters())
+            .key(keys.dead_by("route", dead.route))
+            .key(keys.dead_by("owner", dead.owner))
+            .key(keys.dead_by("source", dead.source))
             .arg(GROUP)
-            .arg(entry_id)
+            .arg(&entry.id)
             .arg(dead.failed_ms)
             .arg(dead.id);
         for (field, value) in [
@@ -330,26 +357,26 @@ impl Queue {
             .arg(dead.failed_ms)
             .arg("job")
             .arg(&dead.job[..]);
-        let moved: u8 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))?;
+        let moved: u8 = self.run_script(&invocation, Durability::Replicated).await?;
         Ok(moved == 1)
     }
 
     /// Moves up to `limit` retries due by `now_ms` back to the stream;
     /// returns how many moved.
-    pub async fn promote_due(&self, now_ms: u64, limit: usize) -> Result<usize, QueueError> {
-        let mut conn = self.conn.clone();
-        PROMOTE_DUE_SCRIPT
-            .key(self.keys.retry())
-            .key(self.keys.jobs())
-            .key(self.keys.stat(Stat::Retrying))
+    pub async fn promote_due(
+        &self,
+        partition: &Partition,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<usize, QueueError> {
+        let keys = &partition.keys;
+        let mut call = ScriptCall::new(&PROMOTE_DUE_SCRIPT);
+        call.key(keys.retry())
+            .key(keys.jobs())
+            .key(keys.stat(Stat::Retrying))
             .arg(now_ms)
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))
+            .arg(limit);
+        self.run_script(&call, Durability::Primary).await
     }
 }
 
@@ -365,7 +392,7 @@ impl JobReader {
             .arg("BLOCK")
             .arg(self.block.as_millis() as u64)
             .arg("STREAMS")
-            .arg(self.queue.keys.jobs())
+            .arg(self.partition.keys.jobs())
             .arg(">")
             .query_async(&mut self.conn)
             .await
@@ -374,18 +401,21 @@ impl JobReader {
             .into_iter()
             .flat_map(|r| r.keys)
             .flat_map(|k| k.ids)
-            .map(claimed)
+            .map(|entry| claimed(&self.partition, entry))
             .collect())
     }
 }
 
-fn claimed(entry: StreamId) -> Claimed {
+fn claimed(partition: &Partition, entry: StreamId) -> Claimed {
     let job = match entry.map.get("job") {
         Some(Value::BulkString(bytes)) => Job::decode(bytes),
         _ => Job::decode(&[]),
     };
     Claimed {
-        entry_id: entry.id,
+        entry: Entry {
+            partition: partition.clone(),
+            id: entry.id,
+        },
         job,
     }
 }
@@ -396,36 +426,63 @@ struct Delivered {
     route: String,
 }
 
-/// Completes delivered jobs in batches (see [`super::batch`]); cheap to clone.
+/// Completes delivered jobs in batches (see [`super::batch`]), one batching
+/// task per partition written or read; cheap to clone.
 #[derive(Clone)]
 pub struct Completer {
-    batcher: Batcher<Delivered, bool>,
+    batchers: std::collections::HashMap<String, Batcher<Delivered, bool>>,
+    queue: Queue,
 }
 
 impl Queue {
-    /// Starts the completer's batching task on the current runtime.
+    /// Starts the completer's batching tasks on the current runtime.
     pub fn completer(&self) -> Completer {
+        let batchers = self
+            .partitions()
+            .iter()
+            .map(|partition| {
+                let tag = partition.tag.clone();
+                let partition = partition.clone();
+                let batcher = Batcher::spawn(
+                    self.clone(),
+                    |job: &Delivered| job.entry_id.len() + job.route.len(),
+                    move |queue: Queue, batch: Vec<Delivered>| {
+                        let partition = partition.clone();
+                        async move { queue.complete_batch(&partition, &batch).await }
+                    },
+                );
+                (tag, batcher)
+            })
+            .collect();
         Completer {
-            batcher: Batcher::spawn(
-                self.clone(),
-                |job| job.entry_id.len() + job.route.len(),
-                |queue, batch| async move { queue.complete_batch(&batch).await },
-            ),
+            batchers,
+            queue: self.clone(),
         }
     }
 
-    async fn complete_batch(&self, batch: &[Delivered]) -> Vec<Result<bool, QueueError>> {
-        let mut invocation = COMPLETE_SCRIPT.key(self.keys.jobs());
-        invocation
-            .key(self.keys.stat(Stat::Delivered))
-            .key(self.keys.stat(Stat::LastSuccess))
+    async fn complete_batch(
+        &self,
+        partition: &Partition,
+        batch: &[Delivered],
+    ) -> Vec<Result<bool, QueueError>> {
+        let keys = &partition.keys;
+        let mut call = ScriptCall::new(&COMPLETE_SCRIPT);
+        call.key(keys.jobs())
+            .key(keys.stat(Stat::Delivered))
+            .key(keys.stat(Stat::LastSuccess))
             .arg(GROUP)
             .arg(crate::clock::now_ms());
         for job in batch {
-            invocation.arg(&job.entry_id).arg(&job.route);
+            call.arg(&job.entry_id).arg(&job.route);
         }
-        self.invoke_batch("complete", &invocation, batch.len(), completed)
-            .await
+        self.invoke_batch(
+            "complete",
+            &call,
+            Durability::Primary,
+            batch.len(),
+            completed,
+        )
+        .await
     }
 }
 
@@ -442,13 +499,22 @@ fn completed(reply: redis::Value, jobs: usize) -> Option<Vec<bool>> {
 impl Completer {
     /// The job was delivered: acknowledge and remove its entry, count it.
     /// False when another worker had already moved it on.
-    pub async fn complete(&self, entry_id: &str, route: &str) -> Result<bool, QueueError> {
-        self.batcher
-            .submit(Delivered {
-                entry_id: entry_id.to_owned(),
-                route: route.to_owned(),
-            })
-            .await
+    pub async fn complete(&self, entry: &Entry, route: &str) -> Result<bool, QueueError> {
+        let delivered = Delivered {
+            entry_id: entry.id.clone(),
+            route: route.to_owned(),
+        };
+        match self.batchers.get(&entry.partition.tag) {
+            Some(batcher) => batcher.submit(delivered).await,
+            // A partition found after the completer started: unbatched.
+            None => {
+                let mut results = self
+                    .queue
+                    .complete_batch(&entry.partition, &[delivered])
+                    .await;
+                results.pop().unwrap_or(Ok(false))
+            }
+        }
     }
 }
 

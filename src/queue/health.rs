@@ -96,6 +96,45 @@ pub struct RedisReport {
     pub keys: u64,
 }
 
+impl Eviction {
+    /// How much it may delete: what the gateway cares about most ranks highest.
+    fn risk(&self) -> u8 {
+        match self {
+            Eviction::Never => 0,
+            Eviction::DedupeRecords(_) => 1,
+            Eviction::AnyKey(_) => 2,
+        }
+    }
+}
+
+impl RedisReport {
+    /// Several primaries' reports as one: the oldest version, the riskiest
+    /// policy, the weakest persistence; memory and keys summed; the run ids
+    /// joined, so a restart of any primary is seen.
+    fn together(reports: Vec<RedisReport>) -> RedisReport {
+        let mut run_ids: Vec<String> = reports.iter().filter_map(|r| r.run_id.clone()).collect();
+        run_ids.sort();
+        let weakest = reports
+            .iter()
+            .find(|r| r.persistence.as_ref().is_none_or(Persistence::is_none))
+            .or(reports.first());
+        RedisReport {
+            version: reports.iter().filter_map(|r| r.version).min(),
+            run_id: (!run_ids.is_empty()).then(|| run_ids.join(",")),
+            eviction: reports
+                .iter()
+                .filter_map(|r| r.eviction.clone())
+                .max_by_key(Eviction::risk),
+            persistence: weakest.and_then(|r| r.persistence.clone()),
+            used_memory_bytes: reports
+                .iter()
+                .filter_map(|r| r.used_memory_bytes)
+                .reduce(|a, b| a + b),
+            keys: reports.iter().map(|r| r.keys).sum(),
+        }
+    }
+}
+
 /// Whether webhooks are being refused because of Redis's eviction policy;
 /// shared by every clone of a [`Queue`], read on each enqueue.
 #[derive(Debug, Default)]
@@ -129,19 +168,33 @@ impl WriteGuard {
 }
 
 impl Queue {
-    /// Reads Redis's version, policy, persistence and figures.
+    /// Reads Redis's version, policy, persistence and figures: of the one
+    /// primary, or on a cluster, of every primary holding a partition, taken
+    /// together (the oldest version, the riskiest policy, the weakest
+    /// persistence, summed figures).
     pub async fn report(&self) -> Result<RedisReport, QueueError> {
-        let mut conn = self.conn.clone();
+        let mut reports: Vec<RedisReport> = Vec::new();
+        for slot in self.distinct_slots() {
+            let report = self.report_on(slot).await?;
+            if !reports.iter().any(|r| r.run_id == report.run_id) {
+                reports.push(report);
+            }
+        }
+        Ok(RedisReport::together(reports))
+    }
+
+    /// [`Self::report`] of the primary holding `slot`.
+    async fn report_on(&self, slot: u16) -> Result<RedisReport, QueueError> {
         // The default sections: server, memory, persistence, keyspace…
         let info = redis::cmd("INFO");
         let info = self
-            .answer_within(LOOK_TIMEOUT, info.query_async::<String>(&mut conn))
+            .answer_within(LOOK_TIMEOUT, self.conn.on_slot::<String>(&info, slot))
             .await?;
         Ok(RedisReport {
             version: redis_version(&info),
             run_id: field(&info, "run_id").map(str::to_owned),
             eviction: field(&info, "maxmemory_policy").map(Eviction::from_policy),
-            persistence: self.persistence(&info).await,
+            persistence: self.persistence(&info, slot).await,
             used_memory_bytes: field(&info, "used_memory").and_then(|v| v.parse().ok()),
             keys: keyspace_keys(&info),
         })
@@ -149,12 +202,11 @@ impl Queue {
 
     /// `appendonly` from INFO, the save schedule from `CONFIG GET` (which
     /// managed Redis services may refuse: then `None`).
-    async fn persistence(&self, info: &str) -> Option<Persistence> {
-        let mut conn = self.conn.clone();
+    async fn persistence(&self, info: &str, slot: u16) -> Option<Persistence> {
         let mut save = redis::cmd("CONFIG");
         save.arg("GET").arg("save");
         let save = self
-            .answer_within(LOOK_TIMEOUT, save.query_async::<Vec<String>>(&mut conn))
+            .answer_within(LOOK_TIMEOUT, self.conn.on_slot::<Vec<String>>(&save, slot))
             .await
             .ok()?;
         Some(Persistence {
@@ -385,6 +437,38 @@ mod tests {
         ] {
             assert_eq!(Eviction::from_policy(policy), expected(policy), "{policy}");
         }
+    }
+
+    #[test]
+    fn primaries_report_together_at_their_weakest() {
+        let report = |run_id: &str, minor, policy: &str, aof, memory| RedisReport {
+            version: Some((7, minor)),
+            run_id: Some(run_id.to_owned()),
+            eviction: Some(Eviction::from_policy(policy)),
+            persistence: Some(Persistence { aof, rdb: false }),
+            used_memory_bytes: Some(memory),
+            keys: 10,
+        };
+        let together = RedisReport::together(vec![
+            report("b", 2, "noeviction", true, 100),
+            report("a", 0, "volatile-lru", false, 50),
+            report("c", 4, "noeviction", true, 25),
+        ]);
+        assert_eq!(together.version, Some((7, 0)));
+        assert_eq!(together.run_id.as_deref(), Some("a,b,c"));
+        assert_eq!(
+            together.eviction,
+            Some(Eviction::DedupeRecords("volatile-lru".into()))
+        );
+        assert_eq!(
+            together.persistence,
+            Some(Persistence {
+                aof: false,
+                rdb: false
+            })
+        );
+        assert_eq!(together.used_memory_bytes, Some(175));
+        assert_eq!(together.keys, 30);
     }
 
     #[test]

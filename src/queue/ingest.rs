@@ -14,7 +14,8 @@ use bytes::Bytes;
 use redis::Script;
 
 use super::batch::{Batcher, per_item};
-use super::{Job, Queue, QueueError, Stat};
+use super::script::{Durability, ScriptCall};
+use super::{Job, Partition, Queue, QueueError, Stat};
 
 /// Claims each event's delivery id, then writes its jobs; or returns the
 /// first event's id for a delivery id seen before.
@@ -80,8 +81,7 @@ if duplicates then return results end
 return e
 ";
 
-/// Compiled once; `invoke` sends EVALSHA and falls back to EVAL after a
-/// Redis restart flushed the script cache.
+/// Hashed once; sent as EVALSHA (see [`super::script`]).
 static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_EVENTS));
 
 /// An accepted event, as ingest hands it over; the queue makes its jobs.
@@ -162,22 +162,31 @@ struct PendingEvent {
     jobs: Vec<(String, Vec<u8>)>,
 }
 
-/// Writes accepted events in batches; cheap to clone.
+/// Writes accepted events in batches, one batching task per partition;
+/// cheap to clone.
 #[derive(Clone)]
 pub struct EventWriter {
-    batcher: Batcher<PendingEvent, Enqueued>,
+    batchers: Vec<Batcher<PendingEvent, Enqueued>>,
     queue: Queue,
 }
 
 impl Queue {
-    /// Starts the event writer's batching task on the current runtime.
+    /// Starts the event writer's batching tasks on the current runtime.
     pub fn event_writer(&self) -> EventWriter {
+        let batchers = (0..self.written.len())
+            .map(|index| {
+                Batcher::spawn(
+                    self.clone(),
+                    |event: &PendingEvent| event.jobs.iter().map(|(_, job)| job.len()).sum(),
+                    move |queue: Queue, batch: Vec<PendingEvent>| async move {
+                        let partition = &queue.written[index];
+                        queue.write_events(partition, &batch).await
+                    },
+                )
+            })
+            .collect();
         EventWriter {
-            batcher: Batcher::spawn(
-                self.clone(),
-                |event| event.jobs.iter().map(|(_, job)| job.len()).sum(),
-                |queue, batch| async move { queue.write_events(&batch).await },
-            ),
+            batchers,
             queue: self.clone(),
         }
     }
@@ -188,12 +197,13 @@ impl EventWriter {
     /// id, atomically; or reports the earlier event with the same delivery id.
     pub async fn enqueue(&self, event: &NewEvent<'_>) -> Result<Enqueued, QueueError> {
         self.queue.refused_for_eviction()?;
-        let keys = &self.queue.keys;
-        self.batcher
+        let delivery_id = event.dedupe.map(|(id, _)| id);
+        let partition = self.queue.partition_for(event.source, delivery_id);
+        self.batchers[usize::from(partition.index)]
             .submit(PendingEvent {
                 // Without dedupe the key is still passed (it must be
                 // declared); it is never touched.
-                seen_key: keys.seen(event.source, event.dedupe.map_or("", |(id, _)| id)),
+                seen_key: partition.keys.seen(event.source, delivery_id.unwrap_or("")),
                 // PX 0 is an error; a window under 1 ms means 1 ms.
                 dedupe_ttl_ms: event.dedupe.map(|(_, ttl)| (ttl.as_millis() as u64).max(1)),
                 id: event.id.to_owned(),
@@ -226,32 +236,43 @@ impl EventWriter {
 }
 
 impl Queue {
-    /// One script call for `batch`; one result per event, in order.
-    async fn write_events(&self, batch: &[PendingEvent]) -> Vec<Result<Enqueued, QueueError>> {
-        let mut invocation = ENQUEUE_SCRIPT.key(self.keys.jobs());
-        invocation
-            .key(self.keys.stat(Stat::Received))
-            .key(self.keys.stat(Stat::LastReceived));
+    /// One script call for `batch`, all of `partition`; one result per
+    /// event, in order. Acked to senders, so confirmed by replicas.
+    async fn write_events(
+        &self,
+        partition: &Partition,
+        batch: &[PendingEvent],
+    ) -> Vec<Result<Enqueued, QueueError>> {
+        let keys = &partition.keys;
+        let mut call = ScriptCall::new(&ENQUEUE_SCRIPT);
+        call.key(keys.jobs())
+            .key(keys.stat(Stat::Received))
+            .key(keys.stat(Stat::LastReceived));
         for event in batch {
-            invocation.key(&event.seen_key);
+            call.key(&event.seen_key);
         }
-        invocation.arg(crate::clock::now_ms());
+        call.arg(crate::clock::now_ms());
         for event in batch {
-            invocation
-                .arg(if event.dedupe_ttl_ms.is_some() {
-                    "1"
-                } else {
-                    "0"
-                })
-                .arg(&event.id)
-                .arg(event.dedupe_ttl_ms.unwrap_or(0))
-                .arg(event.jobs.len());
+            call.arg(if event.dedupe_ttl_ms.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(&event.id)
+            .arg(event.dedupe_ttl_ms.unwrap_or(0))
+            .arg(event.jobs.len());
             for (route, job) in &event.jobs {
-                invocation.arg(route).arg(job);
+                call.arg(route).arg(job);
             }
         }
-        self.invoke_batch("enqueue", &invocation, batch.len(), enqueue_results)
-            .await
+        self.invoke_batch(
+            "enqueue",
+            &call,
+            Durability::Replicated,
+            batch.len(),
+            enqueue_results,
+        )
+        .await
     }
 }
 

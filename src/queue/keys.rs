@@ -1,6 +1,6 @@
-//! Every Redis key the gateway uses, in one place. All keys start with
-//! `{prefix}:`; the braces are a cluster hash tag, so every key lands in one
-//! slot and multi-key scripts work on Redis Cluster.
+//! Every Redis key the gateway uses, in one place. A partition's keys all
+//! start with `{<tag>}:`; the braces are a cluster hash tag, so every key of
+//! a partition lands in one slot and its scripts work on Redis Cluster.
 
 /// The per-route figures kept in Redis for the inventory, shared by every
 /// gateway process.
@@ -39,18 +39,25 @@ impl Stat {
     }
 }
 
-/// Key names under one prefix.
+/// Key names of one partition.
 #[derive(Debug, Clone)]
 pub struct Keys {
     base: String,
 }
 
 impl Keys {
-    /// Keys under `prefix` (validated by config: no braces, no spaces).
-    pub fn new(prefix: &str) -> Self {
+    /// Keys under hash tag `tag` (the prefix, validated by config: no
+    /// braces, no spaces; or a partition's tag).
+    pub fn new(tag: &str) -> Self {
         Self {
-            base: format!("{{{prefix}}}"),
+            base: format!("{{{tag}}}"),
         }
+    }
+
+    /// Tags of every partition other than 0 that any layout has written
+    /// (kept in partition 0), so a changed layout still reads them.
+    pub fn partition_tags(&self) -> String {
+        format!("{}:partitions", self.base)
     }
 
     /// The stream of delivery jobs, one entry per (event, route).

@@ -1,7 +1,8 @@
 //! Redis, the gateway's only state: the connection, its health, the jobs
 //! stream, the retry schedule and the dead-letter store.
 //!
-//! Layout (all keys under `{prefix}:`, see [`Keys`]):
+//! The queue is split into partitions (see [`partition`]), each one hash
+//! slot. Per partition, under its tag (see [`Keys`]):
 //! - `jobs`: stream, one entry per (event, route) job, read by the consumer
 //!   group `delivery`; an entry is deleted when its job leaves (delivered,
 //!   rescheduled or dead-lettered), so the stream holds only live work;
@@ -10,46 +11,51 @@
 //! - `dead:<id>`: hash per dead letter; `dead`: sorted set of ids by failure
 //!   time; `dead-by-route:<r>`, `dead-by-owner:<o>`, `dead-by-source:<s>`:
 //!   the same, per route, owner and source;
-//! - `audit`: stream of admin actions (replay, delete) with the token name;
 //! - `seen:<source>:<delivery id>`: the first event id of a delivery id, for
-//!   `dedupe_window`.
+//!   `dedupe_window`;
+//! - `stats:received|delivered|retrying|last_received|last_success`: the
+//!   per-route figures the scripts keep, summed (or the latest taken) over
+//!   partitions when read.
 //!
-//! One multiplexed connection serves the whole process: the redis crate's
-//! `ConnectionManager` pipelines concurrent commands over one socket and
-//! reconnects by itself after an I/O error. It is created lazily, so a gateway
+//! Partition 0 also holds what is not per event: the audit stream, breaker
+//! states, silence watches, alert slots, and the tags of partitions earlier
+//! layouts wrote (`partitions`), which every process keeps reading.
+//!
+//! The connection (see [`connection`]) is created lazily, so a gateway
 //! started while Redis is down comes up, answers `/readyz` with 503, and
 //! connects as soon as Redis is reachable.
 
 mod batch;
+mod connection;
 mod dead;
 mod delivery;
 mod health;
 mod ingest;
 mod job;
 mod keys;
+pub mod partition;
+mod script;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use dead::{
     AuditEntry, AuditRecord, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed,
 };
-pub use delivery::{Claimed, Completer, DeadReason, GROUP, JobReader, NewDeadLetter};
+pub use delivery::{Claimed, Completer, DeadReason, Entry, GROUP, JobReader, NewDeadLetter};
 pub use health::{Eviction, Persistence, RedisReport, watch};
 pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::{Keys, Stat};
+pub use partition::Partition;
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisTarget};
+use connection::{Connection, Connector};
+use script::AckReplicas;
 
-/// Bounds one connection attempt, so a black-holed Redis fails fast.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds one command; longer than any healthy round trip by far.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reconnect attempts inside one command before it fails back to the caller;
-/// the caller (or the next command) triggers the next round.
-const RECONNECT_RETRIES: usize = 2;
 
 /// Errors talking to Redis.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,6 +80,19 @@ pub enum QueueError {
         url: String,
         /// The policy, as Redis names it.
         policy: String,
+    },
+    /// Fewer replicas than `redis.ack_replicas` confirmed a write in time;
+    /// it stands on the primary only, so it was not acked.
+    #[error(
+        "redis at {url}: {confirmed} of the {wanted} replicas required (redis.ack_replicas) confirmed the write in time"
+    )]
+    NotReplicated {
+        /// Where Redis is (password masked).
+        url: String,
+        /// `redis.ack_replicas`.
+        wanted: u32,
+        /// Replicas that confirmed.
+        confirmed: u32,
     },
     /// Redis answered a script in a shape the script never returns (a
     /// script of another version under the same name, say).
@@ -103,33 +122,44 @@ pub enum QueueError {
 /// Handle to the gateway's Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    client: redis::Client,
-    conn: ConnectionManager,
-    keys: Keys,
+    connector: Connector,
+    conn: Connection,
+    /// The configured layout: where new events go. Partition 0 first.
+    written: Arc<[Partition]>,
+    /// Every partition that may hold work: the layout and earlier ones'.
+    read: Arc<RwLock<Arc<[Partition]>>>,
+    cluster: bool,
+    ack: Option<AckReplicas>,
     display_url: String,
-    guard: std::sync::Arc<health::WriteGuard>,
+    guard: Arc<health::WriteGuard>,
+    /// Spreads events without a delivery id over the partitions.
+    next_partition: Arc<AtomicUsize>,
 }
 
 impl Queue {
     /// A handle that connects on first use and reconnects after failures.
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, QueueError> {
-        let redis_error = |source| QueueError::Redis {
-            url: config.display_url.clone(),
-            source,
-        };
-        let client = redis::Client::open(config.connection.clone()).map_err(redis_error)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(redis_error)?;
+        let connector = Connector::new(&config.target);
+        let conn = connector
+            .dedicated(RESPONSE_TIMEOUT)
+            .map_err(|source| QueueError::Redis {
+                url: config.display_url.clone(),
+                source,
+            })?;
+        let written: Arc<[Partition]> = partition::layout(&config.prefix, config.partitions).into();
         Ok(Self {
-            client,
+            connector,
             conn,
-            keys: Keys::new(&config.prefix),
+            read: Arc::new(RwLock::new(written.clone())),
+            written,
+            cluster: matches!(config.target, RedisTarget::Cluster(_)),
+            ack: (config.ack_replicas > 0).then(|| AckReplicas {
+                replicas: config.ack_replicas,
+                timeout_ms: config.ack_replicas_timeout.as_millis().max(1) as u64,
+            }),
             display_url: config.display_url.clone(),
             guard: Default::default(),
+            next_partition: Default::default(),
         })
     }
 
@@ -145,13 +175,118 @@ impl Queue {
         }
     }
 
-    /// PING, failing after `within`.
-    pub async fn ping(&self, within: Duration) -> Result<(), QueueError> {
+    /// Partition 0: today's keys, and the home of what is not per event.
+    fn home(&self) -> &Partition {
+        &self.written[0]
+    }
+
+    /// The partitions new events are written to.
+    pub fn written_partitions(&self) -> &[Partition] {
+        &self.written
+    }
+
+    /// Every partition that may hold work, earlier layouts' included.
+    pub fn partitions(&self) -> Arc<[Partition]> {
+        self.read
+            .read()
+            .map_or_else(|_| self.written.clone(), |read| read.clone())
+    }
+
+    /// The partition of an event: from its delivery id when it has one (so
+    /// every process writes a sender's retries where the first attempt's
+    /// dedupe record is), else the next in turn.
+    fn partition_for(&self, source: &str, delivery_id: Option<&str>) -> &Partition {
+        let count = self.written.len();
+        let index = match delivery_id {
+            _ if count == 1 => 0,
+            Some(id) => {
+                let mut crc = crc16::State::<crc16::XMODEM>::new();
+                crc.update(source.as_bytes());
+                crc.update(b"\0");
+                crc.update(id.as_bytes());
+                usize::from(crc.get()) % count
+            }
+            None => self.next_partition.fetch_add(1, Ordering::Relaxed) % count,
+        };
+        &self.written[index]
+    }
+
+    /// Records this layout's partitions in partition 0 and reads back those
+    /// of every layout, so partitions no longer written are still read.
+    pub async fn register_partitions(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PING");
-        self.answer_within(within, cmd.query_async::<String>(&mut conn))
+        let registry = self.home().keys.partition_tags();
+        if self.written.len() > 1 {
+            let _: u64 = redis::cmd("SADD")
+                .arg(&registry)
+                .arg(self.written[1..].iter().map(|p| &p.tag).collect::<Vec<_>>())
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        let tags: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&registry)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut read = self.written.to_vec();
+        let mut earlier: Vec<Partition> = tags
+            .iter()
+            .filter(|tag| !self.written.iter().any(|p| &p.tag == *tag))
+            .map(|tag| Partition::from_tag(tag))
+            .collect();
+        if !earlier.is_empty() {
+            earlier.sort_by(|a, b| a.tag.cmp(&b.tag));
+            tracing::info!(
+                partitions = ?earlier.iter().map(|p| &p.tag).collect::<Vec<_>>(),
+                "reading partitions an earlier layout wrote until they are empty"
+            );
+        }
+        read.extend(earlier);
+        if let Ok(mut current) = self.read.write() {
+            *current = read.into();
+        }
+        Ok(())
+    }
+
+    /// [`Self::register_partitions`], tried again every second while Redis
+    /// cannot be reached; false when `shutdown` came first.
+    pub async fn register_partitions_until_done(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        loop {
+            match self.register_partitions().await {
+                Ok(()) => return true,
+                Err(err) => tracing::debug!(error = %err, "cannot read the partition layouts yet"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// PING every partition's primary, failing after `within`.
+    pub async fn ping(&self, within: Duration) -> Result<(), QueueError> {
+        let ping = redis::cmd("PING");
+        let pings = self
+            .distinct_slots()
+            .into_iter()
+            .map(|slot| self.conn.on_slot::<String>(&ping, slot));
+        self.answer_within(within, futures_util::future::try_join_all(pings))
             .await
             .map(drop)
+    }
+
+    /// One slot per partition on a cluster (each may be on another
+    /// primary); one slot in all otherwise (one primary holds everything).
+    fn distinct_slots(&self) -> Vec<u16> {
+        if self.cluster {
+            self.written.iter().map(|p| p.slot).collect()
+        } else {
+            vec![self.home().slot]
+        }
     }
 
     /// `command`'s answer, or `Timeout` once `within` has passed.
@@ -169,8 +304,8 @@ impl Queue {
         }
     }
 
-    /// Ready to take webhooks: Redis answers PING within `within`, and its
-    /// eviction policy lets acked jobs be kept.
+    /// Ready to take webhooks: every partition's primary answers PING
+    /// within `within`, and Redis's eviction policy lets acked jobs be kept.
     pub async fn ready(&self, within: Duration) -> Result<(), QueueError> {
         self.ping(within).await?;
         self.refused_for_eviction()
@@ -188,8 +323,29 @@ impl Queue {
     }
 }
 
+/// How a statistic kept per partition is read back as one figure.
+enum Merge {
+    /// Counters: the partitions' sum.
+    Sum,
+    /// Times: the latest.
+    Latest,
+    /// Kept in partition 0 only.
+    Home,
+}
+
+impl Stat {
+    fn merge(self) -> Merge {
+        match self {
+            Stat::Received | Stat::Delivered | Stat::Retrying => Merge::Sum,
+            Stat::LastReceived | Stat::LastSuccess => Merge::Latest,
+            Stat::LastFailure | Stat::Breaker | Stat::WatchSince => Merge::Home,
+        }
+    }
+}
+
 impl Queue {
-    /// One statistic for each of `fields` (routes, or destination URLs).
+    /// One statistic for each of `fields` (routes, or destination URLs),
+    /// over every partition.
     pub async fn stats(
         &self,
         stat: Stat,
@@ -198,20 +354,32 @@ impl Queue {
         if fields.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        redis::cmd("HMGET")
-            .arg(self.keys.stat(stat))
-            .arg(fields)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))
+        let merge = stat.merge();
+        let partitions = match merge {
+            Merge::Home => vec![self.home().clone()],
+            Merge::Sum | Merge::Latest => self.partitions().to_vec(),
+        };
+        let mut merged: Vec<Option<String>> = vec![None; fields.len()];
+        for partition in &partitions {
+            let mut conn = self.conn.clone();
+            let values: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(partition.keys.stat(stat))
+                .arg(fields)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            for (into, value) in merged.iter_mut().zip(values) {
+                *into = merge_stat(&merge, into.take(), value);
+            }
+        }
+        Ok(merged)
     }
 
     /// Sets one statistic (a last-failure time, a breaker state).
     pub async fn set_stat(&self, stat: Stat, field: &str, value: &str) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         redis::cmd("HSET")
-            .arg(self.keys.stat(stat))
+            .arg(self.home().keys.stat(stat))
             .arg(field)
             .arg(value)
             .query_async(&mut conn)
@@ -219,14 +387,37 @@ impl Queue {
             .map_err(|e| self.error(e))
     }
 
-    /// Jobs waiting in the retry schedule, all routes.
+    /// Jobs waiting in the retry schedule, all routes and partitions.
     pub async fn retry_schedule_size(&self) -> Result<u64, QueueError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("ZCARD")
-            .arg(self.keys.retry())
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error(e))
+        let mut total = 0;
+        for partition in self.partitions().iter() {
+            let mut conn = self.conn.clone();
+            let size: u64 = redis::cmd("ZCARD")
+                .arg(partition.keys.retry())
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error(e))?;
+            total += size;
+        }
+        Ok(total)
+    }
+}
+
+/// Two partitions' values of one statistic as one.
+fn merge_stat(merge: &Merge, a: Option<String>, b: Option<String>) -> Option<String> {
+    let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<i64>().ok());
+    match (merge, a, b) {
+        (_, None, b) => b,
+        (_, a, None) => a,
+        (Merge::Sum, a, b) => Some((number(&a).unwrap_or(0) + number(&b).unwrap_or(0)).to_string()),
+        (Merge::Latest, a, b) => {
+            if number(&b) > number(&a) {
+                b
+            } else {
+                a
+            }
+        }
+        (Merge::Home, a, _) => a,
     }
 }
 
@@ -234,13 +425,14 @@ impl Queue {
     /// Starts watching `route` for silence now, unless already watched.
     pub async fn watch_since(&self, route: &str, now_ms: u64) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
+        let key = self.home().keys.stat(Stat::WatchSince);
         let (_, since): (u8, u64) = redis::pipe()
             .cmd("HSETNX")
-            .arg(self.keys.stat(Stat::WatchSince))
+            .arg(&key)
             .arg(route)
             .arg(now_ms)
             .cmd("HGET")
-            .arg(self.keys.stat(Stat::WatchSince))
+            .arg(&key)
             .arg(route)
             .query_async(&mut conn)
             .await
@@ -253,7 +445,7 @@ impl Queue {
     pub async fn set_silent(&self, route: &str, silent: bool) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
         let changed: u8 = redis::cmd(if silent { "SADD" } else { "SREM" })
-            .arg(self.keys.silent())
+            .arg(self.home().keys.silent())
             .arg(route)
             .query_async(&mut conn)
             .await
@@ -265,9 +457,30 @@ impl Queue {
     pub async fn silent_routes(&self) -> Result<Vec<String>, QueueError> {
         let mut conn = self.conn.clone();
         redis::cmd("SMEMBERS")
-            .arg(self.keys.silent())
+            .arg(self.home().keys.silent())
             .query_async(&mut conn)
             .await
             .map_err(|e| self.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_figures_merge_by_kind() {
+        let some = |v: &str| Some(v.to_owned());
+        assert_eq!(merge_stat(&Merge::Sum, some("3"), some("4")), some("7"));
+        assert_eq!(merge_stat(&Merge::Sum, None, some("4")), some("4"));
+        assert_eq!(
+            merge_stat(&Merge::Latest, some("17"), some("9")),
+            some("17")
+        );
+        assert_eq!(
+            merge_stat(&Merge::Latest, some("9"), some("17")),
+            some("17")
+        );
+        assert_eq!(merge_stat(&Merge::Latest, some("9"), None), some("9"));
     }
 }

@@ -360,7 +360,8 @@ async fn consumers_of_gone_processes_are_pruned_but_not_those_holding_jobs() {
     let redis = RedisServer::start();
     let config = parse_config(&config_toml(&redis.url(), ""));
     let queue = switchyard::queue::Queue::connect_lazy(&config.redis).expect("client");
-    queue.ensure_group().await.expect("group");
+    let partition = &queue.written_partitions()[0];
+    queue.ensure_group(partition).await.expect("group");
     let mut conn = redis.connection().await;
     let _: String = redis::cmd("XADD")
         .arg("{switchyard}:jobs")
@@ -393,7 +394,7 @@ async fn consumers_of_gone_processes_are_pruned_but_not_those_holding_jobs() {
         .expect("CREATECONSUMER");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let pruned = queue
-        .prune_consumers(Duration::from_millis(10))
+        .prune_consumers(partition, Duration::from_millis(10))
         .await
         .expect("prune");
     assert_eq!(pruned, ["idle"], "the holder keeps its pending job");

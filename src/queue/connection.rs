@@ -1,0 +1,276 @@
+//! The connection to whichever Redis deployment the config names: one
+//! Redis, a primary found through Sentinel, or a Redis Cluster. Each is the
+//! redis crate's own client underneath; what this module adds is one type the
+//! rest of the queue talks to, lazy connecting (a gateway started while Redis
+//! is down comes up and connects once it can), and following a Sentinel
+//! failover to the new primary.
+//!
+//! Every connection multiplexes: concurrent commands share its sockets.
+//! Blocking reads get connections of their own ([`Connector::dedicated`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+
+use crate::config::RedisTarget;
+
+/// Bounds one connection attempt, so a black-holed Redis fails fast.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect attempts inside one command before it fails back to the caller;
+/// the caller (or the next command) triggers the next round.
+const RECONNECT_RETRIES: usize = 2;
+/// Asking the sentinels again sooner than this after a failed command only
+/// loads them: a failover takes seconds.
+const SENTINEL_ASK_EVERY: Duration = Duration::from_millis(250);
+
+/// Makes connections to the configured Redis.
+#[derive(Clone)]
+pub(super) struct Connector {
+    target: RedisTarget,
+}
+
+impl Connector {
+    pub(super) fn new(target: &RedisTarget) -> Self {
+        Self {
+            target: target.clone(),
+        }
+    }
+
+    /// A connection that answers within `response_timeout` (longer for
+    /// blocking reads), connecting on first use.
+    pub(super) fn dedicated(&self, response_timeout: Duration) -> RedisResult<Connection> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(RECONNECT_RETRIES);
+        match &self.target {
+            RedisTarget::Single(info) => {
+                let client = redis::Client::open(info.clone())?;
+                let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+                Ok(Connection::Single(manager))
+            }
+            RedisTarget::Sentinel { master, nodes } => {
+                let primary_settings = nodes
+                    .first()
+                    .map(|node| node.redis_settings().clone())
+                    .unwrap_or_default();
+                let sentinels = SentinelClient::build(
+                    nodes.clone(),
+                    master.clone(),
+                    Some(
+                        SentinelNodeConnectionInfo::default()
+                            .set_redis_connection_info(primary_settings),
+                    ),
+                    SentinelServerType::Master,
+                )?;
+                Ok(Connection::Sentinel(Arc::new(SentinelPrimary {
+                    sentinels: tokio::sync::Mutex::new(sentinels),
+                    current: Mutex::new(None),
+                    manager_config,
+                })))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(response_timeout)
+                    .build()?;
+                Ok(Connection::Cluster(Arc::new(Cluster {
+                    client,
+                    conn: tokio::sync::OnceCell::new(),
+                })))
+            }
+        }
+    }
+}
+
+/// One logical connection; cheap to clone (clones share sockets).
+#[derive(Clone)]
+pub(super) enum Connection {
+    /// One Redis.
+    Single(ConnectionManager),
+    /// The primary the sentinels name.
+    Sentinel(Arc<SentinelPrimary>),
+    /// A Redis Cluster: commands go to the master of their keys' slot.
+    Cluster(Arc<Cluster>),
+}
+
+impl Connection {
+    /// `cmd` on the master that holds `slot`: on a cluster, keyless
+    /// commands (PING, INFO, WAIT) would otherwise go to every node or any.
+    pub(super) async fn on_slot<T: FromRedisValue>(&self, cmd: &Cmd, slot: u16) -> RedisResult<T> {
+        match self {
+            Connection::Cluster(cluster) => {
+                let mut conn = cluster.connection().await?;
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                let value = conn
+                    .route_command(cmd.clone(), RoutingInfo::SingleNode(route))
+                    .await?;
+                T::from_redis_value(value).map_err(Into::into)
+            }
+            other => cmd.query_async(&mut other.clone()).await,
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(manager) => manager.req_packed_command(cmd),
+            Connection::Sentinel(primary) => {
+                let primary = primary.clone();
+                Box::pin(async move {
+                    let mut manager = primary.manager().await?;
+                    let answer = manager.req_packed_command(cmd).await;
+                    primary.after(&answer).await;
+                    answer
+                })
+            }
+            Connection::Cluster(cluster) => {
+                let cluster = cluster.clone();
+                Box::pin(async move { cluster.connection().await?.req_packed_command(cmd).await })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(primary) => {
+                let primary = primary.clone();
+                Box::pin(async move {
+                    let mut manager = primary.manager().await?;
+                    let answer = manager.req_packed_commands(pipeline, offset, count).await;
+                    primary.after(&answer).await;
+                    answer
+                })
+            }
+            Connection::Cluster(cluster) => {
+                let cluster = cluster.clone();
+                Box::pin(async move {
+                    cluster
+                        .connection()
+                        .await?
+                        .req_packed_commands(pipeline, offset, count)
+                        .await
+                })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(manager) => manager.get_db(),
+            // Sentinel primaries use the sentinels' URL's database; a cluster has only 0.
+            Connection::Sentinel(_) | Connection::Cluster(_) => 0,
+        }
+    }
+}
+
+/// A Redis Cluster client, connected on first use (and again after a
+/// failed first connection).
+pub(super) struct Cluster {
+    client: ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+impl Cluster {
+    async fn connection(&self) -> RedisResult<ClusterConnection> {
+        self.conn
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+/// The primary of a Sentinel-monitored group: the sentinels are asked for
+/// it on first use, and again after a command fails the way commands fail
+/// on a primary that is gone or was demoted (I/O errors, READONLY).
+pub(super) struct SentinelPrimary {
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    current: Mutex<Option<Known>>,
+    manager_config: ConnectionManagerConfig,
+}
+
+/// The primary in use, and when the sentinels were last asked.
+struct Known {
+    address: String,
+    manager: ConnectionManager,
+    asked: Instant,
+}
+
+impl SentinelPrimary {
+    async fn manager(&self) -> RedisResult<ConnectionManager> {
+        if let Some(manager) = self.known_manager() {
+            return Ok(manager);
+        }
+        self.ask_sentinels().await
+    }
+
+    fn known_manager(&self) -> Option<ConnectionManager> {
+        let current = self.current.lock().ok()?;
+        current.as_ref().map(|known| known.manager.clone())
+    }
+
+    /// After a command: a failure that suggests the primary moved sends the
+    /// next command to whichever primary the sentinels name now.
+    async fn after<T>(&self, answer: &RedisResult<T>) {
+        let Err(err) = answer else { return };
+        let moved = err.is_io_error()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+            || err.code() == Some("READONLY");
+        let due = self.current.lock().is_ok_and(|current| {
+            current
+                .as_ref()
+                .is_none_or(|known| known.asked.elapsed() >= SENTINEL_ASK_EVERY)
+        });
+        if moved && due {
+            // A sentinel that cannot say fails this lookup; the next failed
+            // command asks again.
+            let _ = self.ask_sentinels().await;
+        }
+    }
+
+    /// Asks the sentinels for the primary; switches to it when it changed.
+    async fn ask_sentinels(&self) -> RedisResult<ConnectionManager> {
+        let mut sentinels = self.sentinels.lock().await;
+        let client = sentinels.async_get_client().await?;
+        let address = client.get_connection_info().addr().to_string();
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Client, "poisoned")))?;
+        match current.as_mut() {
+            Some(known) if known.address == address => {
+                known.asked = Instant::now();
+                Ok(known.manager.clone())
+            }
+            _ => {
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
+                if let Some(known) = current.as_ref() {
+                    tracing::warn!(from = %known.address, to = %address, "redis: sentinels name a new primary; following it");
+                } else {
+                    tracing::info!(primary = %address, "redis: sentinels name the primary");
+                }
+                *current = Some(Known {
+                    address,
+                    manager: manager.clone(),
+                    asked: Instant::now(),
+                });
+                Ok(manager)
+            }
+        }
+    }
+}
