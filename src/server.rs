@@ -92,6 +92,11 @@ pub async fn run(
     queue
         .refuse_unsafe_eviction(config.redis.allow_eviction)
         .await?;
+    // Before serving, so admin reads see earlier layouts' partitions; a
+    // Redis that is down now is asked again until it answers (below).
+    if let Err(err) = queue.register_partitions().await {
+        tracing::debug!(error = %err, "cannot read the partition layouts yet");
+    }
     let metrics = Metrics::new();
     let watcher = tokio::spawn(queue::watch(
         queue.clone(),

@@ -18,6 +18,7 @@ mod local_resources;
 mod proxy;
 mod receiver;
 mod recovery;
+mod redis_modes;
 mod redis_settings;
 mod secrets;
 mod visibility;
