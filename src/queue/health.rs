@@ -237,6 +237,8 @@ impl Queue {
 #[derive(Default)]
 struct Said {
     reachable: Option<bool>,
+    /// Per partition on a cluster: whether its primary answered.
+    partitions: std::collections::HashMap<String, bool>,
     run_id: Option<String>,
     eviction: Option<Eviction>,
     persistence: Option<Option<Persistence>>,
@@ -254,6 +256,9 @@ pub async fn watch(
 ) {
     let mut said = Said::default();
     loop {
+        if queue.cluster {
+            partition_changes(&queue, &mut said).await;
+        }
         match queue.ping(LOOK_TIMEOUT).await {
             Ok(()) => {
                 if said.reachable != Some(true) {
@@ -282,6 +287,37 @@ pub async fn watch(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+    }
+}
+
+/// Logs each partition whose primary stopped or started answering: on a
+/// cluster a failover takes some partitions away for seconds while the
+/// others keep accepting.
+async fn partition_changes(queue: &Queue, said: &mut Said) {
+    let ping = redis::cmd("PING");
+    for partition in queue.written_partitions() {
+        let answered = queue
+            .answer_within(
+                LOOK_TIMEOUT,
+                queue.conn.on_slot::<String>(&ping, partition.slot),
+            )
+            .await;
+        let up = answered.is_ok();
+        let before = said.partitions.insert(partition.tag.clone(), up);
+        match (before, answered) {
+            (Some(true) | None, Err(err)) => tracing::error!(
+                partition = %partition.tag,
+                slot = partition.slot,
+                error = %err,
+                "redis partition unavailable: its events are answered 503 until its primary (or a promoted replica) answers"
+            ),
+            (Some(false), Ok(_)) => tracing::info!(
+                partition = %partition.tag,
+                slot = partition.slot,
+                "redis partition available again"
+            ),
+            _ => {}
         }
     }
 }

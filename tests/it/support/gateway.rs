@@ -16,6 +16,12 @@ use super::free_port;
 /// A minimal valid config on `redis_url`, listening on free ports, with
 /// `extra` TOML appended (owners, sources, routes...).
 pub fn config_toml(redis_url: &str, extra: &str) -> String {
+    config_toml_on(&format!("url = \"{redis_url}\""), extra)
+}
+
+/// [`config_toml`] with `redis` as the body of its `[redis]` table (a
+/// cluster's or sentinels' nodes, partitions, ack_replicas...).
+pub fn config_toml_on(redis: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -24,7 +30,7 @@ admin_listen = "127.0.0.1:0"
 shutdown_timeout = "5s"
 
 [redis]
-url = "{redis_url}"
+{redis}
 
 [admin]
 tokens = [{{ name = "test-ops", secret = "test-admin-token" }}]

@@ -14,6 +14,7 @@ pub mod redis;
 pub mod sender;
 pub mod signing;
 pub mod tls;
+pub mod topology;
 
 use std::net::TcpListener;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     extra_args: Vec<String>,
+    /// A config file passed first: sentinel mode needs one it can rewrite.
+    config_file: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -40,15 +43,59 @@ impl RedisServer {
         Self::spawn_new(free_port(), extra_args)
     }
 
+    /// Starts Redis on a given port with extra `redis-server` arguments (a
+    /// cluster node, whose port must leave room for its bus port).
+    pub fn start_on_with(port: u16, extra_args: &[&str]) -> Self {
+        Self::spawn_new(port, extra_args)
+    }
+
+    /// Starts a Redis Sentinel on `port` whose config file, in its own
+    /// directory, begins with `config`; Sentinel rewrites that file as it
+    /// learns the topology.
+    pub fn start_sentinel(port: u16, config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis sentinel");
+        let config_file = dir.path().join("sentinel.conf");
+        std::fs::write(&config_file, config).expect("write sentinel.conf");
+        Self::spawn_in(port, dir, Some(config_file), &["--sentinel"])
+    }
+
     fn spawn_new(port: u16, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        Self::spawn_in(port, dir, None, extra_args)
+    }
+
+    fn spawn_in(
+        port: u16,
+        dir: TempDir,
+        config_file: Option<PathBuf>,
+        extra_args: &[&str],
+    ) -> Self {
         let mut server = Self {
             port,
-            dir: tempfile::tempdir().expect("temp dir for redis"),
+            dir,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            config_file,
             child: None,
         };
         server.spawn();
         server
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether it was started and not stopped or killed since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The last `lines` lines of its log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// `redis://127.0.0.1:<port>/0`
@@ -67,6 +114,8 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
+            // redis-server reads a config file only as its first argument.
+            .args(&self.config_file)
             .arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])

@@ -1,0 +1,426 @@
+//! The gateway on a real Redis Cluster and a real Sentinel group: the
+//! partitions spread over the masters, delivery, dead letters and replay
+//! work across partitions, and a primary SIGKILLed under load loses no acked
+//! event when `ack_replicas = 1`.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::{Value, json};
+use switchyard::queue::partition;
+
+use crate::support::HEAVY_TURN;
+use crate::support::config::{ConfigBuilder, Owner, Route, Source};
+use crate::support::env::ADMIN_TOKEN;
+use crate::support::gateway::{TestGateway, config_toml_on, parse_config};
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::topology::{RedisCluster, RedisSentinels};
+use crate::support::{eventually, github};
+
+const SECRET: &str = "failover-secret";
+/// The default partition count on a cluster.
+const CLUSTER_PARTITIONS: u16 = 16;
+
+/// Routes `ok-route` (GitHub `ok` events) to `ok` and `bad-route` (`bad`
+/// events) to `bad`. A short visibility timeout: a job whose completion a
+/// failover lost is pending again on the promoted replica, and is taken
+/// over (delivered a second time) once that passes.
+fn routes(ok: &Receiver, bad: &Receiver) -> String {
+    ConfigBuilder::new()
+        .retry(5, "100ms", "300ms")
+        .breaker(100_000, None)
+        .delivery("visibility_timeout", r#""4s""#)
+        .owner(Owner::devex())
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("ok-route", "github", "devex", &ok.url("/ok"))
+                .when_github_event("ok")
+                .destination("timeout", r#""2s""#),
+        )
+        .route(
+            Route::new("bad-route", "github", "devex", &bad.url("/bad"))
+                .when_github_event("bad")
+                .destination("timeout", r#""2s""#),
+        )
+        .build()
+}
+
+fn nodes_list(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn post(gateway: &TestGateway, event: &str, delivery: &str, body: &str) -> u16 {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let url = gateway.public_url("/hooks/github");
+    github::post(&client, &url, SECRET, event, delivery, body.as_bytes())
+        .await
+        .0
+}
+
+async fn admin(gateway: &TestGateway, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, gateway.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN);
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("admin answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The bodies `receiver` took with a 2xx.
+fn taken(receiver: &Receiver) -> HashSet<Vec<u8>> {
+    receiver
+        .accepted()
+        .into_iter()
+        .map(|r| r.body.to_vec())
+        .collect()
+}
+
+/// Nothing left in any partition's stream, retry schedule or pending list.
+fn queue_is_empty(query: &mut dyn FnMut(redis::Cmd) -> redis::RedisResult<i64>) -> bool {
+    partition::layout("switchyard", CLUSTER_PARTITIONS)
+        .iter()
+        .all(|p| {
+            let mut count = |name: &str, key: String| {
+                let mut cmd = redis::cmd(name);
+                cmd.arg(key);
+                query(cmd).unwrap_or(-1)
+            };
+            count("XLEN", format!("{{{}}}:jobs", p.tag)) == 0
+                && count("ZCARD", format!("{{{}}}:retry", p.tag)) == 0
+        })
+}
+
+#[tokio::test]
+async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
+    let _turn = HEAVY_TURN.lock().await;
+    let cluster = RedisCluster::start(3, 1);
+
+    // Each master's share of partitions is within 10 points of its share
+    // of slots, by the slots the cluster itself computes.
+    let partitions = partition::layout("switchyard", CLUSTER_PARTITIONS);
+    let client = redis::Client::open(cluster.node_url(0)).expect("node url");
+    let mut node = client.get_connection().expect("connect to a node");
+    for p in &partitions {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(format!("{{{}}}:jobs", p.tag))
+            .query(&mut node)
+            .expect("KEYSLOT");
+        assert_eq!(slot, p.slot, "{}", p.tag);
+    }
+    for master in cluster.masters() {
+        let ranges = cluster.slots_of(master);
+        let slots: usize = ranges.iter().map(|r| r.clone().count()).sum();
+        let held = partitions
+            .iter()
+            .filter(|p| ranges.iter().any(|r| r.contains(&p.slot)))
+            .count();
+        let slot_share = slots as f64 / 16384.0;
+        let partition_share = held as f64 / partitions.len() as f64;
+        assert!(
+            (slot_share - partition_share).abs() <= 0.10,
+            "master {master}: {held} partitions for {slots} slots"
+        );
+    }
+
+    let ok = Receiver::start().await;
+    let bad = Receiver::start().await;
+    bad.otherwise(Reply::status(400));
+    let redis = format!("cluster = [{}]", nodes_list(&cluster.seed_urls()));
+    let gateway =
+        TestGateway::start(parse_config(&config_toml_on(&redis, &routes(&ok, &bad)))).await;
+    for n in 0..30 {
+        assert_eq!(
+            post(
+                &gateway,
+                "ok",
+                &format!("ok-{n}"),
+                &format!(r#"{{"ok":{n}}}"#)
+            )
+            .await,
+            202
+        );
+        assert_eq!(
+            post(
+                &gateway,
+                "bad",
+                &format!("bad-{n}"),
+                &format!(r#"{{"bad":{n}}}"#)
+            )
+            .await,
+            202
+        );
+    }
+    assert_eq!(
+        post(&gateway, "ok", "ok-0", r#"{"ok":0}"#).await,
+        200,
+        "a duplicate"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async { taken(&ok).len() == 30 }).await,
+        "30 delivered, got {}",
+        taken(&ok).len()
+    );
+
+    // Dead letters of every partition, in pages of 7: each once, newest first.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let all_dead = eventually(Duration::from_secs(20), || async {
+        let (_, page) = admin(
+            &gateway,
+            Method::GET,
+            "/admin/dead-letters?limit=100",
+            Value::Null,
+        )
+        .await;
+        page["items"].as_array().map_or(0, Vec::len) == 30
+    })
+    .await;
+    assert!(all_dead, "30 dead letters expected");
+    loop {
+        let mut path = "/admin/dead-letters?limit=7&route=bad-route".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = admin(&gateway, Method::GET, &path, Value::Null).await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().expect("items") {
+            seen.push((
+                item["failed_at"].as_str().unwrap_or_default().to_owned(),
+                item["id"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let ids: HashSet<&String> = seen.iter().map(|(_, id)| id).collect();
+    assert_eq!((seen.len(), ids.len()), (30, 30), "each dead letter once");
+    assert!(seen.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    // Replay by route covers every partition.
+    bad.otherwise(Reply::ok());
+    let (status, answer) = admin(
+        &gateway,
+        Method::POST,
+        "/admin/dead-letters/replay",
+        json!({"route": "bad-route"}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["replayed"].as_u64()),
+        (202, Some(30)),
+        "{answer}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            taken(&bad).len() == 30
+        })
+        .await,
+        "30 replayed deliveries"
+    );
+    // The inventory sums the partitions' figures.
+    let (_, inventory) = admin(&gateway, Method::GET, "/admin/routes", Value::Null).await;
+    let ok_route = &inventory["routes"][0];
+    assert_eq!(ok_route["name"], "ok-route");
+    assert_eq!(ok_route["delivered"], 30, "{ok_route}");
+    assert_eq!(ok_route["received"], 30, "{ok_route}");
+    gateway.stop().await.expect("clean stop");
+}
+
+/// Sends `rate` events a second for `run_for`, calling `fault` once at
+/// `fault_at`; the bodies acked with a 2xx.
+async fn send_under_fault(
+    gateway: &TestGateway,
+    rate: u32,
+    run_for: Duration,
+    fault_at: Duration,
+    mut fault: impl FnMut(),
+) -> (HashSet<Vec<u8>>, usize) {
+    let started = Instant::now();
+    let mut acked = HashSet::new();
+    let mut refused = 0;
+    let mut faulted = false;
+    let mut sending = tokio::task::JoinSet::new();
+    let mut n = 0u32;
+    while started.elapsed() < run_for {
+        if !faulted && started.elapsed() >= fault_at {
+            faulted = true;
+            fault();
+        }
+        let body = format!(r#"{{"n":{n}}}"#);
+        let delivery = format!("load-{n}");
+        let url = gateway.public_url("/hooks/github");
+        sending.spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client");
+            let (status, _) =
+                github::post(&client, &url, SECRET, "ok", &delivery, body.as_bytes()).await;
+            (status, body)
+        });
+        n += 1;
+        tokio::time::sleep(Duration::from_secs(1) / rate).await;
+    }
+    while let Some(done) = sending.join_next().await {
+        let (status, body) = done.expect("sender task");
+        if (200..300).contains(&status) {
+            acked.insert(body.into_bytes());
+        } else {
+            refused += 1;
+        }
+    }
+    (acked, refused)
+}
+
+#[tokio::test]
+async fn a_cluster_master_killed_under_load_loses_no_acked_event() {
+    let _turn = HEAVY_TURN.lock().await;
+    let mut cluster = RedisCluster::start(3, 1);
+    let ok = Receiver::start().await;
+    let bad = Receiver::start().await;
+    let redis = format!(
+        "cluster = [{}]\nack_replicas = 1\nack_replicas_timeout = \"300ms\"",
+        nodes_list(&cluster.seed_urls())
+    );
+    let gateway =
+        TestGateway::start(parse_config(&config_toml_on(&redis, &routes(&ok, &bad)))).await;
+    let victim = cluster.master_for_slot(partition::slot_of("switchyard"));
+    let (acked, refused) = send_under_fault(
+        &gateway,
+        50,
+        Duration::from_secs(6),
+        Duration::from_secs(2),
+        || cluster.kill(victim),
+    )
+    .await;
+    cluster.wait_until_healthy(Duration::from_secs(20));
+    cluster.restart(victim);
+    cluster.wait_replicas_synced(Duration::from_secs(20));
+    assert!(
+        acked.len() > 100,
+        "most events acked: {} (refused {refused})",
+        acked.len()
+    );
+
+    let all_delivered = eventually(Duration::from_secs(30), || async {
+        acked.is_subset(&taken(&ok))
+    })
+    .await;
+    let missing = acked.difference(&taken(&ok)).count();
+    assert!(
+        all_delivered,
+        "lost {missing} of {} acked events",
+        acked.len()
+    );
+    let seeds = cluster.seed_urls();
+    let empty = eventually(Duration::from_secs(20), || {
+        let seeds = seeds.clone();
+        async move {
+            let Ok(mut conn) =
+                redis::cluster::ClusterClient::new(seeds).and_then(|c| c.get_connection())
+            else {
+                return false;
+            };
+            queue_is_empty(&mut |cmd| cmd.query(&mut conn))
+        }
+    })
+    .await;
+    if !empty {
+        let mut conn = redis::cluster::ClusterClient::new(seeds)
+            .and_then(|c| c.get_connection())
+            .expect("cluster connection");
+        let left: Vec<(String, i64, i64)> = partition::layout("switchyard", CLUSTER_PARTITIONS)
+            .iter()
+            .map(|p| {
+                let len = redis::cmd("XLEN")
+                    .arg(format!("{{{}}}:jobs", p.tag))
+                    .query(&mut conn)
+                    .unwrap_or(-1);
+                let retry = redis::cmd("ZCARD")
+                    .arg(format!("{{{}}}:retry", p.tag))
+                    .query(&mut conn)
+                    .unwrap_or(-1);
+                (p.tag.clone(), len, retry)
+            })
+            .filter(|(_, len, retry)| *len != 0 || *retry != 0)
+            .collect();
+        panic!("stream and retry schedule not empty at the end: {left:?}");
+    }
+    gateway.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_sentinel_primary_killed_under_load_loses_no_acked_event() {
+    let _turn = HEAVY_TURN.lock().await;
+    let mut group = RedisSentinels::start();
+    let ok = Receiver::start().await;
+    let bad = Receiver::start().await;
+    let redis = format!(
+        "sentinel = {{ master = \"{}\", nodes = [{}] }}\nack_replicas = 1\nack_replicas_timeout = \"300ms\"",
+        RedisSentinels::MASTER_NAME,
+        nodes_list(&group.sentinel_urls())
+    );
+    let gateway =
+        TestGateway::start(parse_config(&config_toml_on(&redis, &routes(&ok, &bad)))).await;
+    let old = group.master_index();
+    let (acked, refused) = send_under_fault(
+        &gateway,
+        50,
+        Duration::from_secs(5),
+        Duration::from_secs(2),
+        || group.kill_data(old),
+    )
+    .await;
+    group.wait_failover_from(old, Duration::from_secs(30));
+    group.restart_data(old);
+    group.wait_replica_synced(Duration::from_secs(30));
+    assert!(
+        acked.len() > 50,
+        "events before the kill acked: {} (refused {refused})",
+        acked.len()
+    );
+    let all_delivered = eventually(Duration::from_secs(30), || async {
+        acked.is_subset(&taken(&ok))
+    })
+    .await;
+    let missing = acked.difference(&taken(&ok)).count();
+    assert!(
+        all_delivered,
+        "lost {missing} of {} acked events",
+        acked.len()
+    );
+    // After the failover the gateway takes events again, without a restart.
+    let resumed = eventually(Duration::from_secs(30), || async {
+        post(
+            &gateway,
+            "ok",
+            &format!("after-{}", rand_suffix()),
+            r#"{"after":true}"#,
+        )
+        .await
+            == 202
+    })
+    .await;
+    assert!(resumed, "the gateway follows the new primary");
+    gateway.stop().await.expect("clean stop");
+}
+
+/// A delivery id suffix unique within the test run.
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
