@@ -93,9 +93,12 @@ pub async fn run(
         .refuse_unsafe_eviction(config.redis.allow_eviction)
         .await?;
     // Before serving, so admin reads see earlier layouts' partitions; a
-    // Redis that is down now is asked again until it answers (below).
-    if let Err(err) = queue.register_partitions().await {
-        tracing::debug!(error = %err, "cannot read the partition layouts yet");
+    // Redis that is down or hangs now (bounded, as the eviction check is)
+    // is asked again until it answers (below).
+    match tokio::time::timeout(LAYOUT_LOOK_TIMEOUT, queue.register_partitions()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(error = %err, "cannot read the partition layouts yet"),
+        Err(_) => tracing::debug!("redis does not answer; reading the partition layouts later"),
     }
     let metrics = Metrics::new();
     let watcher = tokio::spawn(queue::watch(
@@ -270,6 +273,10 @@ fn local_addr(listener: &TcpListener, name: &'static str) -> Result<SocketAddr, 
 /// Files open besides connections and deliveries: listeners, Redis
 /// connections, alert requests, the config file.
 const OTHER_FILES: usize = 256;
+
+/// A Redis that answers at all answers in milliseconds; start-up must not
+/// wait longer on one that does not.
+const LAYOUT_LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Raises the soft open-file limit to `needed` where the hard limit allows
 /// (systemd starts services at 1,024, below the default connection limit);
