@@ -1,5 +1,6 @@
-//! The test harness: a private `redis-server` per test, a scriptable HTTP
-//! receiver, and a gateway running in-process or as a child process.
+//! The test harness: a private `redis-server` per test (or a private Redis
+//! Cluster or Sentinel setup), a scriptable HTTP receiver, and a gateway
+//! running in-process or as a child process.
 //! Everything started here is stopped by its owner's `Drop`, even when a test
 //! fails.
 

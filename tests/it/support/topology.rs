@@ -118,7 +118,8 @@ impl RedisCluster {
         format!("redis://127.0.0.1:{}", self.nodes[i].port())
     }
 
-    /// Indexes of the live nodes that say they are masters now.
+    /// Indexes of the live nodes that say they are masters now (`role:master`
+    /// in their INFO replication).
     pub fn masters(&self) -> Vec<usize> {
         self.live()
             .filter(|&i| role(self.nodes[i].port()).is_ok_and(|role| role == "master"))
@@ -327,9 +328,8 @@ impl RedisSentinels {
         // Down after 2 s without a reply, not 1: a sentinel pings an instance
         // first 1 s after it (re)connects, and a master's links are new after
         // every failover, so with 1 s the new master was at times declared
-        // down at once and failed over back to a restarted old master. The
-        // failover timeout also bounds how long a sentinel waits before
-        // turning a restarted old master into a replica, so keep it short.
+        // down at once and failed over back to a restarted old master. A
+        // short failover timeout keeps a stuck failover from holding a test.
         let config = format!(
             "sentinel monitor {name} 127.0.0.1 {primary_port} 2\n\
              sentinel down-after-milliseconds {name} 2000\n\
@@ -339,14 +339,21 @@ impl RedisSentinels {
         );
         for _ in 0..3 {
             let sentinel = RedisServer::start_sentinel(free_port(), &config);
-            // A sentinel reads a replica's INFO every 10 s, and turns a
-            // restarted old master into a replica only on a read after the
-            // failover timeout: every 1 s, that takes about 4 s, not 10.
+            // A sentinel turns a restarted old master back into a replica
+            // once it has said "master" for 4 hello periods (2 s each), on its
+            // next INFO (every 10 s): about 10 s in all. Hellos every 0.5 s
+            // and INFO every 1 s make that 3 s, and the sentinels find each
+            // other sooner at start.
             let _: () = query(
                 sentinel.port(),
-                cmd("SENTINEL").arg("DEBUG").arg("info-period").arg(1000),
+                cmd("SENTINEL")
+                    .arg("DEBUG")
+                    .arg("publish-period")
+                    .arg(500)
+                    .arg("info-period")
+                    .arg(1000),
             )
-            .unwrap_or_else(|e| panic!("SENTINEL DEBUG info-period: {e}"));
+            .unwrap_or_else(|e| panic!("SENTINEL DEBUG: {e}"));
             topology.sentinels.push(sentinel);
         }
         topology.wait("the sentinels to know the topology", READY_TIMEOUT, |t| {
@@ -382,8 +389,10 @@ impl RedisSentinels {
         self.data[i].kill();
     }
 
-    /// Starts a data node again with its data; the sentinels turn it into a
-    /// replica of the current master (after their failover timeout).
+    /// Starts a data node again with its data. It comes back as a master
+    /// (with its old data) until the sentinels turn it into a replica of the
+    /// current master, about 3 s later: [`Self::wait_replica_synced`] waits
+    /// for that, and should come before killing anything else.
     pub fn restart_data(&mut self, i: usize) {
         self.data[i].restart();
     }
