@@ -65,11 +65,12 @@ impl Connector {
                     master.clone(),
                     Some(
                         SentinelNodeConnectionInfo::default()
-                            .set_redis_connection_info(primary_settings),
+                            .set_redis_connection_info(primary_settings.clone()),
                     ),
                     SentinelServerType::Master,
                 )?;
                 Ok(Connection::Sentinel(Arc::new(SentinelPrimary {
+                    db: primary_settings.db(),
                     sentinels: tokio::sync::Mutex::new(sentinels),
                     current: Mutex::new(None),
                     manager_config,
@@ -171,8 +172,10 @@ impl ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         match self {
             Connection::Single(manager) => manager.get_db(),
-            // Sentinel primaries use the sentinels' URL's database; a cluster has only 0.
-            Connection::Sentinel(_) | Connection::Cluster(_) => 0,
+            // The database of the sentinels' URL, used for the primary.
+            Connection::Sentinel(primary) => primary.db,
+            // A cluster has only database 0.
+            Connection::Cluster(_) => 0,
         }
     }
 }
@@ -197,6 +200,7 @@ impl Cluster {
 /// it on first use, and again after a command fails the way commands fail
 /// on a primary that is gone or was demoted (I/O errors, READONLY).
 pub(super) struct SentinelPrimary {
+    db: i64,
     sentinels: tokio::sync::Mutex<SentinelClient>,
     current: Mutex<Option<Known>>,
     manager_config: ConnectionManagerConfig,

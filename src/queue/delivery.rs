@@ -7,7 +7,8 @@
 //! when a slow worker's job was taken over by another, exactly one of the
 //! two moves the job on.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply};
@@ -426,36 +427,24 @@ struct Delivered {
     route: String,
 }
 
+/// One partition's batching task of completions.
+type CompleteBatcher = Batcher<Delivered, bool>;
+
 /// Completes delivered jobs in batches (see [`super::batch`]), one batching
-/// task per partition written or read; cheap to clone.
+/// task per partition, started when that partition first completes a job
+/// (so partitions of earlier layouts, found once Redis answers, batch too);
+/// cheap to clone.
 #[derive(Clone)]
 pub struct Completer {
-    batchers: std::collections::HashMap<String, Batcher<Delivered, bool>>,
+    batchers: Arc<Mutex<HashMap<String, Arc<CompleteBatcher>>>>,
     queue: Queue,
 }
 
 impl Queue {
-    /// Starts the completer's batching tasks on the current runtime.
+    /// A completer; its batching tasks run on the runtime that completes.
     pub fn completer(&self) -> Completer {
-        let batchers = self
-            .partitions()
-            .iter()
-            .map(|partition| {
-                let tag = partition.tag.clone();
-                let partition = partition.clone();
-                let batcher = Batcher::spawn(
-                    self.clone(),
-                    |job: &Delivered| job.entry_id.len() + job.route.len(),
-                    move |queue: Queue, batch: Vec<Delivered>| {
-                        let partition = partition.clone();
-                        async move { queue.complete_batch(&partition, &batch).await }
-                    },
-                );
-                (tag, batcher)
-            })
-            .collect();
         Completer {
-            batchers,
+            batchers: Default::default(),
             queue: self.clone(),
         }
     }
@@ -500,21 +489,30 @@ impl Completer {
     /// The job was delivered: acknowledge and remove its entry, count it.
     /// False when another worker had already moved it on.
     pub async fn complete(&self, entry: &Entry, route: &str) -> Result<bool, QueueError> {
-        let delivered = Delivered {
-            entry_id: entry.id.clone(),
-            route: route.to_owned(),
-        };
-        match self.batchers.get(&entry.partition.tag) {
-            Some(batcher) => batcher.submit(delivered).await,
-            // A partition found after the completer started: unbatched.
-            None => {
-                let mut results = self
-                    .queue
-                    .complete_batch(&entry.partition, &[delivered])
-                    .await;
-                results.pop().unwrap_or(Ok(false))
-            }
-        }
+        self.batcher(&entry.partition)
+            .submit(Delivered {
+                entry_id: entry.id.clone(),
+                route: route.to_owned(),
+            })
+            .await
+    }
+
+    fn batcher(&self, partition: &Partition) -> Arc<CompleteBatcher> {
+        let mut batchers = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
+        batchers
+            .entry(partition.tag.clone())
+            .or_insert_with(|| {
+                let partition = partition.clone();
+                Arc::new(Batcher::spawn(
+                    self.queue.clone(),
+                    |job: &Delivered| job.entry_id.len() + job.route.len(),
+                    move |queue: Queue, batch: Vec<Delivered>| {
+                        let partition = partition.clone();
+                        async move { queue.complete_batch(&partition, &batch).await }
+                    },
+                ))
+            })
+            .clone()
     }
 }
 

@@ -7,12 +7,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use switchyard::queue::partition;
 
 use crate::support::HEAVY_TURN;
 use crate::support::config::{ConfigBuilder, Owner, Route, Source};
-use crate::support::env::ADMIN_TOKEN;
 use crate::support::gateway::{TestGateway, config_toml_on, parse_config};
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::topology::{RedisCluster, RedisSentinels};
@@ -54,26 +53,7 @@ fn nodes_list(urls: &[String]) -> String {
 }
 
 async fn post(gateway: &TestGateway, event: &str, delivery: &str, body: &str) -> u16 {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("client");
-    let url = gateway.public_url("/hooks/github");
-    github::post(&client, &url, SECRET, event, delivery, body.as_bytes())
-        .await
-        .0
-}
-
-async fn admin(gateway: &TestGateway, method: Method, path: &str, body: Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, gateway.admin_url(path))
-        .bearer_auth(ADMIN_TOKEN);
-    if !body.is_null() {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("admin answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    gateway.post_github(SECRET, event, delivery, body).await.0
 }
 
 /// The bodies `receiver` took with a 2xx.
@@ -85,19 +65,53 @@ fn taken(receiver: &Receiver) -> HashSet<Vec<u8>> {
         .collect()
 }
 
-/// Nothing left in any partition's stream, retry schedule or pending list.
-fn queue_is_empty(query: &mut dyn FnMut(redis::Cmd) -> redis::RedisResult<i64>) -> bool {
-    partition::layout("switchyard", CLUSTER_PARTITIONS)
-        .iter()
-        .all(|p| {
-            let mut count = |name: &str, key: String| {
-                let mut cmd = redis::cmd(name);
-                cmd.arg(key);
-                query(cmd).unwrap_or(-1)
-            };
-            count("XLEN", format!("{{{}}}:jobs", p.tag)) == 0
-                && count("ZCARD", format!("{{{}}}:retry", p.tag)) == 0
-        })
+/// What any partition still holds: stream entries, pending entries of the
+/// consumer group, retries; empty when every job has left.
+fn leftover(seeds: &[String]) -> Vec<String> {
+    let connected =
+        redis::cluster::ClusterClient::new(seeds.to_vec()).and_then(|c| c.get_connection());
+    let Ok(mut conn) = connected else {
+        return vec!["no cluster connection".to_owned()];
+    };
+    let mut left = Vec::new();
+    for p in partition::layout("switchyard", CLUSTER_PARTITIONS) {
+        let jobs = format!("{{{}}}:jobs", p.tag);
+        let stream: i64 = redis::cmd("XLEN").arg(&jobs).query(&mut conn).unwrap_or(-1);
+        // XPENDING's summary starts with the count.
+        let pending: i64 = redis::cmd("XPENDING")
+            .arg(&jobs)
+            .arg("delivery")
+            .query::<Vec<redis::Value>>(&mut conn)
+            .ok()
+            .and_then(|summary| summary.into_iter().next())
+            .and_then(|count| redis::from_redis_value(count).ok())
+            .unwrap_or(-1);
+        let retry: i64 = redis::cmd("ZCARD")
+            .arg(format!("{{{}}}:retry", p.tag))
+            .query(&mut conn)
+            .unwrap_or(-1);
+        if (stream, pending, retry) != (0, 0, 0) {
+            left.push(format!(
+                "{}: stream {stream}, pending {pending}, retry {retry}",
+                p.tag
+            ));
+        }
+    }
+    left
+}
+
+/// Every body of `acked` reaches `receiver` within 30 s: lost = 0.
+async fn assert_all_delivered(acked: &HashSet<Vec<u8>>, receiver: &Receiver) {
+    let all_delivered = eventually(Duration::from_secs(30), || async {
+        acked.is_subset(&taken(receiver))
+    })
+    .await;
+    let missing = acked.difference(&taken(receiver)).count();
+    assert!(
+        all_delivered,
+        "lost {missing} of {} acked events",
+        acked.len()
+    );
 }
 
 #[tokio::test]
@@ -176,13 +190,9 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     let all_dead = eventually(Duration::from_secs(20), || async {
-        let (_, page) = admin(
-            &gateway,
-            Method::GET,
-            "/admin/dead-letters?limit=100",
-            Value::Null,
-        )
-        .await;
+        let (_, page) = gateway
+            .admin(Method::GET, "/admin/dead-letters?limit=100", None)
+            .await;
         page["items"].as_array().map_or(0, Vec::len) == 30
     })
     .await;
@@ -192,7 +202,7 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let (status, page) = admin(&gateway, Method::GET, &path, Value::Null).await;
+        let (status, page) = gateway.admin(Method::GET, &path, None).await;
         assert_eq!(status, 200, "{page}");
         for item in page["items"].as_array().expect("items") {
             seen.push((
@@ -211,13 +221,13 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
 
     // Replay by route covers every partition.
     bad.otherwise(Reply::ok());
-    let (status, answer) = admin(
-        &gateway,
-        Method::POST,
-        "/admin/dead-letters/replay",
-        json!({"route": "bad-route"}),
-    )
-    .await;
+    let (status, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/dead-letters/replay",
+            Some(json!({"route": "bad-route"})),
+        )
+        .await;
     assert_eq!(
         (status, answer["replayed"].as_u64()),
         (202, Some(30)),
@@ -231,7 +241,7 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
         "30 replayed deliveries"
     );
     // The inventory sums the partitions' figures.
-    let (_, inventory) = admin(&gateway, Method::GET, "/admin/routes", Value::Null).await;
+    let (_, inventory) = gateway.admin(Method::GET, "/admin/routes", None).await;
     let ok_route = &inventory["routes"][0];
     assert_eq!(ok_route["name"], "ok-route");
     assert_eq!(ok_route["delivered"], 30, "{ok_route}");
@@ -315,50 +325,13 @@ async fn a_cluster_master_killed_under_load_loses_no_acked_event() {
         acked.len()
     );
 
-    let all_delivered = eventually(Duration::from_secs(30), || async {
-        acked.is_subset(&taken(&ok))
-    })
-    .await;
-    let missing = acked.difference(&taken(&ok)).count();
-    assert!(
-        all_delivered,
-        "lost {missing} of {} acked events",
-        acked.len()
-    );
+    assert_all_delivered(&acked, &ok).await;
     let seeds = cluster.seed_urls();
-    let empty = eventually(Duration::from_secs(20), || {
-        let seeds = seeds.clone();
-        async move {
-            let Ok(mut conn) =
-                redis::cluster::ClusterClient::new(seeds).and_then(|c| c.get_connection())
-            else {
-                return false;
-            };
-            queue_is_empty(&mut |cmd| cmd.query(&mut conn))
-        }
+    let empty = eventually(Duration::from_secs(20), || async {
+        leftover(&seeds).is_empty()
     })
     .await;
-    if !empty {
-        let mut conn = redis::cluster::ClusterClient::new(seeds)
-            .and_then(|c| c.get_connection())
-            .expect("cluster connection");
-        let left: Vec<(String, i64, i64)> = partition::layout("switchyard", CLUSTER_PARTITIONS)
-            .iter()
-            .map(|p| {
-                let len = redis::cmd("XLEN")
-                    .arg(format!("{{{}}}:jobs", p.tag))
-                    .query(&mut conn)
-                    .unwrap_or(-1);
-                let retry = redis::cmd("ZCARD")
-                    .arg(format!("{{{}}}:retry", p.tag))
-                    .query(&mut conn)
-                    .unwrap_or(-1);
-                (p.tag.clone(), len, retry)
-            })
-            .filter(|(_, len, retry)| *len != 0 || *retry != 0)
-            .collect();
-        panic!("stream and retry schedule not empty at the end: {left:?}");
-    }
+    assert!(empty, "every job left the queue: {:?}", leftover(&seeds));
     gateway.stop().await.expect("clean stop");
 }
 
@@ -392,16 +365,7 @@ async fn a_sentinel_primary_killed_under_load_loses_no_acked_event() {
         "events before the kill acked: {} (refused {refused})",
         acked.len()
     );
-    let all_delivered = eventually(Duration::from_secs(30), || async {
-        acked.is_subset(&taken(&ok))
-    })
-    .await;
-    let missing = acked.difference(&taken(&ok)).count();
-    assert!(
-        all_delivered,
-        "lost {missing} of {} acked events",
-        acked.len()
-    );
+    assert_all_delivered(&acked, &ok).await;
     // After the failover the gateway takes events again, without a restart.
     let resumed = eventually(Duration::from_secs(30), || async {
         post(

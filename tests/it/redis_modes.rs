@@ -8,11 +8,10 @@ use http::Method;
 use serde_json::Value;
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source};
-use crate::support::env::ADMIN_TOKEN;
+use crate::support::eventually;
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
-use crate::support::{eventually, github};
 
 const SECRET: &str = "redis-modes-secret";
 
@@ -31,21 +30,7 @@ fn one_route(receiver: &Receiver, max_attempts: u32) -> String {
 }
 
 async fn post(gateway: &TestGateway, delivery: &str, body: &str) -> (u16, Value) {
-    let url = gateway.public_url("/hooks/github");
-    let client = reqwest::Client::new();
-    github::post(&client, &url, SECRET, "push", delivery, body.as_bytes()).await
-}
-
-async fn admin(gateway: &TestGateway, method: Method, path: &str, body: Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, gateway.admin_url(path))
-        .bearer_auth(ADMIN_TOKEN);
-    if !body.is_null() {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("admin answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    gateway.post_github(SECRET, "push", delivery, body).await
 }
 
 /// The port of a `redis://127.0.0.1:<port>/0` URL.
@@ -129,13 +114,9 @@ async fn changing_the_partition_count_loses_no_queued_job_and_no_dead_letter() {
         assert_eq!(status, 202, "{answer}");
     }
     let all_dead = eventually(Duration::from_secs(20), || async {
-        let (_, page) = admin(
-            &first,
-            Method::GET,
-            "/admin/dead-letters?limit=100",
-            Value::Null,
-        )
-        .await;
+        let (_, page) = first
+            .admin(Method::GET, "/admin/dead-letters?limit=100", None)
+            .await;
         page["items"].as_array().map_or(0, Vec::len) == 24
     })
     .await;
@@ -167,13 +148,9 @@ async fn changing_the_partition_count_loses_no_queued_job_and_no_dead_letter() {
     // One partition now: the old partitions are still read.
     receiver.otherwise(Reply::ok());
     let second = TestGateway::start(parse_config(&toml)).await;
-    let (status, page) = admin(
-        &second,
-        Method::GET,
-        "/admin/dead-letters?limit=10",
-        Value::Null,
-    )
-    .await;
+    let (status, page) = second
+        .admin(Method::GET, "/admin/dead-letters?limit=10", None)
+        .await;
     assert_eq!(status, 200);
     let first_page: Vec<&Value> = page["items"].as_array().expect("items").iter().collect();
     assert_eq!(first_page.len(), 10);
@@ -186,13 +163,13 @@ async fn changing_the_partition_count_loses_no_queued_job_and_no_dead_letter() {
         times.windows(2).all(|w| w[0] >= w[1]),
         "newest first across partitions: {times:?}"
     );
-    let (status, answer) = admin(
-        &second,
-        Method::POST,
-        "/admin/dead-letters/replay",
-        serde_json::json!({"route": "devex-route"}),
-    )
-    .await;
+    let (status, answer) = second
+        .admin(
+            Method::POST,
+            "/admin/dead-letters/replay",
+            Some(serde_json::json!({"route": "devex-route"})),
+        )
+        .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["replayed"], 24, "{answer}");
     let delivered = eventually(Duration::from_secs(20), || async {
@@ -209,13 +186,9 @@ async fn changing_the_partition_count_loses_no_queued_job_and_no_dead_letter() {
         "every live and replayed job delivered, got {}",
         receiver.accepted().len()
     );
-    let (_, page) = admin(
-        &second,
-        Method::GET,
-        "/admin/dead-letters?limit=100",
-        Value::Null,
-    )
-    .await;
+    let (_, page) = second
+        .admin(Method::GET, "/admin/dead-letters?limit=100", None)
+        .await;
     assert_eq!(page["items"].as_array().map_or(99, Vec::len), 0);
     second.stop().await.expect("clean stop");
 }

@@ -87,6 +87,44 @@ impl TestGateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// Posts a GitHub-style event signed with `secret` to `/hooks/github`;
+    /// the status and JSON answer.
+    pub async fn post_github(
+        &self,
+        secret: &str,
+        event: &str,
+        delivery: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client");
+        let url = self.public_url("/hooks/github");
+        super::github::post(&client, &url, secret, event, delivery, body.as_bytes()).await
+    }
+
+    /// Calls the admin API with the test token; the status and JSON answer.
+    pub async fn admin(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, self.admin_url(path))
+            .bearer_auth(super::env::ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// The Prometheus text of `/metrics` on the admin listener.
     pub async fn metrics(&self) -> String {
         reqwest::get(self.admin_url("/metrics"))

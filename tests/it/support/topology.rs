@@ -229,12 +229,7 @@ impl RedisCluster {
     }
 
     fn wait(&self, what: &str, within: Duration, check: impl Fn(&Self) -> Result<(), String>) {
-        if let Err(last) = poll(within, || check(self)) {
-            panic!(
-                "timed out after {within:?} waiting for {what}: {last}\n{}",
-                self.describe()
-            );
-        }
+        wait_or_explain(what, within, || check(self), || self.describe());
     }
 
     /// Every node's own view (`CLUSTER NODES`) and its log's tail.
@@ -505,12 +500,7 @@ impl RedisSentinels {
         within: Duration,
         mut check: impl FnMut(&Self) -> Result<(), String>,
     ) {
-        if let Err(last) = poll(within, || check(self)) {
-            panic!(
-                "timed out after {within:?} waiting for {what}: {last}\n{}",
-                self.describe()
-            );
-        }
+        wait_or_explain(what, within, || check(self), || self.describe());
     }
 
     /// Every sentinel's view of the master and every node's log tail.
@@ -564,14 +554,24 @@ fn sentinel_entries(port: u16, kind: &str) -> RedisResult<Vec<HashMap<String, St
     )
 }
 
-/// Calls `check` every [`POLL`] until it succeeds or `within` passes; the
-/// error is `check`'s last complaint.
-fn poll(within: Duration, mut check: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+/// Calls `check` every [`POLL`] until it succeeds; panics with its last
+/// complaint and `describe()` (the nodes' own views) once `within` passes.
+fn wait_or_explain(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+    describe: impl Fn() -> String,
+) {
     let deadline = Instant::now() + within;
     loop {
         match check() {
-            Ok(()) => return Ok(()),
-            Err(complaint) if Instant::now() >= deadline => return Err(complaint),
+            Ok(()) => return,
+            Err(last) if Instant::now() >= deadline => {
+                panic!(
+                    "timed out after {within:?} waiting for {what}: {last}\n{}",
+                    describe()
+                )
+            }
             Err(_) => std::thread::sleep(POLL),
         }
     }
