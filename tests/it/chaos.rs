@@ -231,6 +231,7 @@ async fn redis_stopped_and_restarted_mid_load() {
         let load = Load::start(&ledger, "redis-restart", RATE, 0, vec![url.clone()]);
 
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let stopping = Instant::now();
         tokio::task::block_in_place(|| redis.stop());
         let down_from = Instant::now();
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -241,6 +242,7 @@ async fn redis_stopped_and_restarted_mid_load() {
             async move { acked > 0 }
         })
         .await;
+        let back_at = Instant::now();
         assert!(
             back,
             "the gateway acks again after Redis returned; log:\n{}",
@@ -310,13 +312,23 @@ async fn redis_stopped_and_restarted_mid_load() {
             started.elapsed().as_secs_f64()
         );
         eprintln!("{}", r.summary("redis-restart", &details));
-        // Duplicates come only from deliveries in flight when Redis stopped:
-        // the destination took them but the state move failed, so the jobs
-        // stayed pending and were delivered again after the visibility
-        // timeout. At most MAIN_IN_FLIGHT were in flight.
+        // Duplicates come only from deliveries whose state move could not be
+        // recorded: the destination took them while Redis was gone (those in
+        // flight at the stop, and those the process already held in line for
+        // a slot), so the jobs stayed pending and were delivered again after
+        // the visibility timeout. The slack before the stop covers a
+        // completion batch on its way to Redis as it went down.
+        let unrecordable = destinations
+            .main
+            .accepted()
+            .iter()
+            .filter_map(|r| r.answered)
+            .filter(|a| a.at + Duration::from_millis(250) >= stopping && a.at <= back_at)
+            .count();
         assert!(
-            r.duplicates <= MAIN_IN_FLIGHT,
-            "{} duplicates, more than the {MAIN_IN_FLIGHT} deliveries in flight",
+            r.duplicates <= unrecordable,
+            "{} duplicates, more than the {unrecordable} deliveries the destination took \
+             while Redis could not record them",
             r.duplicates
         );
     })
