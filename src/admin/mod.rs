@@ -25,8 +25,9 @@ use crate::config::Config;
 use crate::queue::{Queue, QueueError};
 use crate::telemetry::Metrics;
 
-/// `/readyz` fails when Redis takes longer than this to answer PING; load
-/// balancers probe every few seconds, so the answer must come first.
+/// `/readyz` fails when Redis takes longer than this to answer; load
+/// balancers probe every few seconds, so the answer must come first. The
+/// inventory waits as long for the nodes it names.
 const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// State shared by admin handlers.
@@ -109,15 +110,21 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// 200 when every partition's primary answers (503 otherwise, with the
+/// error's code and message); either way the body names the nodes in use.
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match state.queue.ready(READINESS_PING_TIMEOUT).await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(err) => ApiError::new(
+    let (nodes, verdict) = state.queue.ready(READINESS_PING_TIMEOUT).await;
+    match verdict {
+        Ok(()) => Json(json!({"status": "ready", "redis": nodes})).into_response(),
+        Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::RedisUnavailable,
-            err.to_string(),
+            Json(json!({
+                "error": ErrorCode::RedisUnavailable,
+                "message": err.to_string(),
+                "redis": nodes,
+            })),
         )
-        .into_response(),
+            .into_response(),
     }
 }
 

@@ -198,15 +198,19 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
     json!({ "routes": routes })
 }
 
+/// The inventory, and the Redis nodes serving it (see `/readyz`).
 pub async fn inventory(State(state): State<AdminState>) -> Response {
-    let figures = match figures(&state.config, &state.queue).await {
-        Ok(figures) => figures,
-        Err(err) => {
-            tracing::warn!(error = %err, "inventory without live figures: redis unavailable");
-            Vec::new()
-        }
-    };
-    Json(inventory_json(&state.config, &figures)).into_response()
+    let (figures, nodes) = tokio::join!(
+        figures(&state.config, &state.queue),
+        state.queue.nodes(super::READINESS_PING_TIMEOUT)
+    );
+    let figures = figures.unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "inventory without live figures: redis unavailable");
+        Vec::new()
+    });
+    let mut inventory = inventory_json(&state.config, &figures);
+    inventory["redis"] = json!(nodes);
+    Json(inventory).into_response()
 }
 
 #[cfg(test)]

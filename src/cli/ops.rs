@@ -246,9 +246,36 @@ pub async fn routes(admin: &AdminArgs) -> ExitCode {
                 text(&route["on_failure"]),
             ]);
         }
-        Ok(t.to_string())
+        Ok(format!("{}\n{t}", redis_text(&value["redis"])))
     })
     .await
+}
+
+/// The Redis nodes a gateway uses: `redis (cluster): 127.0.0.1:7000 serves
+/// 6 partitions; 127.0.0.1:7001 NOT ANSWERING (…) for 5 partitions`.
+fn redis_text(redis: &Value) -> String {
+    let nodes: Vec<String> = redis["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            let name = node["node"].as_str().unwrap_or("unknown node");
+            let count = node["partitions"].as_array().map_or(0, Vec::len);
+            let partitions = if count == 1 {
+                "partition"
+            } else {
+                "partitions"
+            };
+            if node["answering"].as_bool() == Some(true) {
+                format!("{name} serves {count} {partitions}")
+            } else {
+                let error = node["error"].as_str().unwrap_or("no answer");
+                format!("{name} NOT ANSWERING ({error}) for {count} {partitions}")
+            }
+        })
+        .collect();
+    let mode = redis["mode"].as_str().unwrap_or("unknown");
+    format!("redis ({mode}): {}", nodes.join("; "))
 }
 
 /// The gateway's verdict on a route (the rule is in `admin::routes`), with

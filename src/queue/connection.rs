@@ -53,7 +53,10 @@ impl Connector {
             RedisTarget::Single(info) => {
                 let client = redis::Client::open(info.clone())?;
                 let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
-                Ok(Connection::Single(manager))
+                Ok(Connection::Single {
+                    manager,
+                    address: info.addr().to_string().into(),
+                })
             }
             RedisTarget::Sentinel { master, nodes } => {
                 let primary_settings = nodes
@@ -93,8 +96,11 @@ impl Connector {
 /// One logical connection; cheap to clone (clones share sockets).
 #[derive(Clone)]
 pub(super) enum Connection {
-    /// One Redis.
-    Single(ConnectionManager),
+    /// One Redis, at `address`.
+    Single {
+        manager: ConnectionManager,
+        address: Arc<str>,
+    },
     /// The primary the sentinels name.
     Sentinel(Arc<SentinelPrimary>),
     /// A Redis Cluster: commands go to the master of their keys' slot.
@@ -117,12 +123,74 @@ impl Connection {
             other => cmd.query_async(&mut other.clone()).await,
         }
     }
+
+    /// `host:port` of the primary that serves `slot`, from an answer of that
+    /// primary (so an address also says it is up).
+    pub(super) async fn serving(&self, slot: u16) -> RedisResult<String> {
+        match self {
+            Connection::Cluster(_) => {
+                let nodes: String = self
+                    .on_slot(redis::cmd("CLUSTER").arg("NODES"), slot)
+                    .await?;
+                own_address(&nodes, slot).map_err(|detail| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no master for the slot",
+                        detail,
+                    ))
+                })
+            }
+            Connection::Single { address, .. } => {
+                self.on_slot::<String>(&redis::cmd("PING"), slot).await?;
+                Ok(address.to_string())
+            }
+            Connection::Sentinel(primary) => {
+                self.on_slot::<String>(&redis::cmd("PING"), slot).await?;
+                primary.address().ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Client, "no primary known yet"))
+                })
+            }
+        }
+    }
+}
+
+/// The `host:port` a cluster node gives itself in its `CLUSTER NODES`
+/// answer (the line flagged `myself`; the bus port after `@` left out),
+/// when it is the master of `slot`. The cluster client answers a command
+/// for a master it cannot reach from another node, so the answer must show
+/// that the node that answered holds the slot.
+fn own_address(cluster_nodes: &str, slot: u16) -> Result<String, String> {
+    let line = cluster_nodes
+        .lines()
+        .find(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .is_some_and(|flags| flags.split(',').any(|flag| flag == "myself"))
+        })
+        .ok_or("CLUSTER NODES names no node as itself")?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let address = fields[1].split('@').next().unwrap_or(fields[1]);
+    let holds = fields[2].split(',').any(|flag| flag == "master")
+        && fields.iter().skip(8).any(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            match (first.parse::<u16>(), last.parse::<u16>()) {
+                (Ok(first), Ok(last)) => (first..=last).contains(&slot),
+                _ => false,
+            }
+        });
+    if holds {
+        Ok(address.to_owned())
+    } else {
+        Err(format!(
+            "{address} answered for slot {slot} but does not hold it: the slot's master does not answer"
+        ))
+    }
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(manager) => manager.req_packed_command(cmd),
+            Connection::Single { manager, .. } => manager.req_packed_command(cmd),
             Connection::Sentinel(primary) => {
                 let primary = primary.clone();
                 Box::pin(async move {
@@ -146,7 +214,9 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+            Connection::Single { manager, .. } => {
+                manager.req_packed_commands(pipeline, offset, count)
+            }
             Connection::Sentinel(primary) => {
                 let primary = primary.clone();
                 Box::pin(async move {
@@ -171,7 +241,7 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(manager) => manager.get_db(),
+            Connection::Single { manager, .. } => manager.get_db(),
             // The database of the sentinels' URL, used for the primary.
             Connection::Sentinel(primary) => primary.db,
             // A cluster has only database 0.
@@ -219,6 +289,12 @@ impl SentinelPrimary {
             return Ok(manager);
         }
         self.ask_sentinels().await
+    }
+
+    /// The primary in use, once the sentinels named one.
+    fn address(&self) -> Option<String> {
+        let current = self.current.lock().ok()?;
+        current.as_ref().map(|known| known.address.clone())
     }
 
     fn known_manager(&self) -> Option<ConnectionManager> {
@@ -276,5 +352,35 @@ impl SentinelPrimary {
                 Ok(manager)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_node_is_named_by_its_own_line_without_the_bus_port() {
+        let nodes = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 myself,master - 0 1426238316232 2 connected 5461-10922 12000
+";
+        assert_eq!(own_address(nodes, 5461).as_deref(), Ok("127.0.0.1:30002"));
+        assert_eq!(own_address(nodes, 12000).as_deref(), Ok("127.0.0.1:30002"));
+        assert!(own_address("garbage\n", 1).is_err());
+        assert!(own_address("", 1).is_err());
+    }
+
+    #[test]
+    fn a_node_that_answers_for_a_slot_it_does_not_hold_is_not_its_master() {
+        let replica = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 myself,slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+";
+        let other_master = "\
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 myself,master - 0 1426238316232 2 connected 5461-10922
+";
+        assert!(own_address(replica, 7000).is_err());
+        let refused = own_address(other_master, 100).expect_err("slot 100 is elsewhere");
+        assert!(refused.contains("127.0.0.1:30002"), "{refused}");
     }
 }

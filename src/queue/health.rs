@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Queue, QueueError};
+use super::{Queue, QueueError, RedisNodes};
 
 /// The oldest Redis the queue scripts run on.
 const MIN_REDIS_VERSION: (u32, u32) = (7, 0);
@@ -256,33 +256,32 @@ pub async fn watch(
 ) {
     let mut said = Said::default();
     loop {
+        let nodes = queue.nodes(LOOK_TIMEOUT).await;
         if queue.cluster {
-            partition_changes(&queue, &mut said).await;
+            partition_changes(&nodes, &mut said);
         }
-        match queue.ping(LOOK_TIMEOUT).await {
-            Ok(()) => {
-                if said.reachable != Some(true) {
-                    tracing::info!(redis = %queue.display_url, "redis reachable");
-                }
-                said.reachable = Some(true);
-                match queue.report().await {
-                    Ok(report) => {
-                        assess(&queue, &report, allow_eviction, &mut said);
-                        on_report(&report);
-                    }
-                    Err(err) => tracing::debug!(error = %err, "cannot read redis INFO"),
-                }
+        if nodes.all_answering() {
+            if said.reachable != Some(true) {
+                tracing::info!(redis = %queue.display_url, "redis reachable");
             }
-            Err(err) => {
-                if said.reachable != Some(false) {
-                    tracing::error!(
-                        redis = %queue.display_url,
-                        error = %err,
-                        "redis unreachable; webhooks are refused with 503 until it returns, retrying"
-                    );
+            said.reachable = Some(true);
+            match queue.report().await {
+                Ok(report) => {
+                    assess(&queue, &report, allow_eviction, &mut said);
+                    on_report(&report);
                 }
-                said.reachable = Some(false);
+                Err(err) => tracing::debug!(error = %err, "cannot read redis INFO"),
             }
+        } else {
+            if said.reachable != Some(false) {
+                let error = nodes.nodes.iter().find_map(|n| n.error.as_deref());
+                tracing::error!(
+                    redis = %queue.display_url,
+                    error,
+                    "redis unreachable; webhooks are refused with 503 until it returns, retrying"
+                );
+            }
+            said.reachable = Some(false);
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -294,30 +293,24 @@ pub async fn watch(
 /// Logs each partition whose primary stopped or started answering: on a
 /// cluster a failover takes some partitions away for seconds while the
 /// others keep accepting.
-async fn partition_changes(queue: &Queue, said: &mut Said) {
-    let ping = redis::cmd("PING");
-    for partition in queue.written_partitions() {
-        let answered = queue
-            .answer_within(
-                LOOK_TIMEOUT,
-                queue.conn.on_slot::<String>(&ping, partition.slot),
-            )
-            .await;
-        let up = answered.is_ok();
-        let before = said.partitions.insert(partition.tag.clone(), up);
-        match (before, answered) {
-            (Some(true) | None, Err(err)) => tracing::error!(
-                partition = %partition.tag,
-                slot = partition.slot,
-                error = %err,
-                "redis partition unavailable: its events are answered 503 until its primary (or a promoted replica) answers"
-            ),
-            (Some(false), Ok(_)) => tracing::info!(
-                partition = %partition.tag,
-                slot = partition.slot,
-                "redis partition available again"
-            ),
-            _ => {}
+fn partition_changes(nodes: &RedisNodes, said: &mut Said) {
+    for node in &nodes.nodes {
+        for tag in &node.partitions {
+            let before = said.partitions.insert(tag.clone(), node.answering);
+            match (before, node.answering) {
+                (Some(true) | None, false) => tracing::error!(
+                    partition = %tag,
+                    node = node.node.as_deref(),
+                    error = node.error.as_deref(),
+                    "redis partition unavailable: its events are answered 503 until its primary (or a promoted replica) answers"
+                ),
+                (Some(false), true) => tracing::info!(
+                    partition = %tag,
+                    node = node.node.as_deref(),
+                    "redis partition available again"
+                ),
+                _ => {}
+            }
         }
     }
 }

@@ -33,6 +33,7 @@ mod health;
 mod ingest;
 mod job;
 mod keys;
+mod nodes;
 pub mod partition;
 mod script;
 
@@ -48,6 +49,7 @@ pub use health::{Eviction, Persistence, RedisReport, watch};
 pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::{Keys, Stat};
+pub use nodes::{NodeInUse, RedisNodes};
 pub use partition::Partition;
 
 use crate::config::{RedisConfig, RedisTarget};
@@ -129,6 +131,10 @@ pub struct Queue {
     /// Every partition that may hold work: the layout and earlier ones'.
     read: Arc<RwLock<Arc<[Partition]>>>,
     cluster: bool,
+    /// `single`, `sentinel` or `cluster`, for what names the nodes.
+    mode: &'static str,
+    /// The node last seen serving each slot.
+    last_seen: Arc<nodes::LastSeen>,
     ack: Option<AckReplicas>,
     display_url: String,
     guard: Arc<health::WriteGuard>,
@@ -153,6 +159,12 @@ impl Queue {
             read: Arc::new(RwLock::new(written.clone())),
             written,
             cluster: matches!(config.target, RedisTarget::Cluster(_)),
+            mode: match config.target {
+                RedisTarget::Single(_) => "single",
+                RedisTarget::Sentinel { .. } => "sentinel",
+                RedisTarget::Cluster(_) => "cluster",
+            },
+            last_seen: Default::default(),
             ack: (config.ack_replicas > 0).then(|| AckReplicas {
                 replicas: config.ack_replicas,
                 timeout_ms: config.ack_replicas_timeout.as_millis().max(1) as u64,
@@ -267,18 +279,6 @@ impl Queue {
         }
     }
 
-    /// PING every partition's primary, failing after `within`.
-    pub async fn ping(&self, within: Duration) -> Result<(), QueueError> {
-        let ping = redis::cmd("PING");
-        let pings = self
-            .distinct_slots()
-            .into_iter()
-            .map(|slot| self.conn.on_slot::<String>(&ping, slot));
-        self.answer_within(within, futures_util::future::try_join_all(pings))
-            .await
-            .map(drop)
-    }
-
     /// One slot per partition on a cluster (each may be on another
     /// primary); one slot in all otherwise (one primary holds everything).
     fn distinct_slots(&self) -> Vec<u16> {
@@ -302,13 +302,6 @@ impl Queue {
                 after: within,
             }),
         }
-    }
-
-    /// Ready to take webhooks: every partition's primary answers PING
-    /// within `within`, and Redis's eviction policy lets acked jobs be kept.
-    pub async fn ready(&self, within: Duration) -> Result<(), QueueError> {
-        self.ping(within).await?;
-        self.refused_for_eviction()
     }
 
     /// `Evicting` while webhooks are refused for Redis's eviction policy.

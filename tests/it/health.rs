@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::gateway::{TestGateway, config_toml, parse_config};
 use crate::support::redis::RedisServer;
 use crate::support::{eventually, free_port};
@@ -24,19 +26,28 @@ async fn readyz_follows_redis_down_and_back_without_restart() {
         becomes(&readyz, 200, Duration::from_secs(5)).await,
         "ready with Redis up"
     );
+    let node = format!("127.0.0.1:{}", redis.port());
+    let body = json_of(&readyz).await;
+    assert_eq!(
+        body["redis"],
+        json!({"mode": "single", "nodes": [
+            {"node": node, "partitions": ["switchyard"], "answering": true}
+        ]}),
+        "{body}"
+    );
 
     redis.stop();
     assert!(
         becomes(&readyz, 503, Duration::from_secs(5)).await,
         "503 with Redis stopped"
     );
-    let body: serde_json::Value = reqwest::get(&readyz)
-        .await
-        .expect("readyz answers")
-        .json()
-        .await
-        .expect("json error body");
+    let body = json_of(&readyz).await;
     assert_eq!(body["error"], "redis_unavailable");
+    assert_eq!(
+        body["redis"]["nodes"][0]["node"], node,
+        "names the node: {body}"
+    );
+    assert_eq!(body["redis"]["nodes"][0]["answering"], false, "{body}");
     assert!(
         body["message"]
             .as_str()
@@ -122,4 +133,13 @@ async fn persistence_settings_are_read_from_redis() {
         let persistence = report.persistence.expect("CONFIG GET works");
         assert_eq!(persistence.is_none(), expect_none, "{persistence:?}");
     }
+}
+
+async fn json_of(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("a JSON body")
 }

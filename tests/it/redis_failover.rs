@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use switchyard::queue::partition;
+use tokio::task::JoinHandle;
 
 use crate::support::HEAVY_TURN;
 use crate::support::config::{ConfigBuilder, Owner, Route, Source};
@@ -249,6 +250,39 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
     gateway.stop().await.expect("clean stop");
 }
 
+/// `/readyz` every 100 ms for `within`: each answer's status and body.
+fn watch_readyz(gateway: &TestGateway, within: Duration) -> JoinHandle<Vec<(u16, Value)>> {
+    let readyz = gateway.admin_url("/readyz");
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        while started.elapsed() < within {
+            if let Ok(answer) = reqwest::get(&readyz).await {
+                let status = answer.status().as_u16();
+                seen.push((status, answer.json().await.unwrap_or(Value::Null)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    })
+}
+
+/// The `host:port` of a `redis://` URL.
+fn address(url: &str) -> &str {
+    url.trim_start_matches("redis://")
+}
+
+/// The nodes a `/readyz` body names as answering, or as not.
+fn named(body: &Value, answering: bool) -> Vec<String> {
+    body["redis"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["answering"].as_bool() == Some(answering))
+        .filter_map(|n| n["node"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Sends `rate` events a second for `run_for`, calling `fault` once at
 /// `fault_at`; the bodies acked with a 2xx.
 async fn send_under_fault(
@@ -308,6 +342,8 @@ async fn a_cluster_master_killed_under_load_loses_no_acked_event() {
     let gateway =
         TestGateway::start(parse_config(&config_toml_on(&redis, &routes(&ok, &bad)))).await;
     let victim = cluster.master_for_slot(partition::slot_of("switchyard"));
+    let victim_address = cluster.node_url(victim);
+    let readyz = watch_readyz(&gateway, Duration::from_secs(6));
     let (acked, refused) = send_under_fault(
         &gateway,
         50,
@@ -317,6 +353,27 @@ async fn a_cluster_master_killed_under_load_loses_no_acked_event() {
     )
     .await;
     cluster.wait_until_healthy(Duration::from_secs(20));
+    // While the master is gone, /readyz is 503 and names it; once its
+    // replica is promoted, it names the new master instead.
+    let promoted =
+        address(&cluster.node_url(cluster.master_for_slot(partition::slot_of("switchyard"))))
+            .to_owned();
+    let seen = readyz.await.expect("readyz watcher");
+    assert!(
+        seen.iter().any(|(status, body)| *status == 503
+            && named(body, false) == [address(&victim_address)]
+            && body["redis"]["mode"] == "cluster"),
+        "a 503 names the dead master {victim_address} alone: {:?}",
+        seen.iter()
+            .map(|(status, body)| format!("{status} {:?}", named(body, false)))
+            .collect::<Vec<_>>()
+    );
+    let ready_again = eventually(Duration::from_secs(10), || async {
+        let body: Value = gateway.admin(Method::GET, "/readyz", None).await.1;
+        named(&body, true).contains(&promoted) && named(&body, false).is_empty()
+    })
+    .await;
+    assert!(ready_again, "/readyz names the promoted master {promoted}");
     cluster.restart(victim);
     cluster.wait_replicas_synced(Duration::from_secs(20));
     assert!(
@@ -349,6 +406,8 @@ async fn a_sentinel_primary_killed_under_load_loses_no_acked_event() {
     let gateway =
         TestGateway::start(parse_config(&config_toml_on(&redis, &routes(&ok, &bad)))).await;
     let old = group.master_index();
+    let old_address = group.data_url(old);
+    let readyz = watch_readyz(&gateway, Duration::from_secs(5));
     let (acked, refused) = send_under_fault(
         &gateway,
         50,
@@ -359,6 +418,18 @@ async fn a_sentinel_primary_killed_under_load_loses_no_acked_event() {
     .await;
     group.wait_failover_from(old, Duration::from_secs(30));
     group.restart_data(old);
+    let seen = readyz.await.expect("readyz watcher");
+    assert!(
+        seen.iter().any(|(status, body)| *status == 200
+            && named(body, true) == [address(&old_address)]
+            && body["redis"]["mode"] == "sentinel"),
+        "before the kill /readyz names the primary {old_address}: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(status, body)| *status == 503 && named(body, false) == [address(&old_address)]),
+        "while the primary is gone /readyz is 503 and names it: {seen:?}"
+    );
     group.wait_replica_synced(Duration::from_secs(30));
     assert!(
         acked.len() > 50,
@@ -379,6 +450,13 @@ async fn a_sentinel_primary_killed_under_load_loses_no_acked_event() {
     })
     .await;
     assert!(resumed, "the gateway follows the new primary");
+    let new_address = group.data_url(group.master_index());
+    let body: Value = gateway.admin(Method::GET, "/readyz", None).await.1;
+    assert_eq!(
+        named(&body, true),
+        [address(&new_address)],
+        "/readyz names the new primary: {body}"
+    );
     gateway.stop().await.expect("clean stop");
 }
 
