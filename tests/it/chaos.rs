@@ -32,10 +32,11 @@ use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::gateway::GatewayProcess;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
+use crate::support::test_redis::{QueueKeys, TestConnection, TestRedis};
 use crate::support::{HEAVY_TURN, eventually};
 use ledger::{
     Attempt, HOOK_PATH, Ledger, Load, MAIN, Outcome, REJECTED_KIND, REJECTS, Reconciliation,
-    SECRET, Work, counter, pending_of, reclaimed_in_log, settle, tail,
+    SECRET, counter, reclaimed_in_log, settle, tail,
 };
 
 /// A scenario that has not finished by then fails (and stops what it started).
@@ -135,11 +136,11 @@ async fn settled(
     scenario: &str,
     ledger: &Ledger,
     destinations: &Destinations,
-    redis: &RedisServer,
+    redis: &TestRedis,
     log: impl Fn() -> String,
 ) -> Reconciliation {
-    let mut conn = redis.connection().await;
-    let r = settle(ledger, &destinations.all(), &mut conn, SETTLE_WITHIN).await;
+    let mut queue = QueueKeys::of(redis).await;
+    let r = settle(ledger, &destinations.all(), &mut queue, SETTLE_WITHIN).await;
     r.assert_sound(scenario, &log());
     r
 }
@@ -155,19 +156,19 @@ async fn sigkill_and_restart_every_few_seconds() {
     const KILLS: usize = 3;
     in_turn("sigkill", async {
         let started = Instant::now();
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let destinations = Destinations::start().await;
         // 20 ms per delivery: a few are always in flight when the kill comes.
         destinations
             .main
             .otherwise(Reply::ok().delay(Duration::from_millis(20)));
         let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
-        let mut gateway = GatewayProcess::start(&redis.url(), &toml).await;
+        let mut gateway = GatewayProcess::start_on(&redis, &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
         let load = Load::start(&ledger, "sigkill", RATE, 0, vec![url.clone()]);
 
-        let mut conn = redis.connection().await;
+        let mut queue = QueueKeys::of(&redis).await;
         let mut pending_at_kills = Vec::new();
         for _ in 0..KILLS {
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -175,7 +176,7 @@ async fn sigkill_and_restart_every_few_seconds() {
             tokio::task::block_in_place(|| gateway.wait_exit(Duration::from_secs(5)))
                 .expect("SIGKILL ends the gateway");
             // Nothing moves jobs now: what the kill left in flight.
-            let at_kill = Work::read(&mut conn).await.expect("queue state");
+            let at_kill = queue.work().await.expect("queue state");
             pending_at_kills.push(at_kill.pending);
             gateway.restart().await;
         }
@@ -218,14 +219,18 @@ async fn sigkill_and_restart_every_few_seconds() {
 async fn redis_stopped_and_restarted_mid_load() {
     in_turn("redis-restart", async {
         let started = Instant::now();
-        let mut redis =
-            RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+        let mut redis = TestRedis::Single(RedisServer::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]));
         let destinations = Destinations::start().await;
         destinations
             .main
             .otherwise(Reply::ok().delay(Duration::from_millis(20)));
         let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
-        let gateway = GatewayProcess::start(&redis.url(), &toml).await;
+        let gateway = GatewayProcess::start_on(&redis, &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
         let load = Load::start(&ledger, "redis-restart", RATE, 0, vec![url.clone()]);
@@ -345,7 +350,7 @@ async fn redis_stopped_and_restarted_mid_load() {
 async fn destination_flapping() {
     in_turn("flapping-destination", async {
         let started = Instant::now();
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let destinations = Destinations::start().await;
         let main = &destinations.main;
         let toml = destinations.gateway_toml(
@@ -357,7 +362,7 @@ async fn destination_flapping() {
             ROUTE_TIMEOUT,
             false,
         );
-        let gateway = GatewayProcess::start(&redis.url(), &toml).await;
+        let gateway = GatewayProcess::start_on(&redis, &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(false);
         let load = Load::start(&ledger, "flapping", RATE, 0, vec![url.clone()]);
@@ -486,17 +491,17 @@ impl std::fmt::Debug for PhaseTally {
 async fn redis_out_of_memory_mid_load() {
     in_turn("redis-oom", async {
         let started = Instant::now();
-        let redis = RedisServer::start_with(&[
+        let redis = TestRedis::Single(RedisServer::start_with(&[
             "--appendonly",
             "yes",
             "--appendfsync",
             "always",
             "--maxmemory-policy",
             "noeviction",
-        ]);
+        ]));
         let destinations = Destinations::start().await;
         let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
-        let gateway = GatewayProcess::start(&redis.url(), &toml).await;
+        let gateway = GatewayProcess::start_on(&redis, &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
         // 1 KiB bodies: the queue holds real data.
@@ -605,7 +610,7 @@ async fn redis_out_of_memory_mid_load() {
     .await;
 }
 
-async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+async fn used_memory(conn: &mut TestConnection) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(conn)
@@ -617,7 +622,7 @@ async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         .expect("used_memory in INFO")
 }
 
-async fn set_maxmemory(conn: &mut redis::aio::MultiplexedConnection, bytes: u64) {
+async fn set_maxmemory(conn: &mut TestConnection, bytes: u64) {
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
@@ -635,15 +640,15 @@ async fn set_maxmemory(conn: &mut redis::aio::MultiplexedConnection, bytes: u64)
 async fn two_gateways_one_killed() {
     in_turn("two-gateways-one-killed", async {
         let started = Instant::now();
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let destinations = Destinations::start().await;
         // 100 ms per delivery: each process has several in flight at any time.
         destinations
             .main
             .otherwise(Reply::ok().delay(Duration::from_millis(100)));
         let toml = destinations.gateway_toml(fast_takeover(), ROUTE_TIMEOUT, true);
-        let mut doomed = GatewayProcess::start(&redis.url(), &toml).await;
-        let survivor = GatewayProcess::start(&redis.url(), &toml).await;
+        let mut doomed = GatewayProcess::start_on(&redis, &toml).await;
+        let survivor = GatewayProcess::start_on(&redis, &toml).await;
         let doomed_url = doomed.public_url(HOOK_PATH);
         let survivor_url = survivor.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
@@ -654,20 +659,20 @@ async fn two_gateways_one_killed() {
             0,
             vec![doomed_url, survivor_url.clone()],
         );
-        let mut conn = redis.connection().await;
+        let mut queue = QueueKeys::of(&redis).await;
 
         tokio::time::sleep(Duration::from_secs(3)).await;
         let pid = doomed.pid().expect("running");
         let busy = eventually(Duration::from_secs(10), || {
-            let mut conn = conn.clone();
-            async move { pending_of(&mut conn, pid).await > 0 }
+            let mut queue = queue.clone();
+            async move { queue.pending_of(pid).await > 0 }
         })
         .await;
         assert!(busy, "the doomed process must have deliveries in flight");
         doomed.signal(Signal::SIGKILL);
         tokio::task::block_in_place(|| doomed.wait_exit(Duration::from_secs(5)))
             .expect("SIGKILL ends the gateway");
-        let pending_at_kill = pending_of(&mut conn, pid).await;
+        let pending_at_kill = queue.pending_of(pid).await;
         load.retarget(vec![survivor_url.clone()]);
         tokio::time::sleep(Duration::from_secs(3)).await;
         let sent = load.stop().await;
@@ -807,7 +812,7 @@ async fn senders_disconnecting_mid_request() {
     const PER_CUT: usize = 30;
     in_turn("sender-disconnects", async {
         let started = Instant::now();
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let destinations = Destinations::start().await;
         // No worker dies here, and no attempt may time out on a busy
         // machine (that alone would repeat a delivery): generous deadlines.
@@ -818,7 +823,7 @@ async fn senders_disconnecting_mid_request() {
             "5s",
             true,
         );
-        let gateway = GatewayProcess::start(&redis.url(), &toml).await;
+        let gateway = GatewayProcess::start_on(&redis, &toml).await;
         let url = gateway.public_url(HOOK_PATH);
         let ledger = Ledger::new(true);
         let load = Load::start(&ledger, "steady", RATE, 0, vec![url.clone()]);

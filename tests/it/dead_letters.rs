@@ -546,15 +546,22 @@ async fn the_cli_drives_the_dead_letter_lifecycle() {
         "{out}"
     );
     assert!(row("payments-route").contains(" ok "), "{out}");
-    // Above the table: the Redis node the gateway uses.
-    assert!(
-        out.lines().next().is_some_and(|first| first
-            == format!(
+    // Above the table: the Redis nodes the gateway uses.
+    let first = out.lines().next().unwrap_or_default();
+    match s.redis.single() {
+        Some(redis) => assert_eq!(
+            first,
+            format!(
                 "redis (single): 127.0.0.1:{} serves 1 partition",
-                s.redis.port()
-            )),
-        "{out}"
-    );
+                redis.port()
+            ),
+            "{out}"
+        ),
+        None => assert!(
+            first.starts_with("redis (cluster): ") && first.matches(" serves ").count() == 3,
+            "three masters named: {out}"
+        ),
+    }
 
     let (code, _, err) = cli(args(&["dlq", "replay", &ids[0]]), ADMIN_TOKEN).await;
     assert_eq!(code, Some(0), "{err}");

@@ -8,7 +8,7 @@ use switchyard::delivery::{Outbound, Outcome};
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::env::TestEnv;
-use crate::support::gateway::{TestGateway, config_toml, parse_config};
+use crate::support::gateway::{TestGateway, config_toml, config_toml_on, parse_config};
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
 use crate::support::signing;
@@ -59,20 +59,22 @@ async fn send(s: &TestEnv, delivery: &str, body: &[u8]) -> String {
     s.send_as(&sender, "push", delivery, body).await
 }
 
-/// The dead letter hashes in Redis.
+/// The dead letter hashes in Redis, of every partition.
 async fn dead_letters(s: &TestEnv) -> Vec<std::collections::HashMap<String, Vec<u8>>> {
     let mut conn = s.redis.connection().await;
-    let ids: Vec<String> = conn
-        .zrange("{switchyard}:dead", 0, -1)
-        .await
-        .expect("ZRANGE");
     let mut out = Vec::new();
-    for id in ids {
-        out.push(
-            conn.hgetall(format!("{{switchyard}}:dead:{id}"))
-                .await
-                .expect("HGETALL"),
-        );
+    for tag in s.redis.partition_tags() {
+        let ids: Vec<String> = conn
+            .zrange(format!("{{{tag}}}:dead"), 0, -1)
+            .await
+            .expect("ZRANGE");
+        for id in ids {
+            out.push(
+                conn.hgetall(format!("{{{tag}}}:dead:{id}"))
+                    .await
+                    .expect("HGETALL"),
+            );
+        }
     }
     out
 }
@@ -89,11 +91,16 @@ async fn first_dead_letters(s: &TestEnv) -> Vec<std::collections::HashMap<String
     Vec::new()
 }
 
-/// Stream entries and scheduled retries left.
+/// Stream entries and scheduled retries left, over every partition.
 async fn live_work(s: &TestEnv) -> (usize, usize) {
     let mut conn = s.redis.connection().await;
-    let stream: usize = conn.xlen("{switchyard}:jobs").await.expect("XLEN");
-    let retries: usize = conn.zcard("{switchyard}:retry").await.expect("ZCARD");
+    let (mut stream, mut retries) = (0, 0);
+    for tag in s.redis.partition_tags() {
+        let entries: usize = conn.xlen(format!("{{{tag}}}:jobs")).await.expect("XLEN");
+        let scheduled: usize = conn.zcard(format!("{{{tag}}}:retry")).await.expect("ZCARD");
+        stream += entries;
+        retries += scheduled;
+    }
     (stream, retries)
 }
 
@@ -272,7 +279,7 @@ async fn ingest_only_and_delivery_only_processes_split_the_work() {
     assert_eq!(live_work(&s).await, (1, 0), "the job waits in the stream");
 
     let routes = config(routes_to(&s.receiver, 1)).build();
-    let server = config_toml(&s.redis.url(), &routes).replace(
+    let server = config_toml_on(&s.redis.redis_block(), &routes).replace(
         "shutdown_timeout = \"5s\"",
         "shutdown_timeout = \"5s\"\ningest = false",
     );
@@ -306,7 +313,7 @@ async fn signed_destinations_get_standard_webhooks_headers_that_verify() {
     let toml = format!(
         "[sources.sw]\npath = \"/sw\"\nscheme = \"standard-webhooks\"\nsecrets = [\"{whsec}\"]\n"
     );
-    let config = parse_config(&config_toml(&s.redis.url(), &toml));
+    let config = parse_config(&config_toml_on(&s.redis.redis_block(), &toml));
     let verifier = switchyard::signature::verifier_for(&config.sources["sw"]);
     let uri: http::Uri = "/sw".parse().expect("uri");
     let signed = switchyard::signature::SignedRequest {

@@ -10,6 +10,7 @@ use crate::support::config::{ConfigBuilder, Owner, Route, Source};
 use crate::support::env::TestEnv;
 use crate::support::github;
 use crate::support::redis::RedisServer;
+use crate::support::test_redis::TestRedis;
 use switchyard::queue::Job;
 
 const SECRET: &str = "github-test-secret";
@@ -132,17 +133,20 @@ impl IngestEnv for TestEnv {
 }
 
 /// Every job in the stream, decoded.
-async fn queued_jobs(redis: &RedisServer) -> Vec<Job> {
+async fn queued_jobs(redis: &TestRedis) -> Vec<Job> {
     let mut conn = redis.connection().await;
-    let reply: redis::streams::StreamRangeReply = conn.xrange_all(JOBS).await.expect("XRANGE jobs");
-    reply
-        .ids
-        .iter()
-        .map(|entry| match entry.map.get("job") {
+    let mut jobs = Vec::new();
+    for tag in redis.partition_tags() {
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange_all(format!("{{{tag}}}:jobs"))
+            .await
+            .expect("XRANGE jobs");
+        jobs.extend(reply.ids.iter().map(|entry| match entry.map.get("job") {
             Some(redis::Value::BulkString(bytes)) => Job::decode(bytes).expect("job decodes"),
             other => panic!("entry without a job: {other:?}"),
-        })
-        .collect()
+        }));
+    }
+    jobs
 }
 
 #[tokio::test]

@@ -15,12 +15,11 @@ use crate::support::HEAVY_TURN;
 use crate::support::config::{ConfigBuilder, Owner, Route, Source};
 use crate::support::gateway::{TestGateway, config_toml_on, parse_config};
 use crate::support::receiver::{Receiver, Reply};
+use crate::support::test_redis::{CLUSTER_PARTITIONS, QueueKeys};
 use crate::support::topology::{RedisCluster, RedisSentinels};
 use crate::support::{eventually, github};
 
 const SECRET: &str = "failover-secret";
-/// The default partition count on a cluster.
-const CLUSTER_PARTITIONS: u16 = 16;
 
 /// Routes `ok-route` (GitHub `ok` events) to `ok` and `bad-route` (`bad`
 /// events) to `bad`. A short visibility timeout: a job whose completion a
@@ -64,41 +63,6 @@ fn taken(receiver: &Receiver) -> HashSet<Vec<u8>> {
         .into_iter()
         .map(|r| r.body.to_vec())
         .collect()
-}
-
-/// What any partition still holds: stream entries, pending entries of the
-/// consumer group, retries; empty when every job has left.
-fn leftover(seeds: &[String]) -> Vec<String> {
-    let connected =
-        redis::cluster::ClusterClient::new(seeds.to_vec()).and_then(|c| c.get_connection());
-    let Ok(mut conn) = connected else {
-        return vec!["no cluster connection".to_owned()];
-    };
-    let mut left = Vec::new();
-    for p in partition::layout("switchyard", CLUSTER_PARTITIONS) {
-        let jobs = format!("{{{}}}:jobs", p.tag);
-        let stream: i64 = redis::cmd("XLEN").arg(&jobs).query(&mut conn).unwrap_or(-1);
-        // XPENDING's summary starts with the count.
-        let pending: i64 = redis::cmd("XPENDING")
-            .arg(&jobs)
-            .arg("delivery")
-            .query::<Vec<redis::Value>>(&mut conn)
-            .ok()
-            .and_then(|summary| summary.into_iter().next())
-            .and_then(|count| redis::from_redis_value(count).ok())
-            .unwrap_or(-1);
-        let retry: i64 = redis::cmd("ZCARD")
-            .arg(format!("{{{}}}:retry", p.tag))
-            .query(&mut conn)
-            .unwrap_or(-1);
-        if (stream, pending, retry) != (0, 0, 0) {
-            left.push(format!(
-                "{}: stream {stream}, pending {pending}, retry {retry}",
-                p.tag
-            ));
-        }
-    }
-    left
 }
 
 /// Every body of `acked` reaches `receiver` within 30 s: lost = 0.
@@ -383,12 +347,18 @@ async fn a_cluster_master_killed_under_load_loses_no_acked_event() {
     );
 
     assert_all_delivered(&acked, &ok).await;
-    let seeds = cluster.seed_urls();
-    let empty = eventually(Duration::from_secs(20), || async {
-        leftover(&seeds).is_empty()
+    let queue = QueueKeys::on_cluster(&cluster).await;
+    let empty = eventually(Duration::from_secs(20), || {
+        let mut queue = queue.clone();
+        async move { queue.work().await.is_ok_and(|work| work.idle()) }
     })
     .await;
-    assert!(empty, "every job left the queue: {:?}", leftover(&seeds));
+    let mut queue = queue.clone();
+    assert!(
+        empty,
+        "every job left the queue (stream, pending and retry of every partition): {:?}",
+        queue.work().await
+    );
     gateway.stop().await.expect("clean stop");
 }
 

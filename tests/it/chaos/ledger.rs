@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
-use redis::streams::StreamPendingReply;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -25,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::github;
 use crate::support::receiver::Receiver;
+use crate::support::test_redis::{QueueKeys, TestConnection, Work};
 
 /// The github source's signing secret.
 pub const SECRET: &str = "chaos-test-secret";
@@ -53,10 +52,6 @@ const RETRY_CONCURRENCY: usize = 16;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How often [`settle`] looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(100);
-
-const JOBS: &str = "{switchyard}:jobs";
-const RETRY: &str = "{switchyard}:retry";
-const DEAD: &str = "{switchyard}:dead";
 
 /// A (delivery id, route) pair: one delivery job.
 pub type JobKey = (String, String);
@@ -467,62 +462,6 @@ async fn generate(
     sent
 }
 
-/// The jobs' states in Redis, read in one MULTI so they are one snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Work {
-    /// Entries in the stream (queued or pending).
-    pub stream: usize,
-    /// Entries read by a consumer and not yet acknowledged.
-    pub pending: usize,
-    /// Jobs waiting in the retry schedule.
-    pub scheduled: usize,
-    /// Dead letters.
-    pub dead: usize,
-}
-
-impl Work {
-    /// Reads the state.
-    pub async fn read(conn: &mut MultiplexedConnection) -> redis::RedisResult<Work> {
-        let (stream, pending, scheduled, dead): (usize, StreamPendingReply, usize, usize) =
-            redis::pipe()
-                .atomic()
-                .xlen(JOBS)
-                .xpending(JOBS, switchyard::queue::GROUP)
-                .zcard(RETRY)
-                .zcard(DEAD)
-                .query_async(conn)
-                .await?;
-        Ok(Work {
-            stream,
-            pending: pending.count(),
-            scheduled,
-            dead,
-        })
-    }
-
-    /// No job left to deliver: nothing queued, in flight or scheduled.
-    pub fn idle(&self) -> bool {
-        self.stream == 0 && self.pending == 0 && self.scheduled == 0
-    }
-}
-
-/// Jobs pending (read, not acknowledged) on the consumer of the gateway
-/// process `pid` (consumer names are `<host>-<pid>-<suffix>`).
-pub async fn pending_of(conn: &mut MultiplexedConnection, pid: u32) -> usize {
-    let reply: redis::RedisResult<StreamPendingReply> =
-        conn.xpending(JOBS, switchyard::queue::GROUP).await;
-    let marker = format!("-{pid}-");
-    match reply {
-        Ok(StreamPendingReply::Data(data)) => data
-            .consumers
-            .iter()
-            .filter(|c| c.name.contains(&marker))
-            .map(|c| c.pending)
-            .sum(),
-        _ => 0,
-    }
-}
-
 /// A dead letter, traced back to its request.
 struct DeadLetter {
     delivery: String,
@@ -531,15 +470,27 @@ struct DeadLetter {
     reason: String,
 }
 
-async fn dead_letters(conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<DeadLetter>> {
-    let ids: Vec<String> = conn.zrange(DEAD, 0, -1).await?;
+async fn dead_letters(queue: &mut QueueKeys) -> redis::RedisResult<Vec<DeadLetter>> {
+    let mut all = Vec::new();
+    for tag in queue.tags.clone() {
+        all.extend(dead_letters_in(&mut queue.conn, &format!("{{{tag}}}:dead")).await?);
+    }
+    Ok(all)
+}
+
+/// The dead letters indexed by `dead` (one partition's index).
+async fn dead_letters_in(
+    conn: &mut TestConnection,
+    dead: &str,
+) -> redis::RedisResult<Vec<DeadLetter>> {
+    let ids: Vec<String> = conn.zrange(dead, 0, -1).await?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
     for id in &ids {
         pipe.cmd("HMGET")
-            .arg(format!("{DEAD}:{id}"))
+            .arg(format!("{dead}:{id}"))
             .arg("event_id")
             .arg("route")
             .arg("reason")
@@ -614,10 +565,10 @@ pub struct Reconciliation {
 pub async fn reconcile(
     ledger: &Ledger,
     receivers: &[&Receiver],
-    conn: &mut MultiplexedConnection,
+    queue: &mut QueueKeys,
 ) -> redis::RedisResult<Reconciliation> {
-    let work = Work::read(conn).await?;
-    let dead = dead_letters(conn).await?;
+    let work = queue.work().await?;
+    let dead = dead_letters(queue).await?;
     let entries = ledger.entries();
     let by_delivery: HashMap<&str, &Entry> = entries
         .iter()
@@ -787,12 +738,12 @@ fn check_job(
 pub async fn settle(
     ledger: &Ledger,
     receivers: &[&Receiver],
-    conn: &mut MultiplexedConnection,
+    queue: &mut QueueKeys,
     within: Duration,
 ) -> Reconciliation {
     let deadline = Instant::now() + within;
     loop {
-        let now = reconcile(ledger, receivers, conn).await;
+        let now = reconcile(ledger, receivers, queue).await;
         match now {
             Ok(r) if (r.lost.is_empty() && r.work.idle()) || Instant::now() >= deadline => {
                 return r;

@@ -1,4 +1,5 @@
-//! One test environment: a private Redis, a gateway in-process on a config
+//! One test environment: a private Redis (or Redis Cluster, see
+//! [`super::test_redis`]), a gateway in-process on a config
 //! that names a scriptable receiver (deliveries) and a second one (owner
 //! alerts), and a client with helpers to send signed events and call the
 //! admin API with the test token.
@@ -7,10 +8,10 @@ use serde_json::Value;
 
 use switchyard::config::Config;
 
-use super::gateway::{TestGateway, config_toml, parse_config};
+use super::gateway::{TestGateway, config_toml_on, parse_config};
 use super::github;
 use super::receiver::Receiver;
-use super::redis::RedisServer;
+use super::test_redis::TestRedis;
 
 /// The admin token `config_toml` configures.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -18,7 +19,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// A running gateway with its Redis and receivers; all stopped on drop.
 pub struct TestEnv {
     /// The gateway's private Redis.
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     /// Where routes deliver.
     pub receiver: Receiver,
     /// Where owners are alerted.
@@ -47,10 +48,13 @@ impl TestEnv {
         extra: impl FnOnce(&Receiver, &Receiver) -> String,
         change: impl FnOnce(&mut Config),
     ) -> Self {
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let receiver = Receiver::start().await;
         let alerts = Receiver::start().await;
-        let mut config = parse_config(&config_toml(&redis.url(), &extra(&receiver, &alerts)));
+        let mut config = parse_config(&config_toml_on(
+            &redis.redis_block(),
+            &extra(&receiver, &alerts),
+        ));
         change(&mut config);
         let gateway = TestGateway::start(config).await;
         Self {

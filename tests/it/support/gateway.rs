@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use super::free_port;
+use super::test_redis::TestRedis;
 
 /// A minimal valid config on `redis_url`, listening on free ports, with
 /// `extra` TOML appended (owners, sources, routes...).
@@ -241,12 +242,22 @@ impl GatewayProcess {
         Self::start_with(redis_url, extra, ProcessOptions::default()).await
     }
 
+    /// [`GatewayProcess::start`] on `redis`, whichever mode it runs in.
+    pub async fn start_on(redis: &TestRedis, extra: &str) -> Self {
+        Self::launch(&redis.redis_block(), extra, ProcessOptions::default()).await
+    }
+
     /// [`GatewayProcess::start`] with `options` (log filter, environment,
     /// admin tokens); they hold for restarts too.
     pub async fn start_with(redis_url: &str, extra: &str, options: ProcessOptions) -> Self {
+        Self::launch(&format!("url = \"{redis_url}\""), extra, options).await
+    }
+
+    /// Runs the gateway on `config_toml_on(redis_block, extra)`.
+    async fn launch(redis_block: &str, extra: &str, options: ProcessOptions) -> Self {
         let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut toml = config_toml(redis_url, extra);
+        let mut toml = config_toml_on(redis_block, extra);
         if let Some(tokens) = &options.admin_tokens {
             assert!(toml.contains(DEFAULT_ADMIN_TOKENS), "config_toml changed");
             toml = toml.replacen(DEFAULT_ADMIN_TOKENS, tokens, 1);

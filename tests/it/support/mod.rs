@@ -14,6 +14,7 @@ pub mod receiver;
 pub mod redis;
 pub mod sender;
 pub mod signing;
+pub mod test_redis;
 pub mod tls;
 pub mod topology;
 
