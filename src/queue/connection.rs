@@ -25,8 +25,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect attempts inside one command before it fails back to the caller;
 /// the caller (or the next command) triggers the next round.
 const RECONNECT_RETRIES: usize = 2;
-/// Asking the sentinels again sooner than this after a failed command only
-/// loads them: a failover takes seconds.
+/// Asking the sentinels again sooner than this after they could not name a
+/// primary only loads them: a failover takes seconds.
 const SENTINEL_ASK_EVERY: Duration = Duration::from_millis(250);
 
 /// Makes connections to the configured Redis.
@@ -74,7 +74,10 @@ impl Connector {
                 )?;
                 Ok(Connection::Sentinel(Arc::new(SentinelPrimary {
                     db: primary_settings.db(),
-                    sentinels: tokio::sync::Mutex::new(sentinels),
+                    sentinels: tokio::sync::Mutex::new(Sentinels {
+                        client: sentinels,
+                        failed: None,
+                    }),
                     current: Mutex::new(None),
                     manager_config,
                 })))
@@ -196,7 +199,7 @@ impl ConnectionLike for Connection {
                 Box::pin(async move {
                     let mut manager = primary.manager().await?;
                     let answer = manager.req_packed_command(cmd).await;
-                    primary.after(&answer).await;
+                    primary.after(&answer);
                     answer
                 })
             }
@@ -222,7 +225,7 @@ impl ConnectionLike for Connection {
                 Box::pin(async move {
                     let mut manager = primary.manager().await?;
                     let answer = manager.req_packed_commands(pipeline, offset, count).await;
-                    primary.after(&answer).await;
+                    primary.after(&answer);
                     answer
                 })
             }
@@ -267,25 +270,36 @@ impl Cluster {
 }
 
 /// The primary of a Sentinel-monitored group: the sentinels are asked for
-/// it on first use, and again after a command fails the way commands fail
-/// on a primary that is gone or was demoted (I/O errors, READONLY).
+/// it on first use, and again before the next command once a command failed
+/// the way commands fail on a primary that is gone or was demoted (I/O
+/// errors, READONLY). Until the sentinels have named a primary again, no
+/// command goes to the old one: a killed primary restarted after the
+/// failover takes writes as a primary until the sentinels demote it, and
+/// loses them when it resyncs from the new one.
 pub(super) struct SentinelPrimary {
     db: i64,
-    sentinels: tokio::sync::Mutex<SentinelClient>,
+    sentinels: tokio::sync::Mutex<Sentinels>,
     current: Mutex<Option<Known>>,
     manager_config: ConnectionManagerConfig,
 }
 
-/// The primary in use, and when the sentinels were last asked.
+/// The sentinels' client, and when asking them last failed.
+struct Sentinels {
+    client: SentinelClient,
+    failed: Option<(Instant, redis::RedisError)>,
+}
+
+/// The primary in use, and whether the sentinels named it since a command
+/// last failed on it.
 struct Known {
     address: String,
     manager: ConnectionManager,
-    asked: Instant,
+    confirmed: bool,
 }
 
 impl SentinelPrimary {
     async fn manager(&self) -> RedisResult<ConnectionManager> {
-        if let Some(manager) = self.known_manager() {
+        if let Some(manager) = self.confirmed_manager() {
             return Ok(manager);
         }
         self.ask_sentinels().await
@@ -297,35 +311,52 @@ impl SentinelPrimary {
         current.as_ref().map(|known| known.address.clone())
     }
 
-    fn known_manager(&self) -> Option<ConnectionManager> {
+    fn confirmed_manager(&self) -> Option<ConnectionManager> {
         let current = self.current.lock().ok()?;
-        current.as_ref().map(|known| known.manager.clone())
+        current
+            .as_ref()
+            .filter(|known| known.confirmed)
+            .map(|known| known.manager.clone())
     }
 
     /// After a command: a failure that suggests the primary moved sends the
-    /// next command to whichever primary the sentinels name now.
-    async fn after<T>(&self, answer: &RedisResult<T>) {
+    /// next command through the sentinels first.
+    fn after<T>(&self, answer: &RedisResult<T>) {
         let Err(err) = answer else { return };
         let moved = err.is_io_error()
             || err.is_connection_refusal()
             || err.is_timeout()
             || err.code() == Some("READONLY");
-        let due = self.current.lock().is_ok_and(|current| {
-            current
-                .as_ref()
-                .is_none_or(|known| known.asked.elapsed() >= SENTINEL_ASK_EVERY)
-        });
-        if moved && due {
-            // A sentinel that cannot say fails this lookup; the next failed
-            // command asks again.
-            let _ = self.ask_sentinels().await;
+        if moved
+            && let Ok(mut current) = self.current.lock()
+            && let Some(known) = current.as_mut()
+        {
+            known.confirmed = false;
         }
     }
 
-    /// Asks the sentinels for the primary; switches to it when it changed.
+    /// Asks the sentinels for the primary (they check it answers as one);
+    /// switches to it when it changed. Commands waiting here while another
+    /// asks take that answer; within `SENTINEL_ASK_EVERY` of a failed ask
+    /// they fail with its error without asking again.
     async fn ask_sentinels(&self) -> RedisResult<ConnectionManager> {
         let mut sentinels = self.sentinels.lock().await;
-        let client = sentinels.async_get_client().await?;
+        if let Some(manager) = self.confirmed_manager() {
+            return Ok(manager);
+        }
+        if let Some((at, err)) = &sentinels.failed
+            && at.elapsed() < SENTINEL_ASK_EVERY
+        {
+            return Err(err.clone());
+        }
+        let client = match sentinels.client.async_get_client().await {
+            Ok(client) => client,
+            Err(err) => {
+                sentinels.failed = Some((Instant::now(), err.clone()));
+                return Err(err);
+            }
+        };
+        sentinels.failed = None;
         let address = client.get_connection_info().addr().to_string();
         let mut current = self
             .current
@@ -333,7 +364,7 @@ impl SentinelPrimary {
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Client, "poisoned")))?;
         match current.as_mut() {
             Some(known) if known.address == address => {
-                known.asked = Instant::now();
+                known.confirmed = true;
                 Ok(known.manager.clone())
             }
             _ => {
@@ -347,7 +378,7 @@ impl SentinelPrimary {
                 *current = Some(Known {
                     address,
                     manager: manager.clone(),
-                    asked: Instant::now(),
+                    confirmed: true,
                 });
                 Ok(manager)
             }

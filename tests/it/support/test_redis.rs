@@ -146,6 +146,19 @@ impl QueueKeys {
         }
     }
 
+    /// The queue of a gateway with one partition on the primary at `url`.
+    pub async fn of_primary(url: &str) -> Self {
+        let conn = ::redis::Client::open(url)
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the primary");
+        Self {
+            conn: TestConnection::Single(conn),
+            tags: tags(1),
+        }
+    }
+
     /// The jobs' states: one MULTI per partition, summed.
     pub async fn work(&mut self) -> ::redis::RedisResult<Work> {
         let mut work = Work::default();
