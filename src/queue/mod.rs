@@ -211,13 +211,7 @@ impl Queue {
         let count = self.written.len();
         let index = match delivery_id {
             _ if count == 1 => 0,
-            Some(id) => {
-                let mut crc = crc16::State::<crc16::XMODEM>::new();
-                crc.update(source.as_bytes());
-                crc.update(b"\0");
-                crc.update(id.as_bytes());
-                usize::from(crc.get()) % count
-            }
+            Some(id) => partition::index_for(source, id, count),
             None => self.next_partition.fetch_add(1, Ordering::Relaxed) % count,
         };
         &self.written[index]

@@ -83,6 +83,7 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
             .expect("KEYSLOT");
         assert_eq!(slot, p.slot, "{}", p.tag);
     }
+    let mut slot_shares = Vec::new();
     for master in cluster.masters() {
         let ranges = cluster.slots_of(master);
         let slots: usize = ranges.iter().map(|r| r.clone().count()).sum();
@@ -96,6 +97,8 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
             (slot_share - partition_share).abs() <= 0.10,
             "master {master}: {held} partitions for {slots} slots"
         );
+        slot_shares.push((master, slot_share));
+        eprintln!("master {master}: {held} partitions, {slots} slots");
     }
 
     let ok = Receiver::start().await;
@@ -197,7 +200,59 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
     assert_eq!(ok_route["name"], "ok-route");
     assert_eq!(ok_route["delivered"], 30, "{ok_route}");
     assert_eq!(ok_route["received"], 30, "{ok_route}");
+
+    // Under load, each master runs a share of the queue's scripts (ingest
+    // batches, completions, the pollers of its partitions) within 10 points
+    // of its share of slots.
+    for (master, _) in &slot_shares {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut node_connection(&cluster, *master))
+            .expect("CONFIG RESETSTAT");
+    }
+    let sent = send_for(&gateway, 200, Duration::from_secs(5)).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            taken(&ok).len() == 30 + sent.len()
+        })
+        .await,
+        "the load delivered"
+    );
+    let calls: Vec<(usize, u64)> = slot_shares
+        .iter()
+        .map(|(master, _)| (*master, script_calls(&cluster, *master)))
+        .collect();
+    let total: u64 = calls.iter().map(|(_, n)| n).sum();
+    for ((master, slot_share), (_, n)) in slot_shares.iter().zip(&calls) {
+        let call_share = *n as f64 / total as f64;
+        assert!(
+            (slot_share - call_share).abs() <= 0.10,
+            "master {master}: {n} of {total} script calls for {:.0} % of the slots: {calls:?}",
+            slot_share * 100.0
+        );
+    }
+    eprintln!("script calls per master under load: {calls:?} (slot shares {slot_shares:?})");
     gateway.stop().await.expect("clean stop");
+}
+
+fn node_connection(cluster: &RedisCluster, node: usize) -> redis::Connection {
+    redis::Client::open(cluster.node_url(node))
+        .and_then(|client| client.get_connection())
+        .expect("connect to a node")
+}
+
+/// EVALSHA and EVAL calls `node` counted since its stats were reset.
+fn script_calls(cluster: &RedisCluster, node: usize) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut node_connection(cluster, node))
+        .expect("INFO commandstats");
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| line.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// `/readyz` every 100 ms for `within`: each answer's status and body.
