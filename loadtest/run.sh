@@ -22,8 +22,13 @@
 # LT_PROFILE (cargo profile of the binaries, default release; CI's smoke run
 # uses debug), LT_WRAP (a command the gateway or reference runs under, e.g.
 # `valgrind --tool=callgrind` for instruction counts per request),
-# LT_REFERENCE_FLAGS (flags for switchyard-reference, e.g. --dedupe),
+# LT_GATEWAY (another switchyard binary to run, e.g. a previous commit's
+# build, for an A/B run), LT_REFERENCE_FLAGS (flags for switchyard-reference, e.g. --dedupe),
 # LT_REDIS_STATS=1 (print Redis's per-command CPU figures at the end).
+# Redis deployment: LT_REPLICAS=N gives each Redis primary N replicas and
+# the gateway `ack_replicas = N` (the cost of replicated acks);
+# LT_CLUSTER=M runs a Redis Cluster of M masters (the gateway on its default
+# partitions) instead of one Redis. Redis figures are then per primary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,23 +48,99 @@ trap cleanup EXIT
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
+# A cluster node's bus port is its port + 10000, so nodes take ports below 55535.
+free_cluster_port() {
+    python3 -c '
+import random, socket
+while True:
+    port = random.randrange(20000, 45000)
+    try:
+        for p in (port, port + 10000):
+            socket.socket().bind(("127.0.0.1", p))
+        print(port)
+        break
+    except OSError:
+        pass'
+}
 
 profile=${LT_PROFILE:-release}
 cargo build -q --profile "${profile/#debug/dev}" -p switchyard --bin switchyard
 cargo build -q --profile "${profile/#debug/dev}" -p switchyard-loadtest
 bin=target/$profile
 
-redis_port=$(free_port)
 listen_port=$(free_port)
 admin_port=$(free_port)
 sink_port=$(free_port)
 dead_port=$(free_port) # nothing listens here: the dead destination
 
-# Default persistence (RDB snapshots), as the performance targets specify.
+replicas=${LT_REPLICAS:-0}
+masters=${LT_CLUSTER:-0}
+ack=""
+[[ $replicas -gt 0 ]] && ack="ack_replicas = $replicas"
+
+# One redis-server on port $1 (more arguments are its settings), with
+# default persistence (RDB snapshots), as the performance targets specify.
 # Redis's latency monitor records its own stalls over 10 ms (printed at the end).
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" \
-    --latency-monitor-threshold 10 --daemonize no >"$work/redis.log" 2>&1 &
-pids+=($!)
+start_redis() {
+    local port=$1
+    shift
+    mkdir -p "$work/redis-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$work/redis-$port" \
+        --latency-monitor-threshold 10 --daemonize no "$@" >"$work/redis-$port.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "redis-server on $port did not start" >&2
+    exit 1
+}
+wait_synced() { # replica port
+    for _ in $(seq 300); do
+        redis-cli -p "$1" info replication | grep -q '^master_link_status:up' && return
+        sleep 0.1
+    done
+    echo "replica on $1 did not sync" >&2
+    exit 1
+}
+
+primaries=()
+if [[ $masters -gt 0 ]]; then
+    nodes=()
+    for _ in $(seq $((masters * (1 + replicas)))); do
+        port=$(free_cluster_port)
+        start_redis "$port" --cluster-enabled yes --cluster-node-timeout 2000 \
+            --cluster-config-file "$work/nodes-$port.conf"
+        nodes+=("127.0.0.1:$port")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas "$replicas" --cluster-yes >"$work/cluster-create.log"
+    for _ in $(seq 300); do
+        redis-cli -p "${nodes[0]#*:}" cluster info | grep -q '^cluster_state:ok' && break
+        sleep 0.1
+    done
+    for node in "${nodes[@]}"; do
+        port=${node#*:}
+        if redis-cli -p "$port" role | head -1 | grep -q master; then
+            primaries+=("$port")
+        else
+            wait_synced "$port"
+        fi
+    done
+    redis_block="cluster = [$(printf '"redis://%s", ' "${nodes[@]}" | sed 's/, $//')]"
+    reference_url="redis://${nodes[0]}/0"
+else
+    redis_port=$(free_port)
+    start_redis "$redis_port"
+    primaries=("$redis_port")
+    for _ in $(seq "$replicas"); do
+        port=$(free_port)
+        start_redis "$port" --replicaof 127.0.0.1 "$redis_port"
+        wait_synced "$port"
+    done
+    redis_block="url = \"redis://127.0.0.1:$redis_port/0\""
+    reference_url="redis://127.0.0.1:$redis_port/0"
+fi
+redis_port=${primaries[0]}
 
 read -r -a serve_flags <<<"${LT_SERVE_FLAGS:-}"
 tool=(--duration "${LT_DURATION:-10s}")
@@ -97,6 +178,7 @@ mixed-healthy-and-dead)
     routes="$(route healthy /healthy)$(route dead /dead "http://127.0.0.1:$dead_port")"
     ;;
 sizing-dedupe | sizing-queued | sizing-dead)
+    [[ $masters -gt 0 ]] && { echo "sizing runs on one Redis" >&2; exit 2; }
     sizing=1
     sink=()
     [[ $scenario == sizing-dedupe ]] && routes=""
@@ -137,8 +219,9 @@ listen = "127.0.0.1:$listen_port"
 admin_listen = "127.0.0.1:$admin_port"
 
 [redis]
-url = "redis://127.0.0.1:$redis_port/0"
+$redis_block
 prefix = "loadtest"
+$ack
 
 [admin]
 tokens = [{ name = "loadtest", secret = "loadtest-admin-token" }]
@@ -159,14 +242,10 @@ secrets = ["loadtest-secret"]
 $routes
 TOML
 
-for _ in $(seq 100); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-
 if [[ $scenario == reference ]]; then
+    [[ $masters -gt 0 ]] && { echo "the reference runs on one Redis" >&2; exit 2; }
     ${LT_WRAP:-} "$bin/switchyard-reference" --listen "127.0.0.1:$listen_port" \
-        --redis-url "redis://127.0.0.1:$redis_port/0" --secret loadtest-secret \
+        --redis-url "$reference_url" --secret loadtest-secret \
         ${LT_REFERENCE_FLAGS:-} \
         >"$work/gateway.log" 2>&1 &
     gateway=$!
@@ -177,7 +256,7 @@ if [[ $scenario == reference ]]; then
     done
 else
     env -u SWITCHYARD_REDIS_URL -u SWITCHYARD_LISTEN -u SWITCHYARD_ADMIN_LISTEN \
-        RUST_LOG="${LT_LOG:-warn}" ${LT_WRAP:-} "$bin/switchyard" serve --config "$work/switchyard.toml" \
+        RUST_LOG="${LT_LOG:-warn}" ${LT_WRAP:-} "${LT_GATEWAY:-$bin/switchyard}" serve --config "$work/switchyard.toml" \
         "${serve_flags[@]}" >"$work/gateway.log" 2>&1 &
     gateway=$!
     pids+=("$gateway")
@@ -193,7 +272,9 @@ memory_before=$(used_memory)
 echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
 "$bin/switchyard-loadtest" --url "http://127.0.0.1:$listen_port/hooks/lt" \
     --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
-echo "== redis CPU: $(redis-cli -p "$redis_port" info cpu | grep -E '^used_cpu_(sys|user):' | tr -d '\r' | paste -sd' ')" >&2
+for port in "${primaries[@]}"; do
+    echo "== redis :$port CPU: $(redis-cli -p "$port" info cpu | grep -E '^used_cpu_(sys|user):' | tr -d '\r' | paste -sd' ')" >&2
+done
 if [[ $sizing == 1 ]]; then
     # Settled: every job delivered to its end (dead letters) or left queued.
     for _ in $(seq 300); do
@@ -210,11 +291,17 @@ if [[ $sizing == 1 ]]; then
         "$(((memory_after - memory_before) / (events > 0 ? events : 1))) bytes per event" >&2
 fi
 if [[ ${LT_REDIS_STATS:-0} == 1 ]]; then
-    redis-cli -p "$redis_port" info commandstats | grep calls >&2
+    for port in "${primaries[@]}"; do
+        echo "== redis :$port commandstats" >&2
+        redis-cli -p "$port" info commandstats | grep calls >&2
+    done
 fi
 if [[ $scenario != reference ]]; then
     echo "== gateway deferrals: $(curl -fs "http://127.0.0.1:$admin_port/metrics" | grep '^switchyard_deliveries_deferred_total' | paste -sd' ')" >&2
 fi
-echo "== redis used_memory: $(redis-cli -p "$redis_port" info memory | grep -m1 '^used_memory_human' | tr -d '\r')" >&2
-echo "== dead letters: $(redis-cli -p "$redis_port" zcard '{loadtest}:dead')" >&2
-echo "== redis stalls over 10 ms (event, last, last ms, max ms): $(redis-cli -p "$redis_port" latency latest | paste -sd' ')" >&2
+for port in "${primaries[@]}"; do
+    echo "== redis :$port used_memory: $(redis-cli -p "$port" info memory | grep -m1 '^used_memory_human' | tr -d '\r')" >&2
+    echo "== redis :$port stalls over 10 ms (event, last, last ms, max ms): $(redis-cli -p "$port" latency latest | paste -sd' ')" >&2
+done
+# Partition 0's dead letters (all of them on one Redis with one partition).
+echo "== dead letters: $(redis-cli -c -p "$redis_port" zcard '{loadtest}:dead')" >&2
