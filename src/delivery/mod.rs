@@ -598,7 +598,13 @@ impl Engine {
         self.metrics
             .dead_lettered(&job.route, dead.owner, reason.as_str());
         let moved = self.queue.dead_letter(entry, &dead).await;
-        if let (Ok(true), Some(route)) = (&moved, route) {
+        // A dead letter the replicas did not confirm in time stands on the
+        // primary (its script ran), so its owner is told. Should the primary
+        // die before a replica has it, the job is pending again on the
+        // promoted replica and comes back here: the owner may hear twice,
+        // never not at all.
+        let written = matches!(moved, Ok(true) | Err(QueueError::NotReplicated { .. }));
+        if let (true, Some(route)) = (written, route) {
             let reason = match status {
                 Some(status) => format!("{} ({status})", reason.as_str()),
                 None => reason.as_str().to_owned(),
@@ -637,6 +643,10 @@ impl Engine {
         match result {
             Ok(true) => {}
             Ok(false) => tracing::info!(operation, "job already moved by another worker"),
+            Err(err @ QueueError::NotReplicated { .. }) => {
+                self.metrics.redis_error(operation);
+                tracing::warn!(operation, error = %err, "job moved on the primary, not yet on its replicas; a failover before they have it moves it again");
+            }
             Err(err) => {
                 self.metrics.redis_error(operation);
                 tracing::error!(operation, error = %err, "cannot move job; it stays pending and will be retried");

@@ -192,3 +192,66 @@ async fn changing_the_partition_count_loses_no_queued_job_and_no_dead_letter() {
     assert_eq!(page["items"].as_array().map_or(99, Vec::len), 0);
     second.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn a_dead_letter_its_replicas_do_not_confirm_still_alerts_its_owner() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port_of(&primary.url())]);
+    let mut replica_conn = replica.connection().await;
+    let replica_synced = || {
+        let mut conn = replica_conn.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            info.contains("master_link_status:up")
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), replica_synced).await,
+        "the replica did not sync"
+    );
+    let receiver = Receiver::start().await;
+    let alerts = Receiver::start().await;
+    // The destination refuses, late enough for the replica to be detached
+    // between the ack and the dead letter.
+    receiver.otherwise(Reply::status(400).delay(Duration::from_millis(800)));
+    let routes = ConfigBuilder::new()
+        .retry(1, "100ms", "200ms")
+        .breaker(100_000, None)
+        .owner(Owner::devex().with("alert_url", &alerts.url("/alerts")))
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("devex-route", "github", "devex", &receiver.url("/events"))
+                .destination("timeout", r#""2s""#),
+        )
+        .build();
+    let mut config = parse_config(&config_toml(&primary.url(), &routes));
+    config.redis.ack_replicas = 1;
+    config.redis.ack_replicas_timeout = Duration::from_millis(200);
+    let gateway = TestGateway::start(config).await;
+
+    let (status, answer) = post(&gateway, "d-1", r#"{"n":1}"#).await;
+    assert_eq!(status, 202, "{answer}");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut replica_conn)
+        .await
+        .expect("detach the replica");
+
+    // The dead letter stands on the primary, unconfirmed, and its owner is
+    // alerted all the same.
+    let alerted = alerts.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(alerted.len(), 1, "one owner alert");
+    let alert: Value = serde_json::from_slice(&alerted[0].body).expect("json alert");
+    assert_eq!(alert["route"], "devex-route", "{alert}");
+    let (status, page) = gateway
+        .admin(Method::GET, "/admin/dead-letters?route=devex-route", None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    gateway.stop().await.expect("clean stop");
+}
