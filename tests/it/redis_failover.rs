@@ -343,7 +343,10 @@ async fn send_for(gateway: &TestGateway, rate: u32, run_for: Duration) -> Vec<Se
     let url = gateway.public_url("/hooks/github");
     let mut sending = tokio::task::JoinSet::new();
     let mut n = 0u32;
+    // Each event at its due time from the start, so the time spawning takes
+    // does not lower the rate.
     while started.elapsed() < run_for {
+        tokio::time::sleep_until((started + Duration::from_secs(1) * n / rate).into()).await;
         let body = format!(r#"{{"n":{n}}}"#);
         let delivery = format!("load-{n}");
         let (client, url) = (client.clone(), url.clone());
@@ -356,7 +359,6 @@ async fn send_for(gateway: &TestGateway, rate: u32, run_for: Duration) -> Vec<Se
             }
         });
         n += 1;
-        tokio::time::sleep(Duration::from_secs(1) / rate).await;
     }
     let mut sent = Vec::new();
     while let Some(done) = sending.join_next().await {
