@@ -507,6 +507,36 @@ impl Losses {
     }
 }
 
+/// Kills nodes of a topology at the given times after a start; gives the
+/// topology back with when each kill came.
+type Kills<T> = fn(T, &[Duration], Instant) -> (T, Vec<Instant>);
+
+/// Sends the plan's load while `kill` runs the plan's kills on `topology`
+/// in a thread of its own: what was sent, the topology back, and when each
+/// kill came.
+async fn load_through_kills<T: Send + 'static>(
+    gateway: &TestGateway,
+    plan: &Plan,
+    topology: T,
+    kill: Kills<T>,
+) -> (Vec<Sent>, T, Vec<Instant>) {
+    let started = Instant::now();
+    let kills = plan.kills.clone();
+    let faults = tokio::task::spawn_blocking(move || kill(topology, &kills, started));
+    let sent = send_for(gateway, plan.rate, plan.run_for).await;
+    let (topology, kill_times) = faults.await.expect("the kills ran");
+    (sent, topology, kill_times)
+}
+
+/// The `[redis]` lines that make acks wait for one replica, or none.
+fn ack_block(ack_replicas: bool) -> &'static str {
+    if ack_replicas {
+        "ack_replicas = 1\nack_replicas_timeout = \"300ms\""
+    } else {
+        ""
+    }
+}
+
 /// A cluster master killed under load (three times in the long run), with
 /// or without `ack_replicas`.
 async fn cluster_failover(ack_replicas: bool) {
@@ -515,23 +545,18 @@ async fn cluster_failover(ack_replicas: bool) {
     let cluster = RedisCluster::start(3, 1);
     let ok = Receiver::start().await;
     let bad = Receiver::start().await;
-    let ack = if ack_replicas {
-        "ack_replicas = 1\nack_replicas_timeout = \"300ms\""
-    } else {
-        ""
-    };
-    let redis = format!("cluster = [{}]\n{ack}", nodes_list(&cluster.seed_urls()));
+    let redis = format!(
+        "cluster = [{}]\n{}",
+        nodes_list(&cluster.seed_urls()),
+        ack_block(ack_replicas)
+    );
     let gateway =
         TestGateway::start(parse_config(&config_toml_on(&redis, &routes(&ok, &bad)))).await;
     let victim_address =
         cluster.node_url(cluster.master_for_slot(partition::slot_of("switchyard")));
     let readyz = watch_readyz(&gateway, plan.kills[0] + Duration::from_secs(4));
-    let started = Instant::now();
-    let kills = plan.kills.clone();
-    let faults =
-        tokio::task::spawn_blocking(move || kill_cluster_masters(cluster, &kills, started));
-    let sent = send_for(&gateway, plan.rate, plan.run_for).await;
-    let (cluster, kill_times) = faults.await.expect("the kills ran");
+    let (sent, cluster, kill_times) =
+        load_through_kills(&gateway, &plan, cluster, kill_cluster_masters).await;
 
     // While the master is gone, /readyz is 503 and names it; once its
     // replica is promoted, it names the new master instead.
@@ -588,26 +613,18 @@ async fn sentinel_failover(ack_replicas: bool) {
     let group = RedisSentinels::start();
     let ok = Receiver::start().await;
     let bad = Receiver::start().await;
-    let ack = if ack_replicas {
-        "ack_replicas = 1\nack_replicas_timeout = \"300ms\""
-    } else {
-        ""
-    };
     let redis = format!(
-        "sentinel = {{ master = \"{}\", nodes = [{}] }}\n{ack}",
+        "sentinel = {{ master = \"{}\", nodes = [{}] }}\n{}",
         RedisSentinels::MASTER_NAME,
-        nodes_list(&group.sentinel_urls())
+        nodes_list(&group.sentinel_urls()),
+        ack_block(ack_replicas)
     );
     let gateway =
         TestGateway::start(parse_config(&config_toml_on(&redis, &routes(&ok, &bad)))).await;
     let old_address = group.data_url(group.master_index());
     let readyz = watch_readyz(&gateway, plan.kills[0] + Duration::from_secs(3));
-    let started = Instant::now();
-    let kills = plan.kills.clone();
-    let faults =
-        tokio::task::spawn_blocking(move || kill_sentinel_primaries(group, &kills, started));
-    let sent = send_for(&gateway, plan.rate, plan.run_for).await;
-    let (group, kill_times) = faults.await.expect("the kills ran");
+    let (sent, group, kill_times) =
+        load_through_kills(&gateway, &plan, group, kill_sentinel_primaries).await;
 
     let seen = readyz.await.expect("readyz watcher");
     assert!(

@@ -40,6 +40,23 @@ fn port_of(url: &str) -> String {
         .to_owned()
 }
 
+/// Waits until the replica behind `replica` has synced with its primary.
+async fn wait_synced(replica: &redis::aio::MultiplexedConnection) {
+    let synced = eventually(Duration::from_secs(10), || {
+        let mut conn = replica.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            info.contains("master_link_status:up")
+        }
+    })
+    .await;
+    assert!(synced, "the replica did not sync");
+}
+
 #[tokio::test]
 async fn with_ack_replicas_an_event_is_acked_only_once_a_replica_has_it() {
     let primary = RedisServer::start();
@@ -62,19 +79,7 @@ async fn with_ack_replicas_an_event_is_acked_only_once_a_replica_has_it() {
         "yes",
     ]);
     let mut replica_conn = replica.connection().await;
-    let synced = eventually(Duration::from_secs(10), || {
-        let mut conn = replica_conn.clone();
-        async move {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            info.contains("master_link_status:up")
-        }
-    })
-    .await;
-    assert!(synced, "the replica did not sync");
+    wait_synced(&replica_conn).await;
 
     // The refused write did land: the sender's retry is a duplicate, and
     // the event is delivered once.
@@ -198,21 +203,7 @@ async fn a_dead_letter_its_replicas_do_not_confirm_still_alerts_its_owner() {
     let primary = RedisServer::start();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port_of(&primary.url())]);
     let mut replica_conn = replica.connection().await;
-    let replica_synced = || {
-        let mut conn = replica_conn.clone();
-        async move {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            info.contains("master_link_status:up")
-        }
-    };
-    assert!(
-        eventually(Duration::from_secs(10), replica_synced).await,
-        "the replica did not sync"
-    );
+    wait_synced(&replica_conn).await;
     let receiver = Receiver::start().await;
     let alerts = Receiver::start().await;
     // The destination refuses, late enough for the replica to be detached
@@ -245,6 +236,13 @@ async fn a_dead_letter_its_replicas_do_not_confirm_still_alerts_its_owner() {
     // The dead letter stands on the primary, unconfirmed, and its owner is
     // alerted all the same.
     let alerted = alerts.wait_for(1, Duration::from_secs(10)).await;
+    assert!(
+        gateway
+            .metrics()
+            .await
+            .contains(r#"switchyard_redis_errors_total{operation="dead_letter"} 1"#),
+        "the dead letter's write went unconfirmed"
+    );
     assert_eq!(alerted.len(), 1, "one owner alert");
     let alert: Value = serde_json::from_slice(&alerted[0].body).expect("json alert");
     assert_eq!(alert["route"], "devex-route", "{alert}");
