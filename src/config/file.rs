@@ -346,4 +346,8 @@ pub struct DestinationFile {
     pub forward_headers: Option<Vec<String>>,
     /// Statuses retried besides 407, 408, 425, 429 and 5xx.
     pub retry_on: Option<Vec<u16>>,
+    /// `"N/s"` or `"N/min"`, shared by every gateway process.
+    pub rate_limit: Option<String>,
+    /// Requests allowed at once after a quiet spell; one second's worth by default.
+    pub rate_burst: Option<u32>,
 }

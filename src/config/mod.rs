@@ -6,6 +6,7 @@
 //! at once, so one edit-and-retry cycle fixes a broken config.
 
 mod file;
+mod rate;
 mod secret;
 mod validate;
 
@@ -23,6 +24,7 @@ use rustls::pki_types::CertificateDer;
 use url::Url;
 
 pub use file::{AlertFormat, HmacAlgorithm, SignatureEncoding};
+pub use rate::{Rate, RateError};
 pub use secret::Secret;
 
 /// Where `switchyard` looks for its config when `--config` is not given.
@@ -329,6 +331,17 @@ pub struct Destination {
     pub forward_headers: Option<Vec<HeaderName>>,
     /// Statuses retried besides 407, 408, 425, 429 and 5xx.
     pub retry_on: Vec<u16>,
+    /// Requests per unit of time across every gateway process, if limited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A destination's `rate_limit` and `rate_burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The sustained rate.
+    pub rate: Rate,
+    /// Requests allowed at once after a quiet spell (at least 1).
+    pub burst: u32,
 }
 
 /// Which events a route takes.

@@ -464,6 +464,89 @@ fn credentials_in_a_destination_url_become_basic_auth_and_leave_the_url() {
     assert!(plain.routes[0].destination.authorization.is_none());
 }
 
+fn with_destination(fields: &str) -> String {
+    edit(
+        BASE,
+        ROUTE0_DESTINATION,
+        &format!("destination = {{ url = \"http://127.0.0.1:9000/stripe\", {fields} }}\n"),
+    )
+}
+
+#[test]
+fn rate_limit_takes_a_rate_and_a_burst_of_one_second_by_default() {
+    let config = expect_ok(load(&with_destination(r#"rate_limit = "50/s""#)));
+    let limit = config.routes[0].destination.rate_limit.expect("limited");
+    assert_eq!(limit.rate.to_string(), "50/s");
+    assert_eq!(limit.rate.interval(), Duration::from_millis(20));
+    assert_eq!(limit.burst, 50, "one second's worth");
+
+    let config = expect_ok(load(&with_destination(
+        r#"rate_limit = "3000/min", rate_burst = 5"#,
+    )));
+    let limit = config.routes[0].destination.rate_limit.expect("limited");
+    assert_eq!(limit.rate.interval(), Duration::from_millis(20));
+    assert_eq!(limit.burst, 5);
+
+    let unlimited = expect_ok(load(BASE));
+    assert!(unlimited.routes[0].destination.rate_limit.is_none());
+}
+
+#[test]
+fn rate_limit_must_be_a_rate_and_burst_needs_one() {
+    let problem = assert_only_problem(
+        load(&with_destination(r#"rate_limit = "50 per second""#)),
+        "routes[0].destination.rate_limit",
+        "not a rate",
+    );
+    assert!(problem.reason.contains("N/min"), "{}", problem.reason);
+    assert_only_problem(
+        load(&with_destination(r#"rate_limit = "0/s""#)),
+        "routes[0].destination.rate_limit",
+        "not a rate",
+    );
+    assert_only_problem(
+        load(&with_destination(r#"rate_limit = "5/s", rate_burst = 0"#)),
+        "routes[0].destination.rate_burst",
+        "at least 1",
+    );
+    assert_only_problem(
+        load(&with_destination("rate_burst = 10")),
+        "routes[0].destination.rate_burst",
+        "needs rate_limit",
+    );
+}
+
+#[test]
+fn routes_to_one_destination_state_one_rate_limit() {
+    let second = |limit: &str| {
+        append(
+            &with_destination(r#"rate_limit = "50/s""#),
+            &format!(
+                r#"[[routes]]
+name = "second"
+source = "stripe"
+owner = "payments"
+description = "Also to billing"
+on_failure = "Billing misses it"
+destination = {{ url = "http://127.0.0.1:9000/stripe"{limit} }}
+"#
+            ),
+        )
+    };
+    let problem = assert_only_problem(
+        load(&second("")),
+        "routes[1].destination.rate_limit",
+        "same URL",
+    );
+    assert!(problem.reason.contains("routes[0]") && problem.reason.contains("50/s"));
+    assert_only_problem(
+        load(&second(r#", rate_limit = "50/s", rate_burst = 2"#)),
+        "routes[1].destination.rate_limit",
+        "same URL",
+    );
+    expect_ok(load(&second(r#", rate_limit = "3000/min""#)));
+}
+
 #[test]
 fn destination_url_must_have_a_host() {
     assert_only_problem(

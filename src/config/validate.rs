@@ -941,6 +941,7 @@ fn routes(
     problems: &mut Problems,
 ) -> Vec<Route> {
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut limits = SharedRateLimits::default();
     let mut out = Vec::new();
     for (i, route) in file.into_iter().enumerate() {
         let key = format!("routes[{i}]");
@@ -1011,6 +1012,7 @@ fn routes(
         ) else {
             continue;
         };
+        limits.check(&key, &destination, problems);
         out.push(Route {
             expect_within: route.expect_within,
             name,
@@ -1024,6 +1026,40 @@ fn routes(
         });
     }
     out
+}
+
+/// A rate limit belongs to the destination, not to the route: routes sending
+/// to one URL share one limiter, so they must state the same limit.
+#[derive(Default)]
+struct SharedRateLimits {
+    first: HashMap<String, (String, Option<RateLimit>)>,
+}
+
+impl SharedRateLimits {
+    fn check(&mut self, key: &str, destination: &Destination, problems: &mut Problems) {
+        let limit = destination.rate_limit;
+        match self.first.get(destination.url.as_str()) {
+            Some((other_key, other)) if *other != limit => problems.add(
+                format!("{key}.destination.rate_limit"),
+                format!(
+                    "{other_key} sends to the same URL with {}; routes to one destination share its limit, so state the same rate_limit and rate_burst",
+                    describe_limit(*other)
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                self.first
+                    .insert(destination.url.to_string(), (key.to_owned(), limit));
+            }
+        }
+    }
+}
+
+fn describe_limit(limit: Option<RateLimit>) -> String {
+    match limit {
+        Some(RateLimit { rate, burst }) => format!("rate_limit {rate} (burst {burst})"),
+        None => "no rate_limit".to_owned(),
+    }
 }
 
 fn destination(
@@ -1076,6 +1112,7 @@ fn destination(
             );
         }
     }
+    let rate_limit = rate_limit(key, file.rate_limit, file.rate_burst, problems);
     let url_key = format!("{key}.url");
     let url = problems.required(&url_key, file.url);
     if url.is_empty() {
@@ -1102,7 +1139,35 @@ fn destination(
         signing_secret,
         forward_headers,
         retry_on,
+        rate_limit,
     })
+}
+
+fn rate_limit(
+    key: &str,
+    rate: Option<String>,
+    burst: Option<u32>,
+    problems: &mut Problems,
+) -> Option<RateLimit> {
+    let Some(rate) = rate else {
+        if burst.is_some() {
+            problems.add(
+                format!("{key}.rate_burst"),
+                "needs rate_limit (a burst of what rate?)",
+            );
+        }
+        return None;
+    };
+    let rate: Rate = rate
+        .parse()
+        .map_err(|err: RateError| problems.add(format!("{key}.rate_limit"), err.to_string()))
+        .ok()?;
+    let burst = burst.unwrap_or(rate.per_second_ceil());
+    if burst == 0 {
+        problems.add(format!("{key}.rate_burst"), "must be at least 1");
+        return None;
+    }
+    Some(RateLimit { rate, burst })
 }
 
 fn filter(key: &str, file: FilterFile, problems: &mut Problems) -> Option<Filter> {

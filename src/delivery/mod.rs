@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::Alerts;
 use crate::clock::now_ms;
-use crate::config::{Config, Route};
+use crate::config::{Config, Destination, Route};
 use crate::queue::{
     AttemptRecord, Claimed, Completer, DeadReason, Entry, Job, NewDeadLetter, Partition, Queue,
     QueueError, Stat,
@@ -56,6 +56,11 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// descriptors, say): long enough for connections to close, short enough
 /// that deliveries resume soon after.
 const NOT_ATTEMPTED_WAIT: Duration = Duration::from_secs(1);
+/// How late a job may come back for the send time its rate limiter reserved
+/// and still use it: beyond the promotion interval and a read, so an on-time
+/// job is never sent back, and small against a second, so late ones add
+/// little to any one second's count.
+const RATE_SLOT_SLACK: Duration = Duration::from_millis(500);
 /// How often running short of our own resources is logged at most: it
 /// happens to every job at once.
 const NOT_ATTEMPTED_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -413,6 +418,12 @@ impl Engine {
             }
             return;
         };
+        if let Some(wait) = self.rate_wait(&mut job, destination).await {
+            // The slot goes back with the job: waiting for its send time
+            // holds nothing of this process.
+            self.defer(&entry, &job, route, wait, "rate_limited").await;
+            return;
+        }
 
         let started_ms = now_ms();
         let (outcome, latency) = match self.outbound.attempt(destination, &job).await {
@@ -544,6 +555,39 @@ impl Engine {
 
     /// Puts a job back in the schedule without spending an attempt; returns
     /// how many of its route's jobs the schedule then holds, when it moved.
+    /// How long `job` must wait for its destination's rate limit: `None` to
+    /// go now. A job asks the limiter once per attempt and waits for the
+    /// send time it reserved; back in time (within [`RATE_SLOT_SLACK`]) it
+    /// goes without asking again. One that comes back later than that
+    /// reserves anew, so late jobs cannot bunch into a burst above the limit.
+    /// A limiter that cannot be asked holds the job a moment: the limit is
+    /// a promise to the destination, so nothing goes unpaced.
+    async fn rate_wait(&self, job: &mut Job, destination: &Destination) -> Option<Duration> {
+        let limit = destination.rate_limit?;
+        let now = now_ms();
+        if let Some(slot) = job.rate_slot_ms.take()
+            && now <= slot + RATE_SLOT_SLACK.as_millis() as u64
+        {
+            return None;
+        }
+        match self
+            .queue
+            .reserve_send(destination.url.as_str(), limit)
+            .await
+        {
+            Ok(wait) if wait.is_zero() => None,
+            Ok(wait) => {
+                job.rate_slot_ms = Some(now + wait.as_millis() as u64);
+                Some(wait)
+            }
+            Err(err) => {
+                self.metrics.redis_error("rate_limit");
+                tracing::warn!(error = %err, "cannot reach the rate limiter; the job waits");
+                Some(NOT_ATTEMPTED_WAIT + jitter(1000))
+            }
+        }
+    }
+
     async fn defer(
         &self,
         entry: &Entry,

@@ -29,6 +29,10 @@ pub struct Job {
     /// Every attempt so far, oldest first (across replays).
     #[serde(default)]
     pub history: Vec<AttemptRecord>,
+    /// The send time (Unix ms) its destination's rate limiter reserved for
+    /// this job's next attempt, while it waits for it; cleared by the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_slot_ms: Option<u64>,
 }
 
 /// What one delivery attempt did.
@@ -68,6 +72,7 @@ impl Job {
             headers: event.headers.clone(),
             body: event.body.clone(),
             history: Vec::new(),
+            rate_slot_ms: None,
         }
     }
 
@@ -99,6 +104,7 @@ mod tests {
             headers in proptest::collection::vec(any::<u8>(), 0..100),
             attempt in 1u32..20,
             status in proptest::option::of(100u16..600),
+            rate_slot_ms in proptest::option::of(any::<u64>()),
         ) {
             let job = Job {
                 id: "01J".into(),
@@ -110,6 +116,7 @@ mod tests {
                 headers: headers.into(),
                 body: body.into(),
                 history: vec![AttemptRecord { attempt: 1, at_ms: 2, status, error: None, latency_ms: 3 }],
+                rate_slot_ms,
             };
             prop_assert_eq!(Job::decode(&job.encode()).expect("decodes"), job);
         }

@@ -17,6 +17,9 @@
 //!   per-route figures the scripts keep, summed (or the latest taken) over
 //!   partitions when read.
 //!
+//! Outside the partitions, each rate-limited destination has its limiter
+//! under a hash tag of its own (see [`limiter`]).
+//!
 //! Partition 0 also holds what is not per event: the audit stream, breaker
 //! states, silence watches, alert slots, and the tags of partitions earlier
 //! layouts wrote (`partitions`), which every process keeps reading.
@@ -33,6 +36,7 @@ mod health;
 mod ingest;
 mod job;
 mod keys;
+mod limiter;
 mod nodes;
 pub mod partition;
 mod script;
@@ -140,6 +144,8 @@ pub struct Queue {
     guard: Arc<health::WriteGuard>,
     /// Spreads events without a delivery id over the partitions.
     next_partition: Arc<AtomicUsize>,
+    /// `redis.prefix`, for keys outside the partitions (rate limiters).
+    prefix: Arc<str>,
 }
 
 impl Queue {
@@ -172,6 +178,7 @@ impl Queue {
             display_url: config.display_url.clone(),
             guard: Default::default(),
             next_partition: Default::default(),
+            prefix: config.prefix.as_str().into(),
         })
     }
 

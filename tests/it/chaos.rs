@@ -33,10 +33,10 @@ use crate::support::gateway::GatewayProcess;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
 use crate::support::test_redis::{QueueKeys, TestConnection, TestRedis};
-use crate::support::{HEAVY_TURN, eventually};
+use crate::support::{HEAVY_TURN, counter, eventually, tail};
 use ledger::{
     Attempt, HOOK_PATH, Ledger, Load, MAIN, Outcome, REJECTED_KIND, REJECTS, Reconciliation,
-    SECRET, counter, reclaimed_in_log, settle, tail,
+    SECRET, reclaimed_in_log, settle,
 };
 
 /// A scenario that has not finished by then fails (and stops what it started).

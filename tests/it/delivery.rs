@@ -497,6 +497,7 @@ fn destination(url: &str, timeout_secs: u64) -> switchyard::config::Destination 
         signing_secret: None,
         forward_headers: None,
         retry_on: Vec::new(),
+        rate_limit: None,
     }
 }
 
@@ -512,6 +513,7 @@ fn job() -> switchyard::queue::Job {
         headers: bytes::Bytes::new(),
         body: bytes::Bytes::from_static(b"{\"secret\":\"payload\"}"),
         history: Vec::new(),
+        rate_slot_ms: None,
     }
 }
 

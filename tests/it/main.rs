@@ -10,6 +10,7 @@ mod crosscheck;
 mod dashboard;
 mod dead_letters;
 mod delivery;
+mod flow_control;
 mod health;
 mod hostile;
 mod ingest;

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamPendingReply;
 
-use crate::support::HEAVY_TURN;
+use crate::support::{HEAVY_TURN, counter, tail};
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::gateway::{GatewayProcess, TestGateway};
 use crate::support::receiver::{Receiver, Recorded, Reply};
@@ -184,21 +184,6 @@ async fn wait_drained(conn: &mut MultiplexedConnection, within: Duration) -> Wor
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The sum of a Prometheus counter's series whose labels contain `labels`.
-fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && line.contains(labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// The last lines of a log, for failure messages.
-fn tail(log: &str, lines: usize) -> String {
-    let all: Vec<&str> = log.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Invariant 2: a gateway SIGKILLed while deliveries are in flight and

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
-use crate::support::eventually;
+use crate::support::{eventually, tail};
 use crate::support::gateway::{GatewayProcess, ProcessOptions};
 use crate::support::process;
 use crate::support::receiver::{Receiver, Reply};
@@ -1253,9 +1253,4 @@ fn leak_search(run: &mut Run, needles: &[Needle], log_lines: usize, started: Ins
             .collect::<Vec<_>>()
             .join("\n")
     );
-}
-
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

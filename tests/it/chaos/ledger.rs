@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::github;
+use crate::support::{github, tail};
 use crate::support::receiver::Receiver;
 use crate::support::test_redis::{QueueKeys, TestConnection, Work};
 
@@ -830,25 +830,10 @@ impl Reconciliation {
     }
 }
 
-/// The sum of a Prometheus counter's series whose labels contain `labels`.
-pub fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && line.contains(labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// Jobs a gateway's JSON log says it took over from dead workers.
 pub fn reclaimed_in_log(log: &str) -> u64 {
     log.lines()
         .filter(|line| line.contains("took over jobs left pending"))
         .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["count"].as_u64())
         .sum()
-}
-
-/// The last `lines` lines of a log, for failure messages.
-pub fn tail(log: &str, lines: usize) -> String {
-    let all: Vec<&str> = log.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -41,6 +41,28 @@ tokens = [{{ name = "test-ops", secret = "test-admin-token" }}]
     )
 }
 
+/// Calls the admin API at `admin` with the test token; the status and JSON
+/// answer.
+async fn admin_request(
+    admin: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("http://{admin}{path}"))
+        .bearer_auth(super::env::ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("admin answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// Parses TOML into a config with an empty environment.
 pub fn parse_config(toml: &str) -> Config {
     config::from_toml(toml, Path::new("test.toml"), Path::new("."), &|_| None)
@@ -112,18 +134,7 @@ impl TestGateway {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut request = reqwest::Client::new()
-            .request(method, self.admin_url(path))
-            .bearer_auth(super::env::ADMIN_TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("admin answers");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+        admin_request(self.admin, method, path, body).await
     }
 
     /// The Prometheus text of `/metrics` on the admin listener.
@@ -373,6 +384,16 @@ impl GatewayProcess {
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// Calls the admin API with the test token; the status and JSON answer.
+    pub async fn admin(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        admin_request(self.admin, method, path, body).await
     }
 
     /// What the gateway wrote to stderr so far.

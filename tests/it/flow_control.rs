@@ -1,0 +1,172 @@
+//! Flow control measured on real gateway processes, a real Redis (or Redis
+//! Cluster, in the cluster pass) and a real receiver: a destination's
+//! `rate_limit` holds across processes and partitions, and its waiting jobs
+//! neither spend attempts nor slow another route.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
+use crate::support::gateway::GatewayProcess;
+use crate::support::receiver::{Receiver, Recorded};
+use crate::support::sender::{Answer, GithubEvent, send_github_all};
+use crate::support::test_redis::TestRedis;
+use crate::support::{HEAVY_TURN, counter, tail};
+
+const SECRET: &str = "flow-control-test-secret";
+
+/// What the rate test asks of the limited destination.
+const RATE: f64 = 50.0;
+/// Its `rate_burst`: the default, one second's worth.
+const BURST: usize = 50;
+/// Events queued for it at once.
+const LIMITED_EVENTS: usize = 3000;
+
+/// Arrival times of `requests`, as seconds from the first.
+fn seconds_from_first(requests: &[Recorded]) -> Vec<f64> {
+    let first = requests.iter().map(|r| r.at).min().expect("some requests");
+    let mut times: Vec<f64> = requests
+        .iter()
+        .map(|r| r.at.duration_since(first).as_secs_f64())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+/// The most arrivals within any one second (a window opening at each arrival).
+fn busiest_second(times: &[f64]) -> usize {
+    let mut end = 0;
+    let mut most = 0;
+    for (start, t) in times.iter().enumerate() {
+        while end < times.len() && times[end] < t + 1.0 {
+            end += 1;
+        }
+        most = most.max(end - start);
+    }
+    most
+}
+
+/// Two processes share one destination limited to 50/s, with 3,000 events
+/// queued for it at once: the receiver sees them at 50/s (±5 %), never more
+/// than 50 + burst in a second, each once and on its first attempt, none
+/// dead-lettered; a second route to an unlimited destination is delivered
+/// meanwhile as it comes.
+#[tokio::test]
+async fn a_rate_limit_holds_across_processes() {
+    let _turn = HEAVY_TURN.lock().await;
+    let redis = TestRedis::start();
+    let limited = Receiver::start().await;
+    let free = Receiver::start().await;
+    let toml = ConfigBuilder::new()
+        .delivery("concurrency", "64")
+        .owner(Owner::sre())
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("limited", "github", "sre", &limited.url("/limited"))
+                .when_github_event("push")
+                .destination("rate_limit", &quoted(&format!("{RATE}/s")))
+                .destination("max_in_flight", "64"),
+        )
+        .route(Route::new("free", "github", "sre", &free.url("/free")).when_github_event("ping"))
+        .build();
+    let a = GatewayProcess::start_on(&redis, &toml).await;
+    let b = GatewayProcess::start_on(&redis, &toml).await;
+    let urls = [a.public_url("/hooks/github"), b.public_url("/hooks/github")];
+
+    let pushes: Vec<GithubEvent> = (0..LIMITED_EVENTS)
+        .map(|i| GithubEvent::new("push", &format!("limited-{i}")))
+        .collect();
+    let answers = send_github_all(&urls, SECRET, &pushes, 16).await;
+    let acked: HashSet<String> = answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Answer::Accepted { id, .. } => Some(id.clone()),
+            Answer::Other { .. } => None,
+        })
+        .collect();
+    assert_eq!(acked.len(), LIMITED_EVENTS, "every event accepted");
+
+    // While the limited backlog waits, the other route's events go through.
+    let pings: Vec<GithubEvent> = (0..100)
+        .map(|i| GithubEvent::new("ping", &format!("free-{i}")))
+        .collect();
+    let sent_pings = Instant::now();
+    let ping_answers = send_github_all(&urls, SECRET, &pings, 4).await;
+    assert!(ping_answers.iter().all(|a| matches!(a, Answer::Accepted { .. })));
+    free.wait_for(pings.len(), Duration::from_secs(20)).await;
+    let pings_took = sent_pings.elapsed();
+    let limited_so_far = limited.requests().len();
+    assert!(
+        limited_so_far < LIMITED_EVENTS / 2,
+        "the other route did not wait for the limited backlog ({limited_so_far} of it delivered by then)"
+    );
+
+    let expected = Duration::from_secs_f64((LIMITED_EVENTS - BURST) as f64 / RATE);
+    let requests = limited
+        .wait_for(LIMITED_EVENTS, expected + Duration::from_secs(30))
+        .await;
+    // Anything sent twice or early would arrive now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let requests = if limited.requests().len() > requests.len() {
+        limited.requests()
+    } else {
+        requests
+    };
+    let delivered: HashSet<String> = requests
+        .iter()
+        .map(|r| r.header("x-switchyard-event-id"))
+        .collect();
+    assert_eq!(
+        requests.len(),
+        LIMITED_EVENTS,
+        "each event once; logs:\n{}\n---\n{}",
+        tail(&a.log(), 20),
+        tail(&b.log(), 20)
+    );
+    assert_eq!(delivered, acked, "every acked event delivered");
+    assert!(
+        requests.iter().all(|r| r.header("x-switchyard-attempt") == "1"),
+        "waiting for the limit spends no attempt"
+    );
+
+    let times = seconds_from_first(&requests);
+    let span = times.last().copied().unwrap_or_default();
+    let rate = (LIMITED_EVENTS - 1) as f64 / span;
+    let steady = (LIMITED_EVENTS - BURST) as f64 / span;
+    let busiest = busiest_second(&times);
+    let (mut attempts, mut waited) = (0, 0);
+    for gateway in [&a, &b] {
+        let metrics = gateway.metrics().await;
+        attempts += counter(
+            &metrics,
+            "switchyard_delivery_attempts_total",
+            r#"route="limited""#,
+        );
+        waited += counter(
+            &metrics,
+            "switchyard_deliveries_deferred_total",
+            r#"outcome="rate_limited""#,
+        );
+    }
+    let (status, dead) = a
+        .admin(http::Method::GET, "/admin/dead-letters?limit=10", None)
+        .await;
+    assert_eq!(status, 200);
+    println!(
+        "rate limit {RATE}/s, burst {BURST}, two processes: {LIMITED_EVENTS} events over {span:.1}s: \
+         {rate:.1}/s overall, {steady:.1}/s after the burst, busiest second {busiest}; \
+         {attempts} attempts, {waited} waits; 100 events of the other route delivered in {:.2}s",
+        pings_took.as_secs_f64()
+    );
+    assert_eq!(attempts as usize, LIMITED_EVENTS, "one attempt per event");
+    assert!(waited > 0, "jobs waited for the limit");
+    assert_eq!(dead["items"].as_array().map(Vec::len), Some(0), "{dead}");
+    assert!(
+        (RATE * 0.95..=RATE * 1.05).contains(&rate),
+        "delivered at {rate:.1}/s, asked {RATE}/s"
+    );
+    assert!(
+        busiest <= RATE as usize + BURST,
+        "{busiest} deliveries in one second, limit {RATE}/s with burst {BURST}"
+    );
+}
