@@ -32,6 +32,10 @@ pub enum ErrorCode {
     RouteNotConfigured,
     /// `undecodable`: a stored job that cannot be decoded.
     Undecodable,
+    /// `already_paused`: a pause of a route that is paused.
+    AlreadyPaused,
+    /// `not_paused`: a resume of a route that is not paused.
+    NotPaused,
     /// `overloaded`: too many requests in flight.
     Overloaded,
     /// `queue_unavailable`: Redis did not take or give what was asked.
@@ -66,6 +70,8 @@ impl ErrorCode {
             Self::UnknownSource => "unknown_source",
             Self::RouteNotConfigured => "route_not_configured",
             Self::Undecodable => "undecodable",
+            Self::AlreadyPaused => "already_paused",
+            Self::NotPaused => "not_paused",
             Self::Overloaded => "overloaded",
             Self::QueueUnavailable => "queue_unavailable",
             Self::RedisUnavailable => "redis_unavailable",

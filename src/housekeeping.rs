@@ -139,6 +139,7 @@ async fn expire(queue: &Queue, retention: Duration) {
                     action: "expire",
                     target: &id,
                     count: 1,
+                    reason: "",
                     at_ms: unix_ms(now),
                 };
                 if let Err(err) = queue.audit(&entry).await {

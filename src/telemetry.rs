@@ -122,6 +122,10 @@ pub struct Metrics {
     pub breaker_open: Family<DestinationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 while a route is silent past its `expect_within`.
     pub route_silent: Family<RouteLabels, Gauge>,
+    /// 1 while a route is paused.
+    pub route_paused: Family<RouteLabels, Gauge>,
+    /// Jobs held for a route (paused, or in line behind held ones), all processes.
+    pub route_held: Family<RouteLabels, Gauge>,
     /// Connections open on the public listener.
     pub open_connections: Gauge,
     /// Times the public listener held off accepting at `server.max_connections`.
@@ -245,6 +249,18 @@ impl Metrics {
             "1 while a route has had no event for longer than its expect_within",
             route_silent.clone(),
         );
+        let route_paused = Family::default();
+        registry.register(
+            "route_paused",
+            "1 while a route is paused (its jobs are held, not attempted)",
+            route_paused.clone(),
+        );
+        let route_held = Family::default();
+        registry.register(
+            "route_held",
+            "Jobs held for a route while it is paused or drains after a resume, all processes",
+            route_held.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -306,6 +322,8 @@ impl Metrics {
             retry_scheduled,
             breaker_open,
             route_silent,
+            route_paused,
+            route_held,
             dead_letters_stored,
             registry,
             ingest_requests,
@@ -381,6 +399,19 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .set(i64::from(silent));
+    }
+
+    /// Records whether a route is paused and how many of its jobs are held.
+    pub fn flow(&self, route: &str, paused: bool, held: u64) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.route_paused
+            .get_or_create(&labels)
+            .set(i64::from(paused));
+        self.route_held
+            .get_or_create(&labels)
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// Counts a new dead letter.

@@ -12,13 +12,13 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AdminState;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
+use super::{AdminState, audit};
 use crate::api_error::{ApiError, ErrorCode};
-use crate::clock::{now_ms, rfc3339_ms};
+use crate::clock::rfc3339_ms;
 use crate::queue::{
-    AuditEntry, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed, decode_headers,
+    Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed, decode_headers,
 };
 
 /// Page size when the client asks for none.
@@ -220,20 +220,6 @@ pub async fn show(
     }
 }
 
-async fn audit(state: &AdminState, caller: &Caller, action: &str, target: &str, count: usize) {
-    let entry = AuditEntry {
-        token: &caller.token,
-        action,
-        target,
-        count,
-        at_ms: now_ms(),
-    };
-    tracing::info!(token = %caller.token, action, target, count, "admin action");
-    if let Err(err) = state.queue.audit(&entry).await {
-        tracing::error!(error = %err, token = %caller.token, action, target, "cannot write the audit log");
-    }
-}
-
 pub async fn replay_one(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -261,7 +247,7 @@ pub async fn replay_one(
     }
     match state.queue.replay_dead_letter(&id).await? {
         Replayed::Yes => {
-            audit(&state, &caller, "replay", &id, 1).await;
+            audit(&state, &caller, "replay", &id, 1, "").await;
             Ok((StatusCode::ACCEPTED, Json(json!({"replayed": 1}))).into_response())
         }
         Replayed::NotFound => Err(not_found(&id)),
@@ -304,7 +290,7 @@ pub async fn replay_many(
         .collect();
     let (replayed, skipped) = state.queue.replay_matching(&filter, &configured).await?;
     let target = filter_json(&filter).to_string();
-    audit(&state, &caller, "bulk_replay", &target, replayed).await;
+    audit(&state, &caller, "bulk_replay", &target, replayed, "").await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"replayed": replayed, "skipped_unconfigured_routes": skipped})),
@@ -331,7 +317,7 @@ pub async fn delete(
     if !state.queue.delete_dead_letter(&id).await? {
         return Err(not_found(&id));
     }
-    audit(&state, &caller, "delete", &id, 1).await;
+    audit(&state, &caller, "delete", &id, 1, "").await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -354,6 +340,7 @@ pub async fn audit_log(
             "action": r.action,
             "target": r.target,
             "count": r.count,
+            "reason": (!r.reason.is_empty()).then_some(&r.reason),
         })).collect::<Vec<_>>()
     })))
 }

@@ -6,6 +6,7 @@ pub mod auth;
 mod dashboard;
 mod dead_letters;
 mod extract;
+mod flow;
 mod routes;
 
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::api_error::{ApiError, ErrorCode};
+use crate::clock::now_ms;
 use crate::config::Config;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{AuditEntry, Queue, QueueError};
 use crate::telemetry::Metrics;
 
 /// `/readyz` fails when Redis takes longer than this to answer; load
@@ -46,6 +48,8 @@ pub fn router(state: AdminState) -> Router {
     let tokens = Arc::new(auth::Tokens::new(&state.config.admin.tokens));
     let admin_api = Router::new()
         .route("/routes", get(routes::inventory))
+        .route("/routes/{name}/pause", post(flow::pause))
+        .route("/routes/{name}/resume", post(flow::resume))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/replay", post(dead_letters::replay_many))
         .route(
@@ -68,6 +72,30 @@ pub fn router(state: AdminState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Writes one admin action to the audit stream (and the log) with the
+/// caller's token name; an audit that cannot be written is logged loudly.
+async fn audit(
+    state: &AdminState,
+    caller: &auth::Caller,
+    action: &str,
+    target: &str,
+    count: usize,
+    reason: &str,
+) {
+    let entry = AuditEntry {
+        token: &caller.token,
+        action,
+        target,
+        count,
+        reason,
+        at_ms: now_ms(),
+    };
+    tracing::info!(token = %caller.token, action, target, count, reason, "admin action");
+    if let Err(err) = state.queue.audit(&entry).await {
+        tracing::error!(error = %err, token = %caller.token, action, target, "cannot write the audit log");
+    }
 }
 
 /// A Redis failure behind an admin request: the client is told to retry,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::AdminState;
 use crate::clock::rfc3339_ms;
 use crate::config::Config;
-use crate::queue::{Queue, QueueError, Stat};
+use crate::queue::{Pause, Queue, QueueError, Stat};
 
 /// Live figures of one route.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,10 @@ struct RouteFigures {
     pub breaker: Option<String>,
     /// No event within `expect_within`.
     pub silent: bool,
+    /// Jobs held (paused, or in line behind held ones while draining).
+    pub held: u64,
+    /// Who paused the route, when and why, while it is paused.
+    pub pause: Option<Pause>,
 }
 
 /// Reads every route's figures (config order).
@@ -62,6 +66,8 @@ async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, Qu
     let breakers = queue.stats(Stat::Breaker, &urls).await?;
     let dead = queue.dead_letters_per_route(&names).await?;
     let silent = queue.silent_routes().await?;
+    let held = queue.held_counts(&names).await?;
+    let mut paused = queue.flow_state().await?.paused;
     Ok((0..names.len())
         .map(|i| RouteFigures {
             received: number(&received[i]).unwrap_or_default(),
@@ -73,6 +79,8 @@ async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, Qu
             last_received_ms: number(&last_received[i]),
             breaker: breakers[i].clone(),
             silent: silent.iter().any(|s| s == names[i]),
+            held: held[i],
+            pause: paused.remove(names[i]),
         })
         .collect())
 }
@@ -100,8 +108,9 @@ struct Health {
 }
 
 /// The one health rule: failing with dead letters or an open breaker;
-/// warning with jobs waiting to be retried, a half-open breaker (probing a
-/// destination that just failed) or silence past `expect_within`; unknown
+/// warning while paused or draining held jobs, with jobs waiting to be
+/// retried, a half-open breaker (probing a destination that just failed) or
+/// silence past `expect_within`; unknown
 /// without live figures; else ok.
 fn health(figures: Option<&RouteFigures>, expect_within: Option<Duration>) -> Health {
     let Some(f) = figures else {
@@ -120,6 +129,17 @@ fn health(figures: Option<&RouteFigures>, expect_within: Option<Duration>) -> He
         Some("open") => failing.push("circuit breaker open".to_owned()),
         Some("half_open") => warning.push("circuit breaker half-open".to_owned()),
         _ => {}
+    }
+    if let Some(pause) = &f.pause {
+        warning.push(format!(
+            "paused by {} since {}: {} ({} held)",
+            pause.by,
+            rfc3339_ms(pause.since_ms),
+            pause.reason,
+            f.held
+        ));
+    } else if f.held > 0 {
+        warning.push(format!("{} held, draining", f.held));
     }
     if f.retrying > 0 {
         warning.push(format!("{} retrying", f.retrying));
@@ -172,6 +192,8 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
                 "destination": {
                     "url": route.destination.url.as_str(),
                     "timeout": duration(route.destination.timeout),
+                    "rate_limit": route.destination.rate_limit.map(|l| l.rate),
+                    "rate_burst": route.destination.rate_limit.map(|l| l.burst),
                 },
                 "retry": {
                     "max_attempts": route.retry.max_attempts,
@@ -191,6 +213,11 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
                 value["last_failure_at"] = rfc3339(f.last_failure_ms);
                 value["breaker"] = json!(f.breaker.as_deref().unwrap_or("closed"));
                 value["silent"] = json!(f.silent);
+                value["held"] = json!(f.held);
+                value["paused"] = f
+                    .pause
+                    .as_ref()
+                    .map_or(Value::Null, |p| super::flow::pause_json(&route.name, p));
             }
             value
         })

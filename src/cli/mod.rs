@@ -38,8 +38,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the configuration and print the route inventory.
     Check,
-    /// Show the live route inventory of a running gateway.
-    Routes(ops::AdminArgs),
+    /// Show the live route inventory of a running gateway; pause or resume a route.
+    Routes {
+        /// Where the admin API is.
+        #[command(flatten)]
+        admin: ops::AdminArgs,
+        /// Pause or resume; the inventory when omitted.
+        #[command(subcommand)]
+        command: Option<ops::RoutesCommand>,
+    },
     /// Inspect, replay and delete dead letters of a running gateway.
     Dlq {
         /// Where the admin API is.
@@ -67,7 +74,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(&cli.config, &args).await,
         Command::Check => check(&cli.config),
-        Command::Routes(admin) => ops::routes(&admin).await,
+        Command::Routes { admin, command } => ops::routes(&admin, command).await,
         Command::Dlq { admin, command } => ops::dlq(&admin, command).await,
     }
 }

@@ -24,6 +24,30 @@ pub struct AdminArgs {
     pub json: bool,
 }
 
+/// `switchyard routes pause|resume …`
+#[derive(Debug, Subcommand)]
+pub enum RoutesCommand {
+    /// Hold a route's jobs (kept in Redis, not attempted) until it is resumed.
+    Pause {
+        /// Route name.
+        name: String,
+        /// Why: shown in the inventory and the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let a paused route's held jobs drain, oldest first.
+    Resume {
+        /// Route name.
+        name: String,
+        /// Drain pace, "N/s" or "N/min" (default: the destination's rate_limit, else as fast as it takes them).
+        #[arg(long)]
+        rate: Option<String>,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
 /// `switchyard dlq …`
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -210,45 +234,103 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// `switchyard routes`.
-pub async fn routes(admin: &AdminArgs) -> ExitCode {
+/// `switchyard routes [pause|resume …]`.
+pub async fn routes(admin: &AdminArgs, command: Option<RoutesCommand>) -> ExitCode {
     report(async {
         let client = Client::new(admin)?;
-        let value = client
-            .call(http::Method::GET, "/admin/routes", &[], None)
-            .await?;
-        if admin.json {
-            return Ok(value.to_string());
+        match command {
+            None => inventory(&client, admin.json).await,
+            Some(RoutesCommand::Pause { name, reason }) => {
+                let value = client
+                    .call(
+                        http::Method::POST,
+                        &format!("/admin/routes/{}/pause", encode(&name)),
+                        &[],
+                        Some(json!({ "reason": reason })),
+                    )
+                    .await?;
+                Ok(if admin.json {
+                    value.to_string()
+                } else {
+                    format!(
+                        "paused {name} (by {}, since {}); its jobs are held until: switchyard routes resume {name}",
+                        text(&value["by"]),
+                        text(&value["since"])
+                    )
+                })
+            }
+            Some(RoutesCommand::Resume { name, rate, reason }) => {
+                let mut body = serde_json::Map::new();
+                if let Some(rate) = rate {
+                    body.insert("rate".to_owned(), json!(rate));
+                }
+                if let Some(reason) = reason {
+                    body.insert("reason".to_owned(), json!(reason));
+                }
+                let value = client
+                    .call(
+                        http::Method::POST,
+                        &format!("/admin/routes/{}/resume", encode(&name)),
+                        &[],
+                        Some(Value::Object(body)),
+                    )
+                    .await?;
+                Ok(if admin.json {
+                    value.to_string()
+                } else {
+                    let pace = value["rate"]
+                        .as_str()
+                        .map_or("as fast as the destination takes them".to_owned(), |r| {
+                            format!("at {r}")
+                        });
+                    format!(
+                        "resumed {name}: {} held jobs drain {pace}",
+                        text(&value["held"])
+                    )
+                })
+            }
         }
-        let mut t = table(&[
-            "route",
-            "owner",
-            "contact",
-            "destination",
-            "received",
-            "delivered",
-            "retrying",
-            "dead letters",
-            "health",
-            "on failure",
-        ]);
-        for route in value["routes"].as_array().into_iter().flatten() {
-            t.add_row(vec![
-                text(&route["name"]),
-                text(&route["owner"]["team"]),
-                text(&route["owner"]["contact"]),
-                text(&route["destination"]["url"]),
-                text(&route["received"]),
-                text(&route["delivered"]),
-                text(&route["retrying"]),
-                text(&route["dead_letters"]),
-                health_text(&route["health"]),
-                text(&route["on_failure"]),
-            ]);
-        }
-        Ok(format!("{}\n{t}", redis_text(&value["redis"])))
     })
     .await
+}
+
+/// The inventory as a table (or the API's JSON).
+async fn inventory(client: &Client, json: bool) -> anyhow::Result<String> {
+    let value = client
+        .call(http::Method::GET, "/admin/routes", &[], None)
+        .await?;
+    if json {
+        return Ok(value.to_string());
+    }
+    let mut t = table(&[
+        "route",
+        "owner",
+        "contact",
+        "destination",
+        "received",
+        "delivered",
+        "retrying",
+        "held",
+        "dead letters",
+        "health",
+        "on failure",
+    ]);
+    for route in value["routes"].as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text(&route["name"]),
+            text(&route["owner"]["team"]),
+            text(&route["owner"]["contact"]),
+            text(&route["destination"]["url"]),
+            text(&route["received"]),
+            text(&route["delivered"]),
+            text(&route["retrying"]),
+            text(&route["held"]),
+            text(&route["dead_letters"]),
+            health_text(&route["health"]),
+            text(&route["on_failure"]),
+        ]);
+    }
+    Ok(format!("{}\n{t}", redis_text(&value["redis"])))
 }
 
 /// The Redis nodes a gateway uses: `redis (cluster): 127.0.0.1:7000 serves

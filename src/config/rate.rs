@@ -120,7 +120,9 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_rate() {
-        for text in ["", "50", "0/s", "-1/s", "50/h", "1.5/s", "50/sec", "x/s", "/s"] {
+        for text in [
+            "", "50", "0/s", "-1/s", "50/h", "1.5/s", "50/sec", "x/s", "/s",
+        ] {
             let err = text.parse::<Rate>().unwrap_err();
             assert!(err.to_string().contains("N/s"), "{text:?}: {err}");
         }

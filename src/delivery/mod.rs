@@ -8,6 +8,7 @@
 mod backoff;
 mod breaker;
 mod client;
+mod flow;
 mod proxy;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, Destination, Route};
 use crate::queue::{
     AttemptRecord, Claimed, Completer, DeadReason, Entry, Job, NewDeadLetter, Partition, Queue,
-    QueueError, Stat,
+    QueueError, Stat, ToHold,
 };
 use crate::telemetry::{LogThrottle, Metrics, RouteLabels, RouteOutcomeLabels};
 
@@ -35,6 +36,7 @@ pub use breaker::{Admission, Breaker, BreakerState};
 pub use client::{NotAttempted, Outbound, Outcome};
 
 use breaker::Gates;
+use flow::Flow;
 
 /// How long one read blocks waiting for new jobs; bounds how late shutdown
 /// notices, not how late jobs are seen (a new job wakes the read at once).
@@ -132,6 +134,7 @@ pub struct Engine {
     tasks: TaskTracker,
     alerts: Arc<Alerts>,
     not_attempted_log: LogThrottle,
+    flow: Arc<Flow>,
 }
 
 impl Engine {
@@ -149,6 +152,12 @@ impl Engine {
             .iter()
             .map(|r| (r.name.clone(), RouteState::new(r, &metrics)))
             .collect();
+        let flow = Arc::new(Flow::new(
+            config.clone(),
+            queue.clone(),
+            metrics.clone(),
+            consumer.clone(),
+        ));
         Arc::new(Self {
             routes,
             gates: Gates::new(config.delivery.breaker),
@@ -162,6 +171,7 @@ impl Engine {
             tasks: TaskTracker::new(),
             alerts,
             not_attempted_log: LogThrottle::new(NOT_ATTEMPTED_LOG_EVERY),
+            flow,
         })
     }
 
@@ -172,6 +182,13 @@ impl Engine {
         tracing::info!(consumer = %self.consumer, "delivery workers starting");
         if !self.queue.register_partitions_until_done(&shutdown).await {
             return;
+        }
+        // Paused routes are known before the first read, also after a restart.
+        while let Err(err) = self.flow.refresh().await {
+            self.redis_failed("flow_state", &err, &shutdown).await;
+            if shutdown.is_cancelled() {
+                return;
+            }
         }
         // One blocking reader per partition: on a cluster each may be on
         // another primary, and one partition's reads never wait on another's.
@@ -185,6 +202,10 @@ impl Engine {
             .collect();
         loops.push(tokio::spawn(self.clone().reclaim_loop(shutdown.clone())));
         loops.push(tokio::spawn(self.clone().promote_loop(shutdown.clone())));
+        loops.push(tokio::spawn(
+            self.flow.clone().refresh_loop(shutdown.clone()),
+        ));
+        loops.push(tokio::spawn(self.flow.clone().drain_loop(shutdown.clone())));
         for handle in loops {
             if let Err(err) = handle.await {
                 tracing::error!(error = %err, "delivery loop ended abnormally");
@@ -238,7 +259,7 @@ impl Engine {
                 jobs = reader.read(wanted) => jobs,
             };
             match jobs {
-                Ok(jobs) => self.dispatch(jobs, permits),
+                Ok(jobs) => self.take(jobs, permits).await,
                 Err(err) => {
                     // A NOGROUP after a Redis restart without persistence, say.
                     group_ready = false;
@@ -305,7 +326,7 @@ impl Engine {
                     );
                     self.metrics.jobs_reclaimed.inc_by(jobs.len() as u64);
                 }
-                self.dispatch(jobs, permits);
+                self.take(jobs, permits).await;
                 true
             }
             Err(err) => {
@@ -337,6 +358,47 @@ impl Engine {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Holds the jobs of `jobs` that their route's flow holds (paused, or
+    /// in line behind held jobs) before any other read of the partition;
+    /// starts the others.
+    async fn take(self: &Arc<Self>, jobs: Vec<Claimed>, permits: OwnedSemaphorePermit) {
+        let (held, go): (Vec<Claimed>, Vec<Claimed>) = jobs.into_iter().partition(|claimed| {
+            claimed
+                .job
+                .as_ref()
+                .is_ok_and(|job| self.flow.holds(&job.route, claimed.released))
+        });
+        self.dispatch(go, permits);
+        let mut by_route: Vec<(&str, &Partition, Vec<ToHold<'_>>)> = Vec::new();
+        for claimed in &held {
+            let Ok(job) = &claimed.job else { continue };
+            let encoded = ToHold {
+                entry_id: &claimed.entry.id,
+                job_id: &job.id,
+                job: job.encode(),
+            };
+            match by_route.iter_mut().find(|(route, partition, _)| {
+                *route == job.route && partition.index == claimed.entry.partition.index
+            }) {
+                Some((_, _, jobs)) => jobs.push(encoded),
+                None => by_route.push((&job.route, &claimed.entry.partition, vec![encoded])),
+            }
+        }
+        for (route, partition, jobs) in by_route {
+            match self.queue.hold(partition, route, &jobs).await {
+                Ok(held) => {
+                    self.flow.note_holding(route);
+                    for _ in 0..held {
+                        self.metrics.deferred(route, "held");
+                    }
+                }
+                // They stay pending, and are read again after the
+                // visibility timeout.
+                Err(err) => self.redis_error("hold", &err),
             }
         }
     }
@@ -376,7 +438,7 @@ impl Engine {
 
     /// One job, from the stream to its next state.
     async fn handle(&self, claimed: Claimed) {
-        let Claimed { entry, job } = claimed;
+        let Claimed { entry, job, .. } = claimed;
         let mut job = match job {
             Ok(job) => job,
             Err(err) => {

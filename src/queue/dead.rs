@@ -182,12 +182,14 @@ pub enum Replayed {
 pub struct AuditEntry<'a> {
     /// The admin token's name.
     pub token: &'a str,
-    /// `replay`, `bulk_replay`, `delete`.
+    /// `replay`, `bulk_replay`, `delete`, `expire`, `pause`, `resume`.
     pub action: &'a str,
-    /// The id, or the filter as JSON.
+    /// The id, the filter as JSON, or the route.
     pub target: &'a str,
-    /// How many dead letters it affected.
+    /// How many dead letters (or held jobs) it affected.
     pub count: usize,
+    /// Why, when the caller said (a pause's reason); empty otherwise.
+    pub reason: &'a str,
     /// When, Unix ms.
     pub at_ms: u64,
 }
@@ -205,6 +207,8 @@ pub struct AuditRecord {
     pub target: String,
     /// Affected count.
     pub count: usize,
+    /// Why, or empty.
+    pub reason: String,
 }
 
 /// Names the values of an `HMGET` of [`SUMMARY_FIELDS`].
@@ -598,6 +602,8 @@ impl Queue {
             .arg(entry.target)
             .arg("count")
             .arg(entry.count)
+            .arg("reason")
+            .arg(entry.reason)
             .query_async(&mut conn)
             .await
             .map_err(|e| self.error(e))?;
@@ -622,6 +628,7 @@ impl Queue {
                     action: text("action"),
                     target: text("target"),
                     count: text("count").parse().unwrap_or_default(),
+                    reason: text("reason"),
                 }
             })
             .collect())

@@ -39,6 +39,9 @@ pub struct Claimed {
     pub entry: Entry,
     /// The job, or why it could not be read.
     pub job: Result<Job, JobDecodeError>,
+    /// Put back by a drain from the route's held jobs: it has waited its
+    /// turn, so only a pause holds it again.
+    pub released: bool,
 }
 
 /// Why delivery gave up on a job.
@@ -413,6 +416,7 @@ fn claimed(partition: &Partition, entry: StreamId) -> Claimed {
         _ => Job::decode(&[]),
     };
     Claimed {
+        released: entry.map.contains_key("released"),
         entry: Entry {
             partition: partition.clone(),
             id: entry.id,

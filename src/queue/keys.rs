@@ -105,6 +105,37 @@ impl Keys {
         format!("{}:audit", self.base)
     }
 
+    /// Paused routes (partition 0): route → who, when and why, as JSON.
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.base)
+    }
+
+    /// The pace a resumed route drains at (partition 0): route → rate.
+    pub fn drain_rates(&self) -> String {
+        format!("{}:drain-rate", self.base)
+    }
+
+    /// The jobs of `route` held in this partition (paused, or waiting in
+    /// line behind held ones), in ack order.
+    pub fn held(&self, route: &str) -> String {
+        format!("{}:held:{route}", self.base)
+    }
+
+    /// The stored jobs of [`Keys::held`], by member.
+    pub fn held_jobs(&self, route: &str) -> String {
+        format!("{}:held-jobs:{route}", self.base)
+    }
+
+    /// Routes with held jobs in this partition.
+    pub fn holding(&self) -> String {
+        format!("{}:holding", self.base)
+    }
+
+    /// A lease on a task only one process runs at a time (partition 0).
+    pub fn lease(&self, task: &str) -> String {
+        format!("{}:lease:{task}", self.base)
+    }
+
     /// The dedupe record of one delivery id of one source.
     pub fn seen(&self, source: &str, delivery_id: &str) -> String {
         format!("{}:seen:{source}:{delivery_id}", self.base)

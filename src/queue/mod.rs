@@ -32,6 +32,7 @@ mod batch;
 mod connection;
 mod dead;
 mod delivery;
+mod flow;
 mod health;
 mod ingest;
 mod job;
@@ -49,6 +50,7 @@ pub use dead::{
     AuditEntry, AuditRecord, Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed,
 };
 pub use delivery::{Claimed, Completer, DeadReason, Entry, GROUP, JobReader, NewDeadLetter};
+pub use flow::{AckOrder, FlowState, HeldJob, Pause, ToHold};
 pub use health::{Eviction, Persistence, RedisReport, watch};
 pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};

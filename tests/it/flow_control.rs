@@ -1,17 +1,21 @@
 //! Flow control measured on real gateway processes, a real Redis (or Redis
 //! Cluster, in the cluster pass) and a real receiver: a destination's
 //! `rate_limit` holds across processes and partitions, and its waiting jobs
-//! neither spend attempts nor slow another route.
+//! neither spend attempts nor slow another route; a paused route holds its
+//! jobs through a crash and drains them in ack order at the resume's pace.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::{Value, json};
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::gateway::GatewayProcess;
 use crate::support::receiver::{Receiver, Recorded};
 use crate::support::sender::{Answer, GithubEvent, send_github_all};
 use crate::support::test_redis::TestRedis;
-use crate::support::{HEAVY_TURN, counter, tail};
+use crate::support::{HEAVY_TURN, counter, eventually, tail};
 
 const SECRET: &str = "flow-control-test-secret";
 
@@ -92,7 +96,11 @@ async fn a_rate_limit_holds_across_processes() {
         .collect();
     let sent_pings = Instant::now();
     let ping_answers = send_github_all(&urls, SECRET, &pings, 4).await;
-    assert!(ping_answers.iter().all(|a| matches!(a, Answer::Accepted { .. })));
+    assert!(
+        ping_answers
+            .iter()
+            .all(|a| matches!(a, Answer::Accepted { .. }))
+    );
     free.wait_for(pings.len(), Duration::from_secs(20)).await;
     let pings_took = sent_pings.elapsed();
     let limited_so_far = limited.requests().len();
@@ -125,7 +133,9 @@ async fn a_rate_limit_holds_across_processes() {
     );
     assert_eq!(delivered, acked, "every acked event delivered");
     assert!(
-        requests.iter().all(|r| r.header("x-switchyard-attempt") == "1"),
+        requests
+            .iter()
+            .all(|r| r.header("x-switchyard-attempt") == "1"),
         "waiting for the limit spends no attempt"
     );
 
@@ -149,7 +159,7 @@ async fn a_rate_limit_holds_across_processes() {
         );
     }
     let (status, dead) = a
-        .admin(http::Method::GET, "/admin/dead-letters?limit=10", None)
+        .admin(Method::GET, "/admin/dead-letters?limit=10", None)
         .await;
     assert_eq!(status, 200);
     println!(
@@ -168,5 +178,200 @@ async fn a_rate_limit_holds_across_processes() {
     assert!(
         busiest <= RATE as usize + BURST,
         "{busiest} deliveries in one second, limit {RATE}/s with burst {BURST}"
+    );
+}
+
+/// Events of the pause test.
+const PAUSED_EVENTS: usize = 500;
+/// The pace its resume asks for.
+const RESUME_RATE: f64 = 100.0;
+
+/// The inventory entry of `route` as `gateway` serves it.
+async fn inventory_of(gateway: &GatewayProcess, route: &str) -> Value {
+    let (status, inventory) = gateway.admin(Method::GET, "/admin/routes", None).await;
+    assert_eq!(status, 200, "{inventory}");
+    inventory["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["name"] == route))
+        .cloned()
+        .unwrap_or_else(|| panic!("no route {route} in {inventory}"))
+}
+
+/// A paused route takes events but attempts none, across two processes
+/// and a SIGKILL; its held jobs survive the restart and, on resume at
+/// 100/s, go out once each, in the order they were acked, at that pace.
+/// The pause and the resume are audited with the token name and reason.
+#[tokio::test]
+async fn a_paused_route_holds_its_jobs_and_drains_them_in_ack_order_on_resume() {
+    let _turn = HEAVY_TURN.lock().await;
+    let redis = TestRedis::start();
+    let receiver = Receiver::start().await;
+    let toml = ConfigBuilder::new()
+        .owner(Owner::sre())
+        .source(Source::github(SECRET))
+        .route(Route::new("held", "github", "sre", &receiver.url("/held")))
+        .build();
+    let a = GatewayProcess::start_on(&redis, &toml).await;
+    let mut b = GatewayProcess::start_on(&redis, &toml).await;
+
+    let (status, paused) = a
+        .admin(
+            Method::POST,
+            "/admin/routes/held/pause",
+            Some(json!({"reason": "billing maintenance until 14:00"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["paused"], true);
+    assert_eq!(paused["by"], "test-ops");
+    assert_eq!(paused["reason"], "billing maintenance until 14:00");
+    let (status, again) = b
+        .admin(
+            Method::POST,
+            "/admin/routes/held/pause",
+            Some(json!({"reason": "twice"})),
+        )
+        .await;
+    assert_eq!((status, &again["error"]), (409, &json!("already_paused")));
+    // Every process obeys within a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // One at a time, so the order of the answers is the order of the acks.
+    let started = Instant::now();
+    let urls = [a.public_url("/hooks/github"), b.public_url("/hooks/github")];
+    let events: Vec<GithubEvent> = (0..PAUSED_EVENTS)
+        .map(|i| GithubEvent::new("push", &format!("held-{i}")))
+        .collect();
+    let answers = send_github_all(&urls, SECRET, &events, 1).await;
+    let acked: Vec<String> = answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Answer::Accepted { id, .. } => Some(id.clone()),
+            Answer::Other { .. } => None,
+        })
+        .collect();
+    assert_eq!(acked.len(), PAUSED_EVENTS, "ingest goes on while paused");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            inventory_of(&a, "held").await["held"] == PAUSED_EVENTS
+        })
+        .await,
+        "every job held: {}\n{}",
+        inventory_of(&a, "held").await,
+        tail(&a.log(), 10)
+    );
+
+    // A crash of one process changes nothing.
+    b.restart().await;
+    let shown = inventory_of(&b, "held").await;
+    assert_eq!(shown["held"], PAUSED_EVENTS, "{shown}");
+    assert_eq!(shown["paused"]["by"], "test-ops", "{shown}");
+    assert_eq!(shown["paused"]["reason"], "billing maintenance until 14:00");
+    assert_eq!(shown["health"]["status"], "warning", "{shown}");
+    if let Some(rest) = Duration::from_secs(10).checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    assert_eq!(
+        receiver.requests().len(),
+        0,
+        "nothing attempted while paused ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            counter(
+                &b.metrics().await,
+                "switchyard_route_held",
+                r#"route="held""#,
+            ) == PAUSED_EVENTS as u64
+        })
+        .await,
+        "switchyard_route_held shows the held jobs"
+    );
+
+    let (status, resumed) = b
+        .admin(
+            Method::POST,
+            "/admin/routes/held/resume",
+            Some(json!({"rate": format!("{RESUME_RATE}/s"), "reason": "maintenance over"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["held"], PAUSED_EVENTS);
+    assert_eq!(resumed["rate"], "100/s");
+    let expected = Duration::from_secs_f64(PAUSED_EVENTS as f64 / RESUME_RATE);
+    receiver
+        .wait_for(PAUSED_EVENTS, expected + Duration::from_secs(20))
+        .await;
+    // A duplicate would arrive now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered = receiver.requests();
+    assert_eq!(delivered.len(), PAUSED_EVENTS, "each held job once");
+    let delivered_ids: HashSet<String> = delivered
+        .iter()
+        .map(|r| r.header("x-switchyard-event-id"))
+        .collect();
+    assert_eq!(
+        delivered_ids,
+        acked.iter().cloned().collect::<HashSet<_>>(),
+        "every acked event delivered"
+    );
+    let mut by_arrival = delivered.clone();
+    by_arrival.sort_by_key(|r| r.at);
+    let arrival: Vec<String> = by_arrival
+        .iter()
+        .map(|r| r.header("x-switchyard-event-id"))
+        .collect();
+    let position: std::collections::HashMap<&String, usize> =
+        acked.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    let out_of_order = arrival
+        .windows(2)
+        .filter(|pair| position.get(&pair[0]) > position.get(&pair[1]))
+        .count();
+    let times = seconds_from_first(&delivered);
+    let span = times.last().copied().unwrap_or_default();
+    let rate = (PAUSED_EVENTS - 1) as f64 / span;
+    println!(
+        "pause: {PAUSED_EVENTS} held over a SIGKILL; resumed at {RESUME_RATE}/s: delivered at {rate:.1}/s \
+         over {span:.1}s, busiest second {}, {out_of_order} out of ack order",
+        busiest_second(&times)
+    );
+    assert_eq!(out_of_order, 0, "delivered in ack order");
+    assert!(
+        (RESUME_RATE * 0.95..=RESUME_RATE * 1.05).contains(&rate),
+        "drained at {rate:.1}/s, asked {RESUME_RATE}/s"
+    );
+
+    let shown = inventory_of(&a, "held").await;
+    assert_eq!(shown["held"], 0, "{shown}");
+    assert_eq!(shown["paused"], Value::Null, "{shown}");
+    let (_, audit) = a.admin(Method::GET, "/admin/audit", None).await;
+    let actions: Vec<(String, String, String)> = audit["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            (
+                item["action"].as_str().unwrap_or_default().to_owned(),
+                item["token"].as_str().unwrap_or_default().to_owned(),
+                item["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&(
+            "pause".into(),
+            "test-ops".into(),
+            "billing maintenance until 14:00".into()
+        )),
+        "{audit}"
+    );
+    assert!(
+        actions.contains(&(
+            "resume".into(),
+            "test-ops".into(),
+            "maintenance over (drain at 100/s)".into()
+        )),
+        "{audit}"
     );
 }

@@ -14,12 +14,12 @@ use nix::sys::signal::Signal;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamPendingReply;
 
-use crate::support::{HEAVY_TURN, counter, tail};
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::gateway::{GatewayProcess, TestGateway};
 use crate::support::receiver::{Receiver, Recorded, Reply};
 use crate::support::redis::RedisServer;
 use crate::support::sender::{Answer, GithubEvent, send_github, send_github_all};
+use crate::support::{HEAVY_TURN, counter, tail};
 
 const SECRET: &str = "recovery-test-secret";
 const JOBS: &str = "{switchyard}:jobs";

@@ -28,12 +28,12 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
-use crate::support::{eventually, tail};
 use crate::support::gateway::{GatewayProcess, ProcessOptions};
 use crate::support::process;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::redis::RedisServer;
 use crate::support::signing::{self, Algorithm};
+use crate::support::{eventually, tail};
 
 /// The whole scenario must end within this (it takes about 15 s).
 const SCENARIO_BOUND: Duration = Duration::from_secs(50);

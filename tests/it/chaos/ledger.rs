@@ -21,9 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{github, tail};
 use crate::support::receiver::Receiver;
 use crate::support::test_redis::{QueueKeys, TestConnection, Work};
+use crate::support::{github, tail};
 
 /// The github source's signing secret.
 pub const SECRET: &str = "chaos-test-secret";
