@@ -38,9 +38,10 @@ const LEASE_RENEW: Duration = Duration::from_secs(1);
 const LEASE_TASK: &str = "drain";
 /// Held jobs put back per step of an unpaced drain, per route.
 const UNPACED_STEP: usize = 200;
-/// How much unused pace a paced drain may save up, so a stalled step is
-/// caught up without a burst.
-const PACE_CREDIT: Duration = Duration::from_millis(50);
+/// How much pace a stalled drain (a slow Redis, a busy CPU) may make up
+/// afterwards, at most one step's worth (at least one job) per step; so a
+/// drain keeps its rate over a run without sending bursts.
+const PACE_CREDIT: Duration = Duration::from_millis(500);
 /// How often a drain looks again at partitions where it found nothing held.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// Held jobs read ahead per partition at least.
@@ -229,7 +230,8 @@ impl Flow {
             Some(per_second) => {
                 let credit = (per_second * PACE_CREDIT.as_secs_f64()).max(1.0);
                 drain.credit = (drain.credit + elapsed * per_second).min(credit);
-                drain.credit.floor() as usize
+                let per_step = (per_second * DRAIN_TICK.as_secs_f64()).ceil() as usize;
+                (drain.credit.floor() as usize).min(per_step.max(1))
             }
             None => UNPACED_STEP,
         };
