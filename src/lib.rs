@@ -28,6 +28,7 @@ pub mod housekeeping;
 pub mod ingest;
 mod listener;
 pub mod queue;
+pub mod replays;
 pub mod server;
 pub mod signature;
 pub mod telemetry;

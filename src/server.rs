@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::delivery::Engine;
 use crate::listener::{self, Limits};
 use crate::queue::{self, Eviction, Queue, QueueError, RedisReport};
+use crate::replays::Replays;
 use crate::telemetry::Metrics;
 use crate::{housekeeping, ingest};
 
@@ -126,6 +127,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let consumer = consumer_name();
     let workers = if config.delivery.workers {
         tokio::spawn(alerts.clone().run(shutdown.clone()));
         let engine = Engine::new(
@@ -133,7 +135,7 @@ pub async fn run(
             queue.clone(),
             metrics.clone(),
             alerts,
-            consumer_name(),
+            consumer.clone(),
         );
         Some(tokio::spawn(
             engine.run(shutdown.clone(), config.server.shutdown_timeout),
@@ -145,10 +147,13 @@ pub async fn run(
         None
     };
 
+    let replays = Replays::new(queue.clone(), metrics.clone(), consumer.clone());
+    tokio::spawn(replays.clone().run(shutdown.clone()));
     let admin_app = admin::router(AdminState {
         config: config.clone(),
         queue: queue.clone(),
         metrics: metrics.clone(),
+        replays,
     })
     .layer(quiet_failures_trace())
     .layer(CatchPanicLayer::new());

@@ -1,4 +1,5 @@
-//! `/admin/dead-letters`: list, show, replay (one or by filter), delete; and
+//! `/admin/dead-letters`: list, show, replay (one, or by filter as a replay
+//! job), delete; `/admin/replays`: replay jobs' progress and cancel; and
 //! `/admin/audit`. Every replay and delete is written to the audit stream
 //! with the caller's token name.
 
@@ -17,9 +18,11 @@ use super::extract::{Json, Path, Query};
 use super::{AdminState, audit};
 use crate::api_error::{ApiError, ErrorCode};
 use crate::clock::rfc3339_ms;
+use crate::config::Rate;
 use crate::queue::{
-    Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, Replayed, decode_headers,
+    Cursor, DeadLetter, DeadLetterFilter, DeadLetterSummary, ReplayRecord, Replayed, decode_headers,
 };
+use crate::replays::ReplayRequest;
 
 /// Page size when the client asks for none.
 const DEFAULT_LIMIT: usize = 50;
@@ -268,14 +271,24 @@ pub struct BulkReplay {
     /// Must be true to replay without a route, owner or source.
     #[serde(default)]
     all: bool,
+    /// The pace, `"N/s"` or `"N/min"`.
+    rate: Option<String>,
 }
 
+/// Starts a replay job (see [`crate::replays`]): `202` with its id and how
+/// many dead letters it matched; it runs on whatever becomes of the request.
 pub async fn replay_many(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Json(request): Json<BulkReplay>,
 ) -> Result<Response, ApiError> {
     let all = request.all;
+    let rate = request
+        .rate
+        .as_deref()
+        .map(str::parse::<Rate>)
+        .transpose()
+        .map_err(|err| bad_request(format!("rate: {err}")))?;
     let filter = request.filter.into_filter()?;
     if !filter.is_scoped() && !all {
         return Err(bad_request(
@@ -288,14 +301,94 @@ pub async fn replay_many(
         .iter()
         .map(|r| r.name.as_str())
         .collect();
-    let (replayed, skipped) = state.queue.replay_matching(&filter, &configured).await?;
-    let target = filter_json(&filter).to_string();
-    audit(&state, &caller, "bulk_replay", &target, replayed, "").await;
+    let filter_json = filter_json(&filter).to_string();
+    let record = state
+        .replays
+        .start(&ReplayRequest {
+            by: &caller.token,
+            filter: &filter,
+            filter_json: &filter_json,
+            configured: &configured,
+            rate,
+        })
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"replayed": replayed, "skipped_unconfigured_routes": skipped})),
+        Json(json!({
+            "replay": record.id,
+            "matched": record.matched,
+            "skipped_unconfigured_routes": record.skipped,
+            "state": record.state,
+        })),
     )
         .into_response())
+}
+
+/// A replay job as the API shows it.
+fn replay_json(record: &ReplayRecord) -> Value {
+    json!({
+        "id": record.id,
+        "state": record.state,
+        "matched": record.matched,
+        "replayed": record.replayed,
+        "gone": record.gone,
+        "undecodable": record.undecodable,
+        "remaining": record.matched.saturating_sub(record.next),
+        "skipped_unconfigured_routes": record.skipped,
+        "by": record.by,
+        "filter": serde_json::from_str::<Value>(&record.filter).unwrap_or(Value::Null),
+        "rate": (!record.rate.is_empty()).then_some(&record.rate),
+        "started_at": rfc3339_ms(record.started_ms),
+        "ended_at": (record.ended_ms > 0).then(|| rfc3339_ms(record.ended_ms)),
+        "cancel_requested": record.cancel,
+    })
+}
+
+fn replay_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no replay job {id:?} (never started, or ended over 30 days ago)"),
+    )
+}
+
+/// `GET /admin/replays`: the newest replay jobs.
+pub async fn replays(
+    State(state): State<AdminState>,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page_size(params.limit)?;
+    let records = state.queue.recent_replays(limit).await?;
+    Ok(Json(json!({
+        "items": records.iter().map(replay_json).collect::<Vec<_>>()
+    })))
+}
+
+/// `GET /admin/replays/{id}`: a replay job's progress.
+pub async fn replay_progress(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.queue.replay_record(&id).await? {
+        Some(record) => Ok(Json(replay_json(&record))),
+        None => Err(replay_not_found(&id)),
+    }
+}
+
+/// `DELETE /admin/replays/{id}`: stops a replay job after the item in hand;
+/// what it has not replayed stays a dead letter.
+pub async fn cancel_replay(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(record) = state.queue.cancel_replay(&id).await? else {
+        return Err(replay_not_found(&id));
+    };
+    if record.cancel {
+        audit(&state, &caller, "bulk_replay_cancel", &id, 0, "").await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(replay_json(&record))).into_response())
 }
 
 fn filter_json(filter: &DeadLetterFilter) -> Value {

@@ -25,6 +25,7 @@ use crate::api_error::{ApiError, ErrorCode};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::queue::{AuditEntry, Queue, QueueError};
+use crate::replays::Replays;
 use crate::telemetry::Metrics;
 
 /// `/readyz` fails when Redis takes longer than this to answer; load
@@ -41,6 +42,8 @@ pub struct AdminState {
     pub queue: Queue,
     /// The gateway's metrics.
     pub metrics: Arc<Metrics>,
+    /// Replay jobs, started here and run by any process.
+    pub replays: Arc<Replays>,
 }
 
 /// The admin router.
@@ -57,6 +60,11 @@ pub fn router(state: AdminState) -> Router {
             get(dead_letters::show).delete(dead_letters::delete),
         )
         .route("/dead-letters/{id}/replay", post(dead_letters::replay_one))
+        .route("/replays", get(dead_letters::replays))
+        .route(
+            "/replays/{id}",
+            get(dead_letters::replay_progress).delete(dead_letters::cancel_replay),
+        )
         .route("/audit", get(dead_letters::audit_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

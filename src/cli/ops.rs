@@ -76,6 +76,22 @@ pub enum DlqCommand {
         /// Replay every dead letter of every team (needed without route, owner or source).
         #[arg(long)]
         all: bool,
+        /// Pace of a bulk replay, "N/s" or "N/min".
+        #[arg(long)]
+        rate: Option<String>,
+        /// Start a bulk replay and return, rather than follow its progress.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Show replay jobs (the newest), or one with its progress.
+    Replays {
+        /// Replay job id.
+        id: Option<String>,
+    },
+    /// Stop a replay job; what it has not replayed stays a dead letter.
+    Cancel {
+        /// Replay job id.
+        id: String,
     },
     /// Delete one dead letter.
     Delete {
@@ -443,8 +459,10 @@ pub async fn dlq(admin: &AdminArgs, command: DlqCommand) -> ExitCode {
                 id: Some(id),
                 filter,
                 all,
+                rate,
+                ..
             } => {
-                if !filter.is_empty() || all {
+                if !filter.is_empty() || all || rate.is_some() {
                     bail!("give an id or a filter, not both");
                 }
                 let value = client
@@ -465,6 +483,8 @@ pub async fn dlq(admin: &AdminArgs, command: DlqCommand) -> ExitCode {
                 id: None,
                 filter,
                 all,
+                rate,
+                detach,
             } => {
                 if filter.is_empty() && !all {
                     bail!("give an id, or a filter (--route, --owner, --source, …), or --all");
@@ -477,7 +497,10 @@ pub async fn dlq(admin: &AdminArgs, command: DlqCommand) -> ExitCode {
                 if all {
                     body.insert("all".to_owned(), json!(true));
                 }
-                let value = client
+                if let Some(rate) = rate {
+                    body.insert("rate".to_owned(), json!(rate));
+                }
+                let started = client
                     .call(
                         http::Method::POST,
                         "/admin/dead-letters/replay",
@@ -485,13 +508,79 @@ pub async fn dlq(admin: &AdminArgs, command: DlqCommand) -> ExitCode {
                         Some(Value::Object(body)),
                     )
                     .await?;
+                let id = text(&started["replay"]);
+                if detach {
+                    return Ok(if admin.json {
+                        started.to_string()
+                    } else {
+                        format!(
+                            "replay job {id}: {} dead letters ({} skipped: route no longer configured); follow it with: switchyard dlq replays {id}",
+                            text(&started["matched"]),
+                            text(&started["skipped_unconfigured_routes"])
+                        )
+                    });
+                }
+                let done = follow_replay(&client, &id, admin.json).await?;
+                Ok(if admin.json {
+                    done.to_string()
+                } else {
+                    replay_text(&done)
+                })
+            }
+            DlqCommand::Replays { id: Some(id) } => {
+                let value = client
+                    .call(
+                        http::Method::GET,
+                        &format!("/admin/replays/{}", encode(&id)),
+                        &[],
+                        None,
+                    )
+                    .await?;
+                Ok(if admin.json {
+                    value.to_string()
+                } else {
+                    replay_text(&value)
+                })
+            }
+            DlqCommand::Replays { id: None } => {
+                let value = client
+                    .call(http::Method::GET, "/admin/replays", &[], None)
+                    .await?;
+                if admin.json {
+                    return Ok(value.to_string());
+                }
+                let mut t = table(&[
+                    "id", "state", "started", "by", "rate", "matched", "replayed", "remaining",
+                ]);
+                for item in value["items"].as_array().into_iter().flatten() {
+                    t.add_row(vec![
+                        text(&item["id"]),
+                        text(&item["state"]),
+                        text(&item["started_at"]),
+                        text(&item["by"]),
+                        text(&item["rate"]),
+                        text(&item["matched"]),
+                        text(&item["replayed"]),
+                        text(&item["remaining"]),
+                    ]);
+                }
+                Ok(t.to_string())
+            }
+            DlqCommand::Cancel { id } => {
+                let value = client
+                    .call(
+                        http::Method::DELETE,
+                        &format!("/admin/replays/{}", encode(&id)),
+                        &[],
+                        None,
+                    )
+                    .await?;
                 Ok(if admin.json {
                     value.to_string()
                 } else {
                     format!(
-                        "replayed {} dead letters ({} skipped: route no longer configured)",
-                        text(&value["replayed"]),
-                        text(&value["skipped_unconfigured_routes"])
+                        "replay job {id}: stopping ({} replayed so far; the rest stay dead letters)",
+                        text(&value["replayed"])
                     )
                 })
             }
@@ -513,6 +602,58 @@ pub async fn dlq(admin: &AdminArgs, command: DlqCommand) -> ExitCode {
         }
     })
     .await
+}
+
+/// How often a followed replay job is looked at.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Follows replay job `id` until it ends, with a progress line on stderr
+/// each time it moves (unless `quiet`); its final record.
+async fn follow_replay(client: &Client, id: &str, quiet: bool) -> anyhow::Result<Value> {
+    let mut shown = None;
+    loop {
+        let value = client
+            .call(
+                http::Method::GET,
+                &format!("/admin/replays/{}", encode(id)),
+                &[],
+                None,
+            )
+            .await?;
+        let progress = (value["replayed"].clone(), value["remaining"].clone());
+        if !quiet && shown.as_ref() != Some(&progress) {
+            eprintln!(
+                "replay job {id}: {} replayed, {} to go",
+                text(&progress.0),
+                text(&progress.1)
+            );
+            shown = Some(progress);
+        }
+        if value["state"] != "running" {
+            return Ok(value);
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+/// A replay job's record in a few lines.
+fn replay_text(value: &Value) -> String {
+    format!(
+        "replay job {} {}: {} of {} replayed, {} gone before their turn, {} undecodable, {} not replayed, {} skipped (route not configured)\nby {}, started {}, ended {}, rate {}, filter {}",
+        text(&value["id"]),
+        text(&value["state"]),
+        text(&value["replayed"]),
+        text(&value["matched"]),
+        text(&value["gone"]),
+        text(&value["undecodable"]),
+        text(&value["remaining"]),
+        text(&value["skipped_unconfigured_routes"]),
+        text(&value["by"]),
+        text(&value["started_at"]),
+        text(&value["ended_at"]),
+        text(&value["rate"]),
+        value["filter"]
+    )
 }
 
 fn encode(segment: &str) -> String {

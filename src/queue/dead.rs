@@ -450,15 +450,16 @@ impl Queue {
         })
     }
 
-    /// Replays every dead letter `filter` selects whose route is one of
-    /// `configured`; returns how many were replayed and how many skipped
-    /// (their route is gone, so a replay would only fail again).
-    pub async fn replay_matching(
+    /// Every dead letter `filter` selects whose route is one of
+    /// `configured`, as (partition tag, id), newest first per partition; and
+    /// how many it left out because their route is gone (a replay would only
+    /// fail again).
+    pub async fn matching_dead_letters(
         &self,
         filter: &DeadLetterFilter,
         configured: &[&str],
-    ) -> Result<(usize, usize), QueueError> {
-        let mut replayed = 0;
+    ) -> Result<(Vec<(String, String)>, usize), QueueError> {
+        let mut found = Vec::new();
         let mut skipped = 0;
         for partition in self.partitions().iter() {
             let mut cursor = None;
@@ -466,17 +467,11 @@ impl Queue {
                 let (page, next) = self
                     .list_in(partition, filter, 500, cursor.as_ref())
                     .await?;
-                for letter in &page {
-                    if !configured.contains(&letter.route.as_str()) {
+                for letter in page {
+                    if configured.contains(&letter.route.as_str()) {
+                        found.push((partition.tag.clone(), letter.id));
+                    } else {
                         skipped += 1;
-                        continue;
-                    }
-                    // Read whole (with its job) just before it moves.
-                    let Some(letter) = self.get_in(partition, &letter.id).await? else {
-                        continue;
-                    };
-                    if self.replay_in(partition, letter).await? == Replayed::Yes {
-                        replayed += 1;
                     }
                 }
                 match next {
@@ -485,7 +480,20 @@ impl Queue {
                 }
             }
         }
-        Ok((replayed, skipped))
+        Ok((found, skipped))
+    }
+
+    /// Replays dead letter `id` of the partition tagged `tag` (as
+    /// [`Self::matching_dead_letters`] names it).
+    pub async fn replay_dead_letter_in(&self, tag: &str, id: &str) -> Result<Replayed, QueueError> {
+        let partitions = self.partitions();
+        let Some(partition) = partitions.iter().find(|p| p.tag == tag) else {
+            return Ok(Replayed::NotFound);
+        };
+        match self.get_in(partition, id).await? {
+            Some(letter) => self.replay_in(partition, letter).await,
+            None => Ok(Replayed::NotFound),
+        }
     }
 
     /// Deletes a dead letter; false when there was none.

@@ -131,6 +131,26 @@ impl Keys {
         format!("{}:holding", self.base)
     }
 
+    /// A replay job's record (partition 0).
+    pub fn replay(&self, id: &str) -> String {
+        format!("{}:replay:{id}", self.base)
+    }
+
+    /// A replay job's dead letters to replay, in order (partition 0).
+    pub fn replay_items(&self, id: &str) -> String {
+        format!("{}:replay-items:{id}", self.base)
+    }
+
+    /// Replay jobs by start time (partition 0).
+    pub fn replays(&self) -> String {
+        format!("{}:replays", self.base)
+    }
+
+    /// Replay jobs still running (partition 0).
+    pub fn replays_running(&self) -> String {
+        format!("{}:replays-running", self.base)
+    }
+
     /// A lease on a task only one process runs at a time (partition 0).
     pub fn lease(&self, task: &str) -> String {
         format!("{}:lease:{task}", self.base)

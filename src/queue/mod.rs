@@ -40,6 +40,7 @@ mod keys;
 mod limiter;
 mod nodes;
 pub mod partition;
+mod replay;
 mod script;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +58,7 @@ pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::{Keys, Stat};
 pub use nodes::{NodeInUse, RedisNodes};
 pub use partition::Partition;
+pub use replay::{NewReplay, ReplayOutcome, ReplayRecord, ReplayState};
 
 use crate::config::{RedisConfig, RedisTarget};
 use connection::{Connection, Connector};

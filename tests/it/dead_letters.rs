@@ -208,15 +208,13 @@ async fn bulk_replay_by_owner_replays_exactly_that_owners_dead_letters() {
     let before = s.receiver.requests().len();
 
     s.receiver.otherwise(Reply::ok());
-    let (status, answer) = s
-        .admin(
-            Method::POST,
-            "/admin/dead-letters/replay",
-            Some(json!({"owner": "payments"})),
-        )
-        .await;
+    let (status, answer) = s.gateway.bulk_replay(json!({"owner": "payments"})).await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["replayed"], 500);
+    assert_eq!(answer["state"], "done", "{answer}");
+    assert_eq!(
+        (&answer["matched"], &answer["replayed"]),
+        (&json!(500), &json!(500))
+    );
 
     let delivered = s
         .receiver

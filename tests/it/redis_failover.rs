@@ -175,13 +175,7 @@ async fn on_a_cluster_the_partitions_spread_evenly_and_dead_letters_merge() {
 
     // Replay by route covers every partition.
     bad.otherwise(Reply::ok());
-    let (status, answer) = gateway
-        .admin(
-            Method::POST,
-            "/admin/dead-letters/replay",
-            Some(json!({"route": "bad-route"})),
-        )
-        .await;
+    let (status, answer) = gateway.bulk_replay(json!({"route": "bad-route"})).await;
     assert_eq!(
         (status, answer["replayed"].as_u64()),
         (202, Some(30)),

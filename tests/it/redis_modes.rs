@@ -169,11 +169,7 @@ async fn changing_the_partition_count_loses_no_queued_job_and_no_dead_letter() {
         "newest first across partitions: {times:?}"
     );
     let (status, answer) = second
-        .admin(
-            Method::POST,
-            "/admin/dead-letters/replay",
-            Some(serde_json::json!({"route": "devex-route"})),
-        )
+        .bulk_replay(serde_json::json!({"route": "devex-route"}))
         .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["replayed"], 24, "{answer}");

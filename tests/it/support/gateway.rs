@@ -63,6 +63,31 @@ async fn admin_request(
     )
 }
 
+/// Starts a bulk replay (`POST /admin/dead-letters/replay` with `body`) on
+/// the admin API at `admin` and waits up to a minute for the replay job to
+/// end; the start's status and, when it started, the job's final record.
+async fn bulk_replay_at(admin: SocketAddr, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, started) = admin_request(
+        admin,
+        http::Method::POST,
+        "/admin/dead-letters/replay",
+        Some(body),
+    )
+    .await;
+    let Some(id) = started["replay"].as_str() else {
+        return (status, started);
+    };
+    let path = format!("/admin/replays/{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, record) = admin_request(admin, http::Method::GET, &path, None).await;
+        if record["state"] != "running" || Instant::now() > deadline {
+            return (status, record);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Parses TOML into a config with an empty environment.
 pub fn parse_config(toml: &str) -> Config {
     config::from_toml(toml, Path::new("test.toml"), Path::new("."), &|_| None)
@@ -135,6 +160,11 @@ impl TestGateway {
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
         admin_request(self.admin, method, path, body).await
+    }
+
+    /// A bulk replay run to its end (see [`bulk_replay_at`]).
+    pub async fn bulk_replay(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        bulk_replay_at(self.admin, body).await
     }
 
     /// The Prometheus text of `/metrics` on the admin listener.
@@ -394,6 +424,11 @@ impl GatewayProcess {
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
         admin_request(self.admin, method, path, body).await
+    }
+
+    /// A bulk replay run to its end (see [`bulk_replay_at`]).
+    pub async fn bulk_replay(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        bulk_replay_at(self.admin, body).await
     }
 
     /// What the gateway wrote to stderr so far.
