@@ -426,11 +426,6 @@ impl GatewayProcess {
         admin_request(self.admin, method, path, body).await
     }
 
-    /// A bulk replay run to its end (see [`bulk_replay_at`]).
-    pub async fn bulk_replay(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
-        bulk_replay_at(self.admin, body).await
-    }
-
     /// What the gateway wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
