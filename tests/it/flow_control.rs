@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::gateway::GatewayProcess;
-use crate::support::receiver::{Receiver, Recorded};
+use crate::support::receiver::{Receiver, Recorded, Reply};
 use crate::support::sender::{Answer, GithubEvent, send_github_all};
 use crate::support::test_redis::TestRedis;
 use crate::support::{HEAVY_TURN, counter, eventually, tail};
@@ -374,4 +374,238 @@ async fn a_paused_route_holds_its_jobs_and_drains_them_in_ack_order_on_resume() 
         )),
         "{audit}"
     );
+}
+
+/// Dead letters of the replay-job test.
+const DEAD: usize = 2000;
+/// The pace of its replay.
+const REPLAY_RATE: f64 = 200.0;
+
+/// How many times each event id reached `receiver` answered 2xx.
+fn accepted_per_event(receiver: &Receiver) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for request in receiver.accepted() {
+        *counts
+            .entry(request.header("x-switchyard-event-id"))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A replay job's record, from whichever gateway answers.
+async fn replay_record(gateway: &GatewayProcess, id: &str) -> Value {
+    let (status, record) = gateway
+        .admin(Method::GET, &format!("/admin/replays/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{record}");
+    record
+}
+
+/// Posts `events` through `gateway` to a route whose destination rejects
+/// them, until each is a dead letter.
+async fn dead_letters_of(gateway: &GatewayProcess, route: &str, events: &[GithubEvent]) {
+    let answers = send_github_all(&[gateway.public_url("/hooks/github")], SECRET, events, 8).await;
+    assert!(answers.iter().all(|a| matches!(a, Answer::Accepted { .. })));
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let (_, inventory) = gateway.admin(Method::GET, "/admin/routes", None).await;
+            inventory["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["name"] == route && r["dead_letters"] == events.len())
+        })
+        .await,
+        "every event of {route} dead-lettered"
+    );
+}
+
+/// A bulk replay at 200/s is a job of its own: the client that started it
+/// gives up after half a second, the process running it is SIGKILLed
+/// halfway, and still every dead letter is replayed once, at the pace,
+/// with its progress visible throughout and the start and end audited. A
+/// second replay cancelled halfway leaves the rest as dead letters, and
+/// its counts add up.
+#[tokio::test]
+async fn a_paced_replay_job_survives_its_client_and_its_process() {
+    let _turn = HEAVY_TURN.lock().await;
+    let redis = TestRedis::start();
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Reply::status(400));
+    let toml = ConfigBuilder::new()
+        .owner(Owner::sre())
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("replayed", "github", "sre", &receiver.url("/replayed"))
+                .when_github_event("push"),
+        )
+        .route(
+            Route::new("cancelled", "github", "sre", &receiver.url("/cancelled"))
+                .when_github_event("ping"),
+        )
+        .build();
+    let mut a = GatewayProcess::start_on(&redis, &toml).await;
+    let b = GatewayProcess::start_on(&redis, &toml).await;
+    let pushes: Vec<GithubEvent> = (0..DEAD)
+        .map(|i| GithubEvent::new("push", &format!("dead-{i}")))
+        .collect();
+    dead_letters_of(&a, "replayed", &pushes).await;
+    receiver.otherwise(Reply::ok());
+    let rejected_first = receiver.requests().len();
+
+    // The client gives up long before the replay is done.
+    let started = reqwest::Client::new()
+        .post(format!("http://{}/admin/dead-letters/replay", a.admin))
+        .bearer_auth("test-admin-token")
+        .timeout(Duration::from_millis(500))
+        .json(&json!({"route": "replayed", "rate": format!("{REPLAY_RATE}/s")}))
+        .send()
+        .await;
+    let answered = match started {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    };
+    let (_, jobs) = b.admin(Method::GET, "/admin/replays", None).await;
+    let id = jobs["items"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the replay job is recorded: {jobs}"))
+        .to_owned();
+
+    // Progress moves; halfway, the process running the job dies.
+    let mut seen = Vec::new();
+    loop {
+        let record = replay_record(&b, &id).await;
+        let replayed = record["replayed"].as_u64().unwrap_or_default();
+        assert_eq!(record["state"], "running", "{record}");
+        if seen.last() != Some(&replayed) {
+            seen.push(replayed);
+        }
+        if replayed >= DEAD as u64 / 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let killed_at = Instant::now();
+    let before_kill: Vec<Recorded> = receiver.accepted();
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        a.wait_exit(Duration::from_secs(5)).is_some(),
+        "gateway a killed"
+    );
+
+    let record = loop {
+        let record = replay_record(&b, &id).await;
+        if record["state"] != "running" {
+            break record;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "the replay job goes on without its process: {record}"
+        );
+        let replayed = record["replayed"].as_u64().unwrap_or_default();
+        if seen.last() != Some(&replayed) {
+            seen.push(replayed);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let counts = accepted_per_event(&receiver);
+    let twice = counts.values().filter(|n| **n > 1).count();
+    let times = seconds_from_first(&before_kill);
+    let rate = (before_kill.len() - 1) as f64 / times.last().copied().unwrap_or(1.0);
+    println!(
+        "replay job at {REPLAY_RATE}/s (client answered {answered}): {} progress readings, \
+         {:.1}/s before the kill; after it: {record}",
+        seen.len(),
+        rate
+    );
+    assert_eq!(record["state"], "done", "{record}");
+    assert_eq!(record["matched"], DEAD, "{record}");
+    let replayed = record["replayed"].as_u64().unwrap_or_default();
+    let gone = record["gone"].as_u64().unwrap_or_default();
+    assert_eq!(replayed + gone, DEAD as u64, "counts add up: {record}");
+    assert!(gone <= 1, "only the item in hand at the kill: {record}");
+    assert_eq!(counts.len(), DEAD, "every dead letter delivered");
+    assert_eq!(twice, 0, "none replayed twice");
+    assert_eq!(receiver.requests().len() - rejected_first, DEAD);
+    assert!(seen.len() >= 5, "progress visible throughout: {seen:?}");
+    assert!(
+        (REPLAY_RATE * 0.95..=REPLAY_RATE * 1.05).contains(&rate),
+        "replayed at {rate:.1}/s, asked {REPLAY_RATE}/s"
+    );
+    let (_, audit) = b.admin(Method::GET, "/admin/audit", None).await;
+    let items = audit["items"].as_array().cloned().unwrap_or_default();
+    let entry = |action: &str| {
+        items
+            .iter()
+            .find(|item| {
+                item["action"] == action && item["reason"].as_str().is_some_and(|r| r.contains(&id))
+            })
+            .cloned()
+    };
+    let start = entry("bulk_replay_start").unwrap_or_else(|| panic!("start audited: {audit}"));
+    assert_eq!(
+        (&start["token"], &start["count"]),
+        (&json!("test-ops"), &json!(DEAD))
+    );
+    let end = entry("bulk_replay_end").unwrap_or_else(|| panic!("end audited: {audit}"));
+    assert_eq!(end["count"], replayed, "{end}");
+
+    // Cancelled halfway: what it did not replay stays a dead letter.
+    receiver.otherwise(Reply::status(400));
+    let pings: Vec<GithubEvent> = (0..200)
+        .map(|i| GithubEvent::new("ping", &format!("cancel-{i}")))
+        .collect();
+    dead_letters_of(&b, "cancelled", &pings).await;
+    receiver.otherwise(Reply::ok());
+    let (status, started) = b
+        .admin(
+            Method::POST,
+            "/admin/dead-letters/replay",
+            Some(json!({"route": "cancelled", "rate": "100/s"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["replay"].as_str().expect("replay id").to_owned();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            replay_record(&b, &id).await["replayed"].as_u64() >= Some(80)
+        })
+        .await
+    );
+    let (status, cancelled) = b
+        .admin(Method::DELETE, &format!("/admin/replays/{id}"), None)
+        .await;
+    assert_eq!(
+        (status, &cancelled["cancel_requested"]),
+        (202, &json!(true))
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            replay_record(&b, &id).await["state"] == "cancelled"
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let record = replay_record(&b, &id).await;
+    let replayed = record["replayed"].as_u64().unwrap_or_default();
+    let remaining = record["remaining"].as_u64().unwrap_or_default();
+    let (_, still_dead) = b
+        .admin(
+            Method::GET,
+            "/admin/dead-letters?route=cancelled&limit=500",
+            None,
+        )
+        .await;
+    let still_dead = still_dead["items"].as_array().map_or(0, Vec::len) as u64;
+    let delivered = receiver
+        .accepted()
+        .iter()
+        .filter(|r| r.uri == "/cancelled")
+        .count() as u64;
+    println!("cancelled replay: {record}");
+    assert!(remaining > 0 && replayed < 200, "stopped halfway: {record}");
+    assert_eq!(replayed + remaining, 200, "counts add up: {record}");
+    assert_eq!(still_dead, remaining, "the rest are still dead letters");
+    assert_eq!(delivered, replayed, "only what it replayed was delivered");
 }
