@@ -15,13 +15,16 @@
 //!   `dedupe_window`;
 //! - `stats:received|delivered|retrying|last_received|last_success`: the
 //!   per-route figures the scripts keep, summed (or the latest taken) over
-//!   partitions when read.
+//!   partitions when read;
+//! - `held:<route>`, `held-jobs:<route>`, `holding`: jobs held for a paused
+//!   or draining route, in ack order (see [`flow`]), and the routes with any.
 //!
 //! Outside the partitions, each rate-limited destination has its limiter
 //! under a hash tag of its own (see [`limiter`]).
 //!
 //! Partition 0 also holds what is not per event: the audit stream, breaker
-//! states, silence watches, alert slots, and the tags of partitions earlier
+//! states, silence watches, alert slots, paused routes and drain rates,
+//! replay jobs (see [`replay`]), leases, and the tags of partitions earlier
 //! layouts wrote (`partitions`), which every process keeps reading.
 //!
 //! The connection (see [`connection`]) is created lazily, so a gateway
