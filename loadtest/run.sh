@@ -7,7 +7,11 @@
 #   loadtest/run.sh <scenario> [extra switchyard-loadtest flags...]
 #
 # Scenarios: ingest-max steady fanout3 slow-destination failing-destination
-# mixed-healthy-and-dead (their loads are the tool's scenario defaults), and
+# mixed-healthy-and-dead (their loads are the tool's scenario defaults);
+# rate-limited (100/s, fan-out 2: /limited's destination has rate_limit
+# "50/s", /free none; `free-solo` is the same load to /free alone, its
+# comparator) and paused-then-resumed (100/s to a route paused before the
+# load and resumed at LT_RESUME_RATE, default 50/s, a second after it); and
 # `reference`: ingest-max against switchyard-reference (bare hyper + HMAC +
 # XADD) instead of the gateway, the comparator of the ingest target (with
 # LT_RATE set: `steady` at that rate against it).
@@ -61,6 +65,15 @@ while True:
         break
     except OSError:
         pass'
+}
+
+# Seconds in a humantime duration of whole seconds or minutes ("10s", "2m").
+humantime_s() {
+    case $1 in
+    *m) echo $((${1%m} * 60)) ;;
+    *s) echo "${1%s}" ;;
+    *) echo "$1" ;;
+    esac
 }
 
 profile=${LT_PROFILE:-release}
@@ -177,6 +190,17 @@ failing-destination) drain=30s ;;
 mixed-healthy-and-dead)
     routes="$(route healthy /healthy)$(route dead /dead "http://127.0.0.1:$dead_port")"
     ;;
+rate-limited)
+    routes="$(route limited /limited | sed 's|timeout = "5s"|timeout = "5s", rate_limit = "50/s"|')$(route free /free)"
+    drain=60s
+    ;;
+free-solo)
+    routes=$(route free /free)
+    ;;
+paused-then-resumed)
+    routes=$(route paused /paused)
+    drain=60s
+    ;;
 sizing-dedupe | sizing-queued | sizing-dead)
     [[ $masters -gt 0 ]] && { echo "sizing runs on one Redis" >&2; exit 2; }
     sizing=1
@@ -195,7 +219,9 @@ sizing-dedupe | sizing-queued | sizing-dead)
     exit 2
     ;;
 esac
-if [[ $scenario == reference ]]; then
+if [[ $scenario == free-solo ]]; then
+    tool+=(--scenario rate-limited --fanout 1)
+elif [[ $scenario == reference ]]; then
     # The reference at a rate is the comparator of the open-loop target.
     tool+=(--scenario "$([[ -n ${LT_RATE:-} ]] && echo steady || echo ingest-max)")
 elif [[ $sizing == 1 ]]; then
@@ -270,6 +296,21 @@ fi
 used_memory() { redis-cli -p "$redis_port" info memory | grep '^used_memory:' | tr -dc '0-9'; }
 memory_before=$(used_memory)
 echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
+admin_api() { # method path [json body]
+    curl -fsS -X "$1" -H 'Authorization: Bearer loadtest-admin-token' \
+        ${3:+-H 'Content-Type: application/json' -d "$3"} "http://127.0.0.1:$admin_port$2"
+}
+if [[ $scenario == paused-then-resumed ]]; then
+    echo "== pause: $(admin_api POST /admin/routes/paused/pause '{"reason":"load test: paused then resumed"}')" >&2
+    sleep 1 # every process obeys a pause within a second
+    # Resumed a second after the load ends, while the tool drains.
+    resume_after=$(($(humantime_s "${LT_DURATION:-10s}") + 1))
+    (
+        sleep "$resume_after"
+        echo "== resume: $(admin_api POST /admin/routes/paused/resume "{\"rate\":\"${LT_RESUME_RATE:-50/s}\"}")" >&2
+    ) &
+    pids+=($!)
+fi
 "$bin/switchyard-loadtest" --url "http://127.0.0.1:$listen_port/hooks/lt" \
     --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
 for port in "${primaries[@]}"; do

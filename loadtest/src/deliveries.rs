@@ -5,7 +5,10 @@
 //!
 //! Paths are interned to a small index, and the paths an event arrived on
 //! are one `u64` bitset per event: 16 bytes of map entry per event whatever
-//! the fan-out, which keeps a million-event run in tens of MiB.
+//! the fan-out, which keeps a million-event run in tens of MiB. Per path,
+//! the pace of first deliveries (first and last arrival, the busiest
+//! wall-clock second) and how many arrived after a later-sent event are
+//! kept as they come, in constant memory per second of the run.
 
 use std::collections::HashMap;
 
@@ -25,6 +28,32 @@ pub struct PathStats {
     pub duplicates: u64,
     /// End-to-end latency (µs) of each event's first delivery on this path.
     pub e2e: Histogram<u64>,
+    /// Arrival (Unix µs) of the first and the last first delivery.
+    pub first_us: u64,
+    pub last_us: u64,
+    /// First deliveries per wall-clock second (Unix seconds).
+    per_second: HashMap<u64, u64>,
+    /// The highest event seq delivered so far on this path.
+    max_seq: Option<u64>,
+    /// First deliveries of an event sent before one already delivered here.
+    pub overtaken: u64,
+}
+
+impl PathStats {
+    /// First deliveries per second between the first and the last (0 with
+    /// fewer than two).
+    pub fn rate_per_s(&self) -> f64 {
+        let span = self.last_us.saturating_sub(self.first_us) as f64 / 1e6;
+        if self.delivered < 2 || span <= 0.0 {
+            return 0.0;
+        }
+        (self.delivered - 1) as f64 / span
+    }
+
+    /// The most first deliveries in one wall-clock second.
+    pub fn busiest_second(&self) -> u64 {
+        self.per_second.values().copied().max().unwrap_or(0)
+    }
 }
 
 /// How `Deliveries::record` counted a delivery.
@@ -63,9 +92,9 @@ impl Default for Deliveries {
 }
 
 impl Deliveries {
-    /// Counts a 2xx-answered delivery of event `seq` on `path`, `latency_us`
-    /// after its intended send time.
-    pub fn record(&mut self, path: &str, seq: u64, latency_us: u64) -> Recorded {
+    /// Counts a 2xx-answered delivery of event `seq` on `path`, arrived at
+    /// `arrived_us` (Unix µs), `latency_us` after its intended send time.
+    pub fn record(&mut self, path: &str, seq: u64, latency_us: u64, arrived_us: u64) -> Recorded {
         let Some(index) = self.intern(path) else {
             return Recorded::Untracked;
         };
@@ -77,6 +106,15 @@ impl Deliveries {
             return Recorded::Duplicate;
         }
         *paths_of_seq |= bit;
+        if stats.delivered == 0 {
+            stats.first_us = arrived_us;
+        }
+        stats.last_us = stats.last_us.max(arrived_us);
+        *stats.per_second.entry(arrived_us / 1_000_000).or_default() += 1;
+        if stats.max_seq.is_some_and(|max| seq < max) {
+            stats.overtaken += 1;
+        }
+        stats.max_seq = stats.max_seq.max(Some(seq));
         stats.delivered += 1;
         stats.e2e.saturating_record(latency_us);
         self.e2e.saturating_record(latency_us);
@@ -98,6 +136,11 @@ impl Deliveries {
             delivered: 0,
             duplicates: 0,
             e2e: latency_histogram(),
+            first_us: 0,
+            last_us: 0,
+            per_second: HashMap::new(),
+            max_seq: None,
+            overtaken: 0,
         });
         Some(self.paths.len() - 1)
     }
@@ -148,10 +191,10 @@ mod tests {
     #[test]
     fn a_duplicate_is_the_same_event_on_the_same_path() {
         let mut d = Deliveries::default();
-        assert_eq!(d.record("/a", 7, 100), Recorded::First);
-        assert_eq!(d.record("/b", 7, 200), Recorded::First);
-        assert_eq!(d.record("/a", 7, 300), Recorded::Duplicate);
-        assert_eq!(d.record("/a", 8, 400), Recorded::First);
+        assert_eq!(d.record("/a", 7, 100, 0), Recorded::First);
+        assert_eq!(d.record("/b", 7, 200, 0), Recorded::First);
+        assert_eq!(d.record("/a", 7, 300, 0), Recorded::Duplicate);
+        assert_eq!(d.record("/a", 8, 400, 0), Recorded::First);
         assert_eq!(d.paths_of(7), 2);
         assert_eq!(d.paths_of(8), 1);
         assert_eq!(d.paths_of(9), 0);
@@ -168,13 +211,31 @@ mod tests {
     }
 
     #[test]
+    fn pace_and_order_are_kept_per_path() {
+        let mut d = Deliveries::default();
+        // Seq 1 and 3 in second 10, seq 2 (overtaken by 3) and 4 in second 11.
+        d.record("/a", 1, 1, 10_000_000);
+        d.record("/a", 3, 1, 10_500_000);
+        d.record("/a", 2, 1, 11_000_000);
+        d.record("/a", 2, 1, 11_100_000); // a duplicate counts for nothing
+        d.record("/a", 4, 1, 12_000_000);
+        d.record("/b", 1, 1, 10_000_000);
+        let a = &d.by_path()[0];
+        assert_eq!((a.first_us, a.last_us), (10_000_000, 12_000_000));
+        assert_eq!(a.overtaken, 1);
+        assert_eq!(a.busiest_second(), 2);
+        assert!((a.rate_per_s() - 1.5).abs() < 1e-9, "{}", a.rate_per_s());
+        assert_eq!(d.by_path()[1].rate_per_s(), 0.0, "one delivery has no pace");
+    }
+
+    #[test]
     fn missing_counts_paths_short_of_the_fanout() {
         let mut d = Deliveries::default();
         for path in ["/a", "/b", "/c"] {
-            d.record(path, 1, 1);
+            d.record(path, 1, 1, 0);
         }
-        d.record("/a", 2, 1);
-        d.record("/a", 2, 1); // a duplicate fills no gap
+        d.record("/a", 2, 1, 0);
+        d.record("/a", 2, 1, 0); // a duplicate fills no gap
         // Event 1 arrived on all three paths, 2 on one, 3 on none.
         assert_eq!(d.missing(&[1, 2, 3], 3), 5);
         assert_eq!(d.missing(&[1, 2, 3], 1), 1);
@@ -189,11 +250,11 @@ mod tests {
     fn paths_past_the_limit_are_not_tracked() {
         let mut d = Deliveries::default();
         for i in 0..MAX_PATHS {
-            assert_eq!(d.record(&format!("/p{i}"), 1, 1), Recorded::First);
+            assert_eq!(d.record(&format!("/p{i}"), 1, 1, 0), Recorded::First);
         }
         assert_eq!(d.paths_of(1), MAX_PATHS as u32);
-        assert_eq!(d.record("/one-too-many", 1, 1), Recorded::Untracked);
-        assert_eq!(d.record("/p0", 2, 1), Recorded::First);
+        assert_eq!(d.record("/one-too-many", 1, 1, 0), Recorded::Untracked);
+        assert_eq!(d.record("/p0", 2, 1, 0), Recorded::First);
         assert_eq!(d.by_path().len(), MAX_PATHS);
         assert_eq!(d.pairs(), MAX_PATHS as u64 + 1);
     }

@@ -39,6 +39,12 @@ enum Scenario {
     /// Open loop (default 1000/s), fan-out 1: only /healthy reaches the sink,
     /// the gateway's other route points where nothing listens.
     MixedHealthyAndDead,
+    /// Open loop (default 100/s), fan-out 2: /limited's destination has a
+    /// `rate_limit` below the offered rate, /free has none.
+    RateLimited,
+    /// Open loop (default 100/s) to a route paused before the load and
+    /// resumed at a rate after it (by loadtest/run.sh).
+    PausedThenResumed,
 }
 
 /// Open-loop rate when nothing else sets one: a light load, for checking a
@@ -54,6 +60,9 @@ const FANOUT3_RATE: f64 = 2000.0;
 /// lower than `fanout3`'s because slow answers and retries keep each event
 /// in the gateway longer.
 const DESTINATION_SCENARIO_RATE: f64 = 1000.0;
+/// Open-loop rate of the flow-control scenarios: twice the 50/s the rate
+/// limit and the resume of loadtest/run.sh allow, so events wait.
+const FLOW_SCENARIO_RATE: f64 = 100.0;
 /// Body size of every scenario: a typical webhook payload.
 const DEFAULT_BODY_BYTES: usize = 1024;
 
@@ -120,6 +129,19 @@ impl Scenario {
             Scenario::MixedHealthyAndDead => ScenarioDefaults {
                 load: Load::Open {
                     rate: DESTINATION_SCENARIO_RATE,
+                },
+                ..BASELINE
+            },
+            Scenario::RateLimited => ScenarioDefaults {
+                load: Load::Open {
+                    rate: FLOW_SCENARIO_RATE,
+                },
+                fanout: 2,
+                ..BASELINE
+            },
+            Scenario::PausedThenResumed => ScenarioDefaults {
+                load: Load::Open {
+                    rate: FLOW_SCENARIO_RATE,
                 },
                 ..BASELINE
             },
@@ -361,6 +383,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         peak_rss_kib.clone(),
     ));
 
+    let load_started_us = sink::unix_ns(SystemTime::now()) / 1000;
     let (load_time, results) = generator.run(&plan.load, cli.duration).await;
     let gw_end = cli.gateway_pid.and_then(procstat::sample);
 
@@ -374,6 +397,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
                 plan.fanout,
                 cli.drain,
                 drain_started,
+                load_started_us,
             )
             .await,
         ),
@@ -439,6 +463,7 @@ async fn drain(
     fanout: u32,
     limit: Duration,
     started: Instant,
+    load_started_us: u64,
 ) -> EndToEnd {
     let mut pending: Vec<u64> = acked.to_vec();
     loop {
@@ -473,10 +498,16 @@ async fn drain(
             .by_path()
             .iter()
             .map(|p| {
+                let since_start = |us: u64| us.saturating_sub(load_started_us) as f64 / 1e6;
                 let report = PathReport {
                     delivered: p.delivered,
                     duplicates: p.duplicates,
                     latency: Percentiles::of(&p.e2e),
+                    first_s: since_start(p.first_us),
+                    last_s: since_start(p.last_us),
+                    rate_per_s: p.rate_per_s(),
+                    busiest_second: p.busiest_second(),
+                    out_of_order: p.overtaken,
                 };
                 (p.path.clone(), report)
             })
@@ -568,7 +599,9 @@ mod tests {
                 "fanout3",
                 "slow-destination",
                 "failing-destination",
-                "mixed-healthy-and-dead"
+                "mixed-healthy-and-dead",
+                "rate-limited",
+                "paused-then-resumed"
             ]
         );
     }

@@ -137,6 +137,15 @@ pub struct PathReport {
     /// Second and later deliveries of an event on this path.
     pub duplicates: u64,
     pub latency: Percentiles,
+    /// When the first and the last event arrived, seconds after the load started.
+    pub first_s: f64,
+    pub last_s: f64,
+    /// First deliveries per second between the first and the last.
+    pub rate_per_s: f64,
+    /// The most first deliveries in one wall-clock second.
+    pub busiest_second: u64,
+    /// Events that arrived after an event sent later than them.
+    pub out_of_order: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -215,6 +224,11 @@ impl Report {
                         p.delivered,
                         p.duplicates,
                         p.latency.line()
+                    );
+                    let _ = writeln!(
+                        s,
+                        "  path {path:<width$}  arrived {:.1}s to {:.1}s after the start, {:.1}/s, busiest second {}, {} out of order",
+                        p.first_s, p.last_s, p.rate_per_s, p.busiest_second, p.out_of_order
                     );
                 }
             }
@@ -320,6 +334,11 @@ mod tests {
                                 p50_ms: 1.0,
                                 ..Default::default()
                             },
+                            first_s: 0.1,
+                            last_s: 5.0,
+                            rate_per_s: 50.8,
+                            busiest_second: 52,
+                            out_of_order: 0,
                         },
                     ),
                     (
@@ -328,6 +347,11 @@ mod tests {
                             delivered: 250,
                             duplicates: 1,
                             latency: Percentiles::default(),
+                            first_s: 0.3,
+                            last_s: 5.2,
+                            rate_per_s: 50.6,
+                            busiest_second: 51,
+                            out_of_order: 3,
                         },
                     ),
                 ]),

@@ -86,7 +86,11 @@ impl Sink {
         match body::parse(&bytes) {
             Some(p) if p.run == self.run => {
                 let latency_us = (now_ns.saturating_sub(p.sent_ns) / 1000).max(1);
-                if state.deliveries.record(path, p.seq, latency_us) == Recorded::Untracked {
+                if state
+                    .deliveries
+                    .record(path, p.seq, latency_us, now_ns / 1000)
+                    == Recorded::Untracked
+                {
                     state.foreign += 1;
                 }
             }
