@@ -287,6 +287,7 @@ impl Replays {
             reason,
             at_ms: now_ms(),
         };
+        tracing::info!(token, action, target, count, reason, "admin action");
         if let Err(err) = self.queue.audit(&entry).await {
             tracing::error!(error = %err, token, action, target, "cannot write the audit log");
         }

@@ -432,16 +432,21 @@ async fn a_paced_replay_job_survives_its_client_and_its_process() {
     let redis = TestRedis::start();
     let receiver = Receiver::start().await;
     receiver.otherwise(Reply::status(400));
+    // The job the killed process had read is taken over after the
+    // visibility timeout: short here, so the run waits seconds, not a minute.
     let toml = ConfigBuilder::new()
+        .delivery("visibility_timeout", "\"4s\"")
         .owner(Owner::sre())
         .source(Source::github(SECRET))
         .route(
             Route::new("replayed", "github", "sre", &receiver.url("/replayed"))
-                .when_github_event("push"),
+                .when_github_event("push")
+                .destination("timeout", "\"2s\""),
         )
         .route(
             Route::new("cancelled", "github", "sre", &receiver.url("/cancelled"))
-                .when_github_event("ping"),
+                .when_github_event("ping")
+                .destination("timeout", "\"2s\""),
         )
         .build();
     let mut a = GatewayProcess::start_on(&redis, &toml).await;
@@ -508,6 +513,10 @@ async fn a_paced_replay_job_survives_its_client_and_its_process() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    eventually(Duration::from_secs(20), || async {
+        accepted_per_event(&receiver).len() == DEAD
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let counts = accepted_per_event(&receiver);
     let twice = counts.values().filter(|n| **n > 1).count();
