@@ -158,7 +158,7 @@ redis_port=${primaries[0]}
 read -r -a serve_flags <<<"${LT_SERVE_FLAGS:-}"
 tool=(--duration "${LT_DURATION:-10s}")
 sink=(--sink-listen "127.0.0.1:$sink_port")
-route() { # name path-on-sink [destination-base]
+route() { # name path-on-sink [destination-base] [more destination keys]
     cat <<TOML
 
 [[routes]]
@@ -167,7 +167,7 @@ source = "lt"
 owner = "platform"
 description = "Load test route $1"
 on_failure = "The load test reports it missing"
-destination = { url = "${3:-http://127.0.0.1:$sink_port}$2", timeout = "5s" }
+destination = { url = "${3:-http://127.0.0.1:$sink_port}$2", timeout = "5s"${4:+, $4} }
 TOML
 }
 routes=$(route lt /events)
@@ -191,7 +191,7 @@ mixed-healthy-and-dead)
     routes="$(route healthy /healthy)$(route dead /dead "http://127.0.0.1:$dead_port")"
     ;;
 rate-limited)
-    routes="$(route limited /limited | sed 's|timeout = "5s"|timeout = "5s", rate_limit = "50/s"|')$(route free /free)"
+    routes="$(route limited /limited "" 'rate_limit = "50/s"')$(route free /free)"
     drain=60s
     ;;
 free-solo)
