@@ -10,15 +10,10 @@
 //
 // Exits 0 when every step passed, 1 with the failed step and the reason.
 
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
-
-const CHROMIUM = '/usr/bin/chromium';
-const VIEWPORT = { width: 1366, height: 850 };
-const STEP_TIMEOUT_MS = 15000;
+import { VIEWPORT, check, drive, requireOptions, signIn } from './harness.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -31,58 +26,12 @@ const { values: opts } = parseArgs({
     screenshot: { type: 'string', multiple: true },
   },
 });
-const token = process.env.SWITCHYARD_ADMIN_TOKEN;
-const missing = ['url', 'route', 'healthy-route', 'team', 'dead-letter', 'screenshot'].filter((k) => !opts[k]);
-if (missing.length || !token) {
-  console.error(`dashboard.mjs: missing ${missing.map((k) => '--' + k).join(', ')}` +
-    `${token ? '' : ' SWITCHYARD_ADMIN_TOKEN'}`);
-  process.exit(2);
-}
+const token = requireOptions('dashboard.mjs', opts, ['url', 'route', 'healthy-route', 'team', 'dead-letter', 'screenshot']);
 const base = opts.url.replace(/\/+$/, '');
 const route = opts.route;
 const deadLetter = opts['dead-letter'];
 
-class StepFailed extends Error {}
-let current = 'start';
-function check(condition, message) {
-  if (!condition) throw new StepFailed(message);
-}
-async function step(name, body) {
-  current = name;
-  const started = Date.now();
-  await body();
-  console.log(`ok   ${name} (${Date.now() - started} ms)`);
-}
-
-const profile = mkdtempSync(join(tmpdir(), 'switchyard-dashboard-'));
-const pageErrors = [];
-const cspViolations = [];
-let context;
-let page;
-let failed = false;
-
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    viewport: VIEWPORT,
-    reducedMotion: 'reduce',
-    locale: 'en-US',
-    timezoneId: 'UTC',
-  });
-  page = context.pages()[0] ?? await context.newPage();
-  page.setDefaultTimeout(STEP_TIMEOUT_MS);
-  page.on('pageerror', (err) => pageErrors.push(String(err)));
-  page.on('console', (msg) => {
-    if (/Content Security Policy|Refused to (load|execute|apply|connect)/i.test(msg.text())) {
-      cspViolations.push(msg.text());
-    }
-  });
-
+await drive('dashboard.mjs', opts.screenshot[0], async (page, step) => {
   await step('the alert link opens the page without a token', async () => {
     const response = await page.goto(`${base}/?route=${encodeURIComponent(route)}`);
     check(response && response.status() === 200, `GET / answered ${response && response.status()}`);
@@ -103,9 +52,7 @@ try {
   });
 
   await step('the right token signs in', async () => {
-    await page.getByLabel('Admin token').fill(token);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.locator('#app').waitFor({ state: 'visible' });
+    await signIn(page, token);
     const stored = await page.evaluate(() => Object.values({ ...sessionStorage }));
     check(stored.includes(token), 'the token is not kept in sessionStorage');
   });
@@ -225,36 +172,4 @@ try {
     check(await page.evaluate(() => sessionStorage.length) === 0, 'the token is still in sessionStorage');
     check(await page.locator('#routes-table tbody tr').count() === 0, 'route data stays on the page after sign out');
   });
-
-  await step('no script errors and no CSP violations', async () => {
-    check(pageErrors.length === 0, `script errors on the page: ${pageErrors.join(' | ')}`);
-    check(cspViolations.length === 0, `Content-Security-Policy violations: ${cspViolations.join(' | ')}`);
-  });
-  console.log('dashboard.mjs: every step passed');
-} catch (err) {
-  failed = true;
-  const reason = err instanceof StepFailed ? err.message : (err && err.stack) || String(err);
-  console.error(`dashboard.mjs: FAILED at step "${current}": ${reason}`);
-  if (page) {
-    try {
-      if (await page.locator('#banner').isVisible()) {
-        console.error(`the page's error banner: ${await page.locator('#banner-text').textContent({ timeout: 1000 })}`);
-      }
-    } catch {
-      // no page to ask
-    }
-    try {
-      const path = opts.screenshot[0].replace(/\.png$/, '') + '-failure.png';
-      mkdirSync(dirname(path), { recursive: true });
-      writeFileSync(path, await page.screenshot({ fullPage: true, timeout: 5000 }));
-      console.error(`screenshot of the failure: ${path}`);
-    } catch {
-      // the browser may be gone
-    }
-  }
-  if (pageErrors.length) console.error(`script errors: ${pageErrors.join(' | ')}`);
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-process.exit(failed ? 1 : 0);
+});

@@ -3,7 +3,9 @@
 //! one), and driven end to end in real headless Chromium by
 //! tests/browser/dashboard.mjs (playwright-core on Debian's chromium; both
 //! installed by `scripts/install-test-deps.sh`): sign in, see the failing
-//! route and its dead letter, open it, replay it, and the destination gets it.
+//! route and its dead letter, open it, replay it, and the destination gets it;
+//! and by tests/browser/flow.mjs: pause a route with a reason, follow a paced
+//! replay job into it (held), resume it at a rate and see it drain.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -263,4 +265,129 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
     assert_eq!(status, 404, "the dead letter is gone");
     let (_, page) = s.admin(Method::GET, list_url, None).await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+}
+
+/// Dead letters the flow-control browser run replays, and the paces it uses.
+const FLOW_DEAD_LETTERS: usize = 150;
+const FLOW_REPLAY_RATE: &str = "30/s";
+const FLOW_DRAIN_RATE: &str = "100/s";
+const FLOW_RATE_LIMIT: &str = "200/s";
+const FLOW_REASON: &str = "orders-service maintenance until 14:00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_an_operator_pauses_replays_into_and_resumes_a_route() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser = root.join("tests/browser");
+    installed(
+        browser.join("node_modules/playwright-core"),
+        "the npm package playwright-core",
+    );
+    installed(PathBuf::from(CHROMIUM), "Debian's chromium");
+
+    let s = TestEnv::start(SECRET, |receiver, _| {
+        ConfigBuilder::new()
+            .retry(3, "100ms", "1s")
+            .breaker(100000, None)
+            .owner(Owner::devex())
+            .source(Source::github(SECRET))
+            .route(
+                Route::new("orders-route", "github", "devex", &receiver.url("/orders"))
+                    .when_github_event("orders")
+                    .destination("rate_limit", &format!("{FLOW_RATE_LIMIT:?}")),
+            )
+            .build()
+    })
+    .await;
+    let (gateway, receiver) = (&s.gateway, &s.receiver);
+    // Every first delivery is rejected: FLOW_DEAD_LETTERS dead letters to replay.
+    receiver.then(Reply::status(400).times(FLOW_DEAD_LETTERS));
+    let mut events = Vec::new();
+    for i in 0..FLOW_DEAD_LETTERS {
+        let body = format!(r#"{{"order":{i}}}"#);
+        events.push(
+            s.send("orders", &format!("order-{i}"), body.as_bytes())
+                .await,
+        );
+    }
+    let mut dead = 0;
+    for _ in 0..200 {
+        let (_, routes) = s.admin(Method::GET, "/admin/routes", None).await;
+        dead = routes["routes"][0]["dead_letters"].as_u64().unwrap_or(0);
+        if dead == FLOW_DEAD_LETTERS as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead, FLOW_DEAD_LETTERS as u64, "every event dead-lettered");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kept = root.join("target/dashboard-flow.png");
+    let mut node = Command::new("node");
+    node.arg(browser.join("flow.mjs"))
+        .args(["--url", &format!("http://{}", gateway.admin)])
+        .args(["--route", "orders-route"])
+        .args(["--dead-letters", &FLOW_DEAD_LETTERS.to_string()])
+        .args(["--by", "test-ops"])
+        .args(["--reason", FLOW_REASON])
+        .args(["--replay-rate", FLOW_REPLAY_RATE])
+        .args(["--drain-rate", FLOW_DRAIN_RATE])
+        .args(["--rate-limit", FLOW_RATE_LIMIT])
+        .arg("--screenshot")
+        .arg(&kept)
+        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .current_dir(&browser);
+    let report = run(node, dir.path(), "flow.mjs", BROWSER_TIMEOUT).await;
+    println!("{report}");
+    assert!(
+        report.success,
+        "the browser run failed ({}); its output is printed above",
+        report.status
+    );
+
+    // Each event delivered once more after the resume, paced by the rate the
+    // page sent (without it the destination's 200/s burst would take all at once).
+    let all = receiver
+        .wait_for(2 * FLOW_DEAD_LETTERS, Duration::from_secs(20))
+        .await;
+    let delivered: Vec<_> = all
+        .iter()
+        .filter(|r| r.answered.is_some_and(|a| a.status.is_success()))
+        .collect();
+    let mut ids: Vec<String> = delivered
+        .iter()
+        .map(|r| r.header("x-switchyard-event-id"))
+        .collect();
+    ids.sort();
+    let mut sent = events.clone();
+    sent.sort();
+    assert_eq!(ids, sent, "every event delivered once after the resume");
+    assert_eq!(all.len(), 2 * FLOW_DEAD_LETTERS, "no other attempts");
+    let span = delivered[delivered.len() - 1].at - delivered[0].at;
+    assert!(
+        span >= Duration::from_millis(900),
+        "{FLOW_DEAD_LETTERS} held events drained in {span:?}: not paced at {FLOW_DRAIN_RATE}"
+    );
+
+    // Every click is in the audit log, with who and why.
+    let (_, audit) = s.admin(Method::GET, "/admin/audit", None).await;
+    let entry = |action: &str| {
+        audit["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["action"] == action)
+            .cloned()
+            .unwrap_or_else(|| panic!("{action} audited: {audit}"))
+    };
+    let pause = entry("pause");
+    assert_eq!(pause["token"], "test-ops");
+    assert_eq!(pause["reason"], FLOW_REASON);
+    assert!(
+        entry("resume")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(FLOW_DRAIN_RATE)),
+        "{audit}"
+    );
+    assert_eq!(entry("bulk_replay_start")["count"], FLOW_DEAD_LETTERS);
+    assert_eq!(entry("bulk_replay_end")["count"], FLOW_DEAD_LETTERS);
 }

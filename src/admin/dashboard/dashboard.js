@@ -9,6 +9,8 @@
   const PAGE_SIZE = 100; // dead letters per "load more"
   const COUNT_PAGE = 500; // the API's largest page, used to count before a bulk replay
   const REFRESH_MS = 15000; // inventory auto-refresh
+  const TICK_MS = 2000; // refresh check; the inventory is reloaded this often while a route drains
+  const PROGRESS_MS = 1000; // replay-job progress poll
   const FILTER_KEYS = ['route', 'owner', 'source', 'reason'];
   const REASONS = ['rejected', 'exhausted', 'unroutable', 'undecodable'];
 
@@ -25,6 +27,10 @@
     bulkGeneration: 0,
     detailId: null,
     timer: null,
+    lastRefresh: 0,
+    flowGeneration: 0, // ignores answers for a pause/resume panel since closed
+    replayJob: null, // id of the replay job whose progress is shown
+    replayTimer: null,
   };
 
   // ---- DOM helpers: text only ------------------------------------------------
@@ -253,6 +259,8 @@
     clear($('detail'));
     $('detail').hidden = true;
     hideBulk();
+    hideFlow();
+    hideReplayJob();
     hideError();
     notify('');
     showSignin(message);
@@ -280,15 +288,20 @@
     if (inventory) renderInventory(inventory);
     else refreshInventory();
     loadDeadLetters(false);
+    showRunningReplay();
     if (state.timer) clearInterval(state.timer);
     state.timer = setInterval(() => {
-      if (state.token && document.visibilityState === 'visible') refreshInventory();
-    }, REFRESH_MS);
+      if (!state.token || document.visibilityState !== 'visible') return;
+      // Faster while held jobs drain, so the operator who resumed sees it move.
+      const draining = state.routes.some((r) => !r.paused && isNum(r.held) && r.held > 0);
+      if (draining || Date.now() - state.lastRefresh >= REFRESH_MS) refreshInventory();
+    }, TICK_MS);
   }
 
   // ---- inventory -------------------------------------------------------------
 
   async function refreshInventory() {
+    state.lastRefresh = Date.now();
     const result = await attempt('Loading the routes', () => api('GET', 'admin/routes'));
     if (result.ok) renderInventory(result.value);
   }
@@ -338,7 +351,11 @@
           route.description ? el('div', { class: 'desc' }, route.description) : null,
           route.on_failure ? el('div', { class: 'on-failure' }, el('span', { class: 'k' }, 'If it fails: '), route.on_failure) : null,
           el('div', { class: 'meta' }, 'source ', el('code', {}, route.source ?? '?'),
-            route.scheme ? [' · scheme ', el('code', {}, route.scheme)] : null)),
+            route.scheme ? [' · scheme ', el('code', {}, route.scheme)] : null),
+          pausedNote(route.paused),
+          'paused' in route ? el('div', { class: 'flow-actions' }, route.paused
+            ? el('button', { type: 'button', class: 'small primary', onclick: () => askResume(route) }, 'Resume…')
+            : el('button', { type: 'button', class: 'small warn', onclick: () => askPause(route) }, 'Pause…')) : null),
         el('td', { class: 'owner' },
           el('div', { class: 'team' }, owner.team || owner.id || '—'),
           owner.contact ? el('div', { class: 'contact' }, contact(owner.contact)) : null,
@@ -346,6 +363,8 @@
         el('td', { class: 'destination' },
           el('code', { class: 'url' }, dest.url ?? '—'),
           dest.timeout ? el('div', { class: 'meta' }, `timeout ${dest.timeout}`) : null,
+          dest.rate_limit ? el('div', { class: 'meta rate' }, `rate limit ${dest.rate_limit}` +
+            (isNum(dest.rate_burst) ? ` (burst ${dest.rate_burst})` : '')) : null,
           route.retry && isNum(route.retry.max_attempts)
             ? el('div', { class: 'meta' }, `up to ${plural(route.retry.max_attempts, 'attempt')}`) : null,
           route.breaker ? el('div', { class: 'breaker breaker-' + route.breaker },
@@ -354,6 +373,7 @@
           count('received', route.received),
           count('delivered', route.delivered),
           count('retrying', route.retrying, { class: isNum(route.retrying) && route.retrying > 0 ? 'warn' : '' }),
+          count('held', route.held, { class: isNum(route.held) && route.held > 0 ? 'warn' : '' }),
           count('dead letters', dead, { class: isNum(dead) && dead > 0 ? 'bad' : '' }),
           isNum(dead) && dead > 0
             ? el('button', { type: 'button', class: 'small', onclick: () => showRouteDeadLetters(route.name) },
@@ -382,6 +402,95 @@
     document.title = (tally.bad ? `(${tally.bad} failing) ` : '') + 'Switchyard';
     $('updated').textContent = 'Updated ' + localTime(new Date().toISOString()).slice(11);
     fillFilterOptions();
+  }
+
+  // ---- pause and resume -----------------------------------------------------------
+
+  function pausedNote(pause) {
+    if (!pause) return null;
+    return el('div', { class: 'paused' },
+      el('strong', {}, 'Paused'), ` by ${pause.by ?? '?'} `, timeNode(pause.since),
+      el('div', { class: 'paused-reason' }, el('span', { class: 'k' }, 'Why: '), pause.reason ?? ''));
+  }
+
+  function hideFlow() {
+    state.flowGeneration += 1;
+    const panel = $('flow');
+    clear(panel);
+    panel.hidden = true;
+  }
+
+  function flowPanel(level, title, explanation, input, submitLabel, submit) {
+    hideError();
+    hideFlow();
+    const generation = state.flowGeneration;
+    const panel = $('flow');
+    const form = el('form', { class: 'flow-form' },
+      el('p', { class: 'big' }, title),
+      el('p', {}, explanation),
+      input,
+      el('div', { class: 'flow-buttons' },
+        el('button', { type: 'submit', class: level === 'warn' ? 'warn' : 'primary' }, submitLabel),
+        el('button', { type: 'button', onclick: hideFlow }, 'Cancel')));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const result = await busy(form.querySelector('button[type=submit]'), 'Sending…', submit);
+      if (generation !== state.flowGeneration) return;
+      if (result && result.ok) {
+        hideFlow();
+        refreshInventory();
+      }
+    });
+    panel.className = 'confirm ' + level;
+    panel.replaceChildren(form);
+    panel.hidden = false;
+    const field = form.querySelector('input');
+    if (field) field.focus();
+  }
+
+  function textField(id, label, attrs) {
+    return el('label', { class: 'field', for: id }, el('span', { class: 'k' }, label),
+      el('input', { id, type: 'text', autocomplete: 'off', spellcheck: 'false', ...attrs }));
+  }
+
+  function askPause(route) {
+    const name = route.name;
+    flowPanel('warn', `Pause ${name}?`,
+      'Its events are still accepted and kept in Redis, but nothing is sent to ' +
+      `${(route.destination && route.destination.url) || 'its destination'} until it is resumed. ` +
+      'Nothing is dead-lettered for being paused.',
+      textField('flow-reason', 'Reason (shown in the inventory and the audit log)',
+        { required: true, maxlength: 500, placeholder: 'e.g. billing-service maintenance until 14:00' }),
+      `Pause ${name}`,
+      async () => {
+        const reason = $('flow-reason').value.trim();
+        const result = await attempt(`Pausing ${name}`,
+          () => api('POST', `admin/routes/${encodeURIComponent(name)}/pause`, { reason }));
+        if (result.ok) notify(`Paused ${name}: its events are held until it is resumed.`);
+        return result;
+      });
+  }
+
+  function askResume(route) {
+    const name = route.name;
+    const held = isNum(route.held) ? route.held : 0;
+    const limit = route.destination && route.destination.rate_limit;
+    flowPanel('info', `Resume ${name}?`,
+      `${plural(held, 'held event')} will be delivered in the order they were accepted, at the rate ` +
+      `given here, else ${limit ? `the destination's rate limit (${limit})` : 'as fast as the destination takes them'}.`,
+      textField('flow-rate', 'Drain rate (optional, like 50/s or 3000/min)', { placeholder: limit || 'as fast as it takes them' }),
+      `Resume ${name}`,
+      async () => {
+        const rate = $('flow-rate').value.trim();
+        const result = await attempt(`Resuming ${name}`,
+          () => api('POST', `admin/routes/${encodeURIComponent(name)}/resume`, rate ? { rate } : {}));
+        if (result.ok) {
+          const answer = result.value || {};
+          const n = isNum(answer.held) ? answer.held : held;
+          notify(`Resumed ${name}: ${plural(n, 'held event')} draining` + (answer.rate ? ` at ${answer.rate}.` : '.'));
+        }
+        return result;
+      });
   }
 
   // ---- filters -----------------------------------------------------------------
@@ -627,6 +736,7 @@
         el('p', { class: 'big' }, `Replay ${what}?`),
         el('p', {}, `Matching ${describeFilter(filter)} (team${teams.size === 1 ? '' : 's'}: ${teamList}). ` +
           'They go back to delivery at attempt 1, to each route\'s current destination.'),
+        rateField(),
         el('button', { type: 'button', class: 'primary', onclick: () => sendBulk(filter, false, total) }, `Replay ${what}`),
         cancelButton());
       return;
@@ -644,27 +754,112 @@
       el('p', {}, `This replays the dead letters of every team (${teamList})` +
         (filter.reason ? ` with reason ${filter.reason}` : '') +
         ', not just yours. Every destination involved will receive them again.'),
+      rateField(),
       el('button', { type: 'button', class: 'danger', onclick: () => sendBulk(filter, true, total) },
         'Yes, replay every team\'s dead letters'),
       cancelButton());
+  }
+
+  function rateField() {
+    return el('p', {}, textField('bulk-rate', 'Pace (optional, like 50/s; default: as fast as the destinations take them)',
+      { placeholder: 'as fast as they take them' }));
   }
 
   async function sendBulk(filter, all, counted) {
     const body = {};
     for (const key of FILTER_KEYS) if (filter[key]) body[key] = filter[key];
     if (all) body.all = true;
-    bulkPanel('info', el('p', {}, `Replaying ${plural(counted, 'dead letter')}…`));
+    const rate = $('bulk-rate') ? $('bulk-rate').value.trim() : '';
+    if (rate) body.rate = rate;
+    bulkPanel('info', el('p', {}, `Starting a replay of ${plural(counted, 'dead letter')}…`));
     const result = await attempt('Bulk replay', () => api('POST', 'admin/dead-letters/replay', body));
     hideBulk();
     if (!result.ok) return;
     const answer = result.value || {};
-    const replayed = isNum(answer.replayed) ? answer.replayed : 0;
     const skipped = isNum(answer.skipped_unconfigured_routes) ? answer.skipped_unconfigured_routes : 0;
-    notify(`Replayed ${plural(replayed, 'dead letter')}.` +
-      (skipped ? ` ${skipped} skipped: their route is no longer configured (restore it or delete them).` : ''));
-    if (state.detailId) closeDetail();
-    loadDeadLetters(false);
-    refreshInventory();
+    notify(skipped ? `${skipped} skipped: their route is no longer configured (restore it or delete them).` : '');
+    if (typeof answer.replay === 'string') watchReplayJob(answer.replay);
+  }
+
+  // ---- replay jobs -----------------------------------------------------------------
+  // A bulk replay runs in the gateway, detached from this page: the page only
+  // follows its progress, and may leave and come back (a running job is shown
+  // again on sign-in).
+
+  function hideReplayJob() {
+    if (state.replayTimer) clearTimeout(state.replayTimer);
+    state.replayTimer = null;
+    state.replayJob = null;
+    const panel = $('replay-job');
+    clear(panel);
+    panel.hidden = true;
+  }
+
+  async function showRunningReplay() {
+    const result = await attempt('Loading replay jobs', () => api('GET', 'admin/replays' + query({ limit: 20 })));
+    if (!result.ok || state.replayJob) return;
+    const items = Array.isArray(result.value && result.value.items) ? result.value.items : [];
+    const running = items.find((job) => job && job.state === 'running' && typeof job.id === 'string');
+    if (running) watchReplayJob(running.id, running);
+  }
+
+  function watchReplayJob(id, known) {
+    hideReplayJob();
+    state.replayJob = id;
+    if (known) renderReplayJob(known);
+    pollReplayJob(id);
+  }
+
+  async function pollReplayJob(id) {
+    const result = await attempt(`Following replay job ${id}`, () => api('GET', `admin/replays/${encodeURIComponent(id)}`));
+    if (state.replayJob !== id) return;
+    if (!result.ok) {
+      hideReplayJob();
+      return;
+    }
+    const job = result.value || {};
+    renderReplayJob(job);
+    if (job.state === 'running') {
+      state.replayTimer = setTimeout(() => pollReplayJob(id), PROGRESS_MS);
+    } else {
+      // Over: what it replayed left the list; the routes' figures moved.
+      loadDeadLetters(false);
+      refreshInventory();
+    }
+  }
+
+  function renderReplayJob(job) {
+    const num = (v) => (isNum(v) ? v : 0);
+    const matched = num(job.matched);
+    const done = matched - num(job.remaining);
+    const running = job.state === 'running';
+    const words = { running: 'running', done: 'done', cancelled: 'cancelled' };
+    const stateText = words[job.state] || String(job.state ?? '?');
+    const panel = $('replay-job');
+    panel.className = 'confirm replay-job ' + (running ? 'info' : job.state === 'done' ? 'ok' : 'warn');
+    panel.dataset.state = stateText;
+    const counts = [`${num(job.replayed).toLocaleString('en-US')} replayed`];
+    if (num(job.gone)) counts.push(`${job.gone} already gone`);
+    if (num(job.undecodable)) counts.push(`${job.undecodable} undecodable (still dead letters)`);
+    panel.replaceChildren(
+      el('p', { class: 'big' }, `Replay job ${job.id ?? ''}: ${stateText}`),
+      el('progress', { max: Math.max(matched, 1), value: matched ? done : 1, 'aria-label': 'replay progress' }),
+      el('p', { class: 'progress-text' }, `${done.toLocaleString('en-US')} of ${plural(matched, 'dead letter')} handled: ` +
+        counts.join(', ') + '.' + (job.rate ? ` Pace ${job.rate}.` : '') +
+        (running && job.cancel_requested ? ' Stopping…' : '')),
+      el('p', { class: 'meta' }, `Started by ${job.by ?? '?'} `, timeNode(job.started_at),
+        job.ended_at ? [' · ended ', timeNode(job.ended_at)] : null,
+        job.state === 'cancelled' ? ' · what it did not replay is still a dead letter' : null),
+      running
+        ? el('button', { type: 'button', class: 'danger', disabled: job.cancel_requested || null, onclick: (e) => cancelReplayJob(job.id, e.currentTarget) }, 'Cancel replay')
+        : el('button', { type: 'button', onclick: hideReplayJob }, 'Close'));
+    panel.hidden = false;
+  }
+
+  async function cancelReplayJob(id, button) {
+    const result = await busy(button, 'Cancelling…',
+      () => attempt(`Cancelling replay job ${id}`, () => api('DELETE', `admin/replays/${encodeURIComponent(id)}`)));
+    if (result.ok && state.replayJob === id) renderReplayJob(result.value || {});
   }
 
   // ---- detail --------------------------------------------------------------------
