@@ -1,7 +1,8 @@
 //! Owner alerts: when dead letters land on a route whose owner has an
 //! `alert_url`, the owner is told: at once for the first, then at most once
 //! per route per minute with the count of the rest. Silence (no event within
-//! a route's `expect_within`) and its end are told at once. Across gateway
+//! a route's `expect_within`), lag (the oldest undelivered job older than its
+//! `max_lag`) and their ends are told at once. Across gateway
 //! processes, a Redis key with a one-minute TTL decides who sends. Sending
 //! runs on its own task and never blocks delivery; failures are logged and
 //! retried a few times.
@@ -126,6 +127,71 @@ impl Alerts {
     /// Tells `route`'s owner that it went silent (no event for `quiet_for`)
     /// or, with `silent == false`, that events arrive again. Sent at once.
     pub fn silence(self: &Arc<Self>, route: &Route, silent: bool, quiet_for: Duration) {
+        let quiet = whole_seconds(quiet_for);
+        let expect_within = route.expect_within.map(whole_seconds).unwrap_or_default();
+        self.tell_now(
+            route,
+            if silent { "silent" } else { "resumed" },
+            json!({ "expect_within": expect_within, "quiet_for": quiet }),
+            |owner, dashboard| {
+                if silent {
+                    format!(
+                        ":mute: Route *{}* ({}) has had no event for {quiet}; it expects one within {expect_within}.\n\
+                         Is the sender still subscribed? What breaks: {}\nDashboard: {dashboard}",
+                        route.name, owner.team, route.on_failure,
+                    )
+                } else {
+                    format!(
+                        ":white_check_mark: Route *{}* ({}) receives events again.\nDashboard: {dashboard}",
+                        route.name, owner.team
+                    )
+                }
+            },
+        );
+    }
+
+    /// Tells `route`'s owner that its oldest undelivered event is `lag` old,
+    /// past `max_lag`, or, with `lagging == false`, that it has caught up.
+    /// Sent at once.
+    pub fn lag(self: &Arc<Self>, route: &Route, lagging: bool, lag: Duration) {
+        let behind = whole_seconds(lag);
+        let max_lag = route.max_lag.map(whole_seconds).unwrap_or_default();
+        self.tell_now(
+            route,
+            if lagging { "lagging" } else { "caught_up" },
+            json!({ "max_lag": max_lag, "lag": behind }),
+            |owner, dashboard| {
+                if lagging {
+                    let runbook = owner
+                        .runbook
+                        .as_ref()
+                        .map(|r| format!("Runbook: {r}\n"))
+                        .unwrap_or_default();
+                    format!(
+                        ":hourglass: Route *{}* ({}) is behind: its oldest undelivered event is {behind} old (max_lag {max_lag}).\n\
+                         What breaks: {}\n{runbook}Dashboard: {dashboard}",
+                        route.name, owner.team, route.on_failure,
+                    )
+                } else {
+                    format!(
+                        ":white_check_mark: Route *{}* ({}) has caught up: its oldest undelivered event is {behind} old (max_lag {max_lag}).\nDashboard: {dashboard}",
+                        route.name, owner.team
+                    )
+                }
+            },
+        );
+    }
+
+    /// Sends `route`'s owner (when it has an `alert_url`) the alert `kind`
+    /// at once: as JSON, the fields every alert has plus `fields`; for
+    /// Slack, `text(owner, dashboard link)`.
+    fn tell_now(
+        self: &Arc<Self>,
+        route: &Route,
+        kind: &str,
+        fields: Value,
+        text: impl FnOnce(&Owner, &str) -> String,
+    ) {
         let Some(owner) = self.config.owner_of(route) else {
             return;
         };
@@ -133,39 +199,22 @@ impl Alerts {
             return;
         }
         let (dashboard, _) = self.links(route);
-        let quiet = humantime::format_duration(Duration::from_secs(quiet_for.as_secs()));
         let body = match owner.alert_format {
-            AlertFormat::Json => json!({
-                "type": if silent { "silent" } else { "resumed" },
-                "route": route.name,
-                "source": route.source,
-                "on_failure": route.on_failure,
-                "owner": owner_json(owner),
-                "expect_within": route.expect_within.map(|d| humantime::format_duration(d).to_string()),
-                "quiet_for": quiet.to_string(),
-                "dashboard_url": dashboard,
-            }),
-            AlertFormat::Slack => {
-                let text = if silent {
-                    format!(
-                        ":mute: Route *{}* ({}) has had no event for {quiet}; it expects one within {}.\n\
-                         Is the sender still subscribed? What breaks: {}\nDashboard: {dashboard}",
-                        route.name,
-                        owner.team,
-                        route
-                            .expect_within
-                            .map(|d| humantime::format_duration(d).to_string())
-                            .unwrap_or_default(),
-                        route.on_failure,
-                    )
-                } else {
-                    format!(
-                        ":white_check_mark: Route *{}* ({}) receives events again.\nDashboard: {dashboard}",
-                        route.name, owner.team
-                    )
-                };
-                json!({ "text": text })
+            AlertFormat::Json => {
+                let mut body = json!({
+                    "type": kind,
+                    "route": route.name,
+                    "source": route.source,
+                    "on_failure": route.on_failure,
+                    "owner": owner_json(owner),
+                    "dashboard_url": dashboard,
+                });
+                if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), fields) {
+                    body.extend(fields);
+                }
+                body
             }
+            AlertFormat::Slack => json!({ "text": text(owner, &dashboard) }),
         };
         tokio::spawn(self.clone().send(route.name.clone(), owner.clone(), body));
     }
@@ -251,6 +300,11 @@ impl Alerts {
         text.push_str(&format!("Dead letters: {dashboard}"));
         json!({ "text": text })
     }
+}
+
+/// A duration as alerts show it: whole seconds, humanly (`5m 12s`).
+fn whole_seconds(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
 }
 
 /// The owner as every JSON alert names it.

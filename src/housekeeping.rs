@@ -5,8 +5,13 @@
 //! - the retry schedule's size as a metric;
 //! - silence: a route with `expect_within` that has had no event for longer
 //!   is marked silent (inventory, metric) and its owner told once, and again
-//!   when events resume. The silent set lives in Redis, so exactly one
-//!   gateway process reports each change.
+//!   when events resume;
+//! - lag: a route with `max_lag` whose oldest undelivered job is older is
+//!   marked lagging (inventory, metric) and its owner told once, and again
+//!   when it catches up.
+//!
+//! The silent and lagging sets live in Redis, so exactly one gateway process
+//! reports each change.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,8 +21,8 @@ use crate::clock::{now_ms, unix_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alerts;
-use crate::config::Config;
-use crate::queue::{AuditEntry, Queue, Stat};
+use crate::config::{Config, Route};
+use crate::queue::{AuditEntry, Queue, RouteMark, Stat};
 use crate::telemetry::Metrics;
 
 /// How often the count is read (and retention applied).
@@ -39,14 +44,20 @@ pub async fn run(
     let interval = config
         .routes
         .iter()
-        .filter_map(|r| r.expect_within)
+        .flat_map(|r| [r.expect_within, r.max_lag])
+        .flatten()
         .chain(config.dead_letters.retention)
         .map(|window| (window / 4).clamp(Duration::from_secs(1), WATCH_INTERVAL))
         .min()
         .unwrap_or(WATCH_INTERVAL);
     let mut warned = false;
+    let mut lag_index_pruned = false;
     loop {
+        if !lag_index_pruned {
+            lag_index_pruned = prune_lag_index(&config, &queue).await;
+        }
         watch_silence(&config, &queue, &metrics, &alerts).await;
+        watch_lag(&config, &queue, &metrics, &alerts).await;
         match queue.retry_schedule_size().await {
             Ok(size) => {
                 metrics.retry_scheduled.set(size as i64);
@@ -101,7 +112,10 @@ async fn watch_silence(config: &Config, queue: &Queue, metrics: &Metrics, alerts
         let quiet_for = Duration::from_millis(now.saturating_sub(last.max(since)));
         let silent = quiet_for > expect_within;
         metrics.silent(&route.name, silent);
-        match queue.set_silent(&route.name, silent).await {
+        match queue
+            .set_marked(RouteMark::Silent, &route.name, silent)
+            .await
+        {
             Ok(true) => {
                 let quiet = humantime::format_duration(Duration::from_secs(quiet_for.as_secs()));
                 if silent {
@@ -113,6 +127,76 @@ async fn watch_silence(config: &Config, queue: &Queue, metrics: &Metrics, alerts
             }
             Ok(false) => {}
             Err(err) => tracing::debug!(error = %err, "cannot record silence"),
+        }
+    }
+}
+
+/// Drops the lag index of routes without `max_lag` (left by a config that
+/// had it); true once done.
+async fn prune_lag_index(config: &Config, queue: &Queue) -> bool {
+    let untracked: Vec<&str> = config
+        .routes
+        .iter()
+        .filter(|r| r.max_lag.is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    match queue.forget_lag(&untracked).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot prune the lag index now");
+            false
+        }
+    }
+}
+
+async fn watch_lag(config: &Config, queue: &Queue, metrics: &Metrics, alerts: &Arc<Alerts>) {
+    let routes: Vec<&Route> = config
+        .routes
+        .iter()
+        .filter(|r| r.max_lag.is_some())
+        .collect();
+    if routes.is_empty() {
+        return;
+    }
+    let paused = match queue.flow_state().await {
+        Ok(flow) => flow.paused,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot watch routes for lag now");
+            return;
+        }
+    };
+    // A paused route's held jobs wait on purpose: they count once it resumes.
+    let asked: Vec<(&str, bool)> = routes
+        .iter()
+        .map(|r| (r.name.as_str(), !paused.contains_key(&r.name)))
+        .collect();
+    let oldest = match queue.oldest_undelivered(&asked).await {
+        Ok(oldest) => oldest,
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot watch routes for lag now");
+            return;
+        }
+    };
+    let now = now_ms();
+    for (route, oldest) in routes.iter().zip(oldest) {
+        let lag = Duration::from_millis(oldest.map_or(0, |ms| now.saturating_sub(ms)));
+        metrics.lag(&route.name, lag);
+        let lagging = route.max_lag.is_some_and(|max| lag > max);
+        match queue
+            .set_marked(RouteMark::Lagging, &route.name, lagging)
+            .await
+        {
+            Ok(true) => {
+                let behind = humantime::format_duration(Duration::from_secs(lag.as_secs()));
+                if lagging {
+                    tracing::warn!(route = %route.name, lag = %behind, "route is lagging");
+                } else {
+                    tracing::info!(route = %route.name, lag = %behind, "route has caught up");
+                }
+                alerts.lag(route, lagging, lag);
+            }
+            Ok(false) => {}
+            Err(err) => tracing::debug!(error = %err, "cannot record lag"),
         }
     }
 }

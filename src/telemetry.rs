@@ -122,6 +122,8 @@ pub struct Metrics {
     pub breaker_open: Family<DestinationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 while a route is silent past its `expect_within`.
     pub route_silent: Family<RouteLabels, Gauge>,
+    /// Age of the oldest undelivered job of a route with `max_lag`, seconds.
+    pub route_lag: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 while a route is paused.
     pub route_paused: Family<RouteLabels, Gauge>,
     /// Jobs held for a route (paused, or in line behind held ones), all processes.
@@ -249,6 +251,12 @@ impl Metrics {
             "1 while a route has had no event for longer than its expect_within",
             route_silent.clone(),
         );
+        let route_lag = Family::default();
+        registry.register(
+            "route_lag_seconds",
+            "Age of the oldest undelivered job (pending, retrying, or held unless paused) of a route with max_lag",
+            route_lag.clone(),
+        );
         let route_paused = Family::default();
         registry.register(
             "route_paused",
@@ -322,6 +330,7 @@ impl Metrics {
             retry_scheduled,
             breaker_open,
             route_silent,
+            route_lag,
             route_paused,
             route_held,
             dead_letters_stored,
@@ -399,6 +408,15 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .set(i64::from(silent));
+    }
+
+    /// Records how far behind a route with `max_lag` is.
+    pub fn lag(&self, route: &str, lag: Duration) {
+        self.route_lag
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .set(lag.as_secs_f64());
     }
 
     /// Records whether a route is paused and how many of its jobs are held.

@@ -1,9 +1,11 @@
 //! `GET /admin/routes`: the inventory. Every route with its owner, purpose,
 //! consequence of failure, destination and policy, and live figures shared
 //! by every gateway process (kept in Redis): received, delivered, retrying
-//! now, dead letters now, last success and failure, breaker state, silence;
+//! now, dead letters now, last success and failure, breaker state, silence,
+//! held jobs and pause, lag;
 //! and the route's `health`, judged here once for the CLI and the dashboard.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,9 +15,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::AdminState;
-use crate::clock::rfc3339_ms;
+use crate::clock::{now_ms, rfc3339_ms};
 use crate::config::Config;
-use crate::queue::{Pause, Queue, QueueError, Stat};
+use crate::queue::{Pause, Queue, QueueError, RouteMark, Stat};
 
 /// Live figures of one route.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +44,9 @@ struct RouteFigures {
     pub held: u64,
     /// Who paused the route, when and why, while it is paused.
     pub pause: Option<Pause>,
+    /// How old its oldest undelivered job is (a route with `max_lag` only;
+    /// zero when it has none).
+    pub lag: Option<Duration>,
 }
 
 /// Reads every route's figures (config order).
@@ -65,9 +70,10 @@ async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, Qu
     let last_failure = queue.stats(Stat::LastFailure, &names).await?;
     let breakers = queue.stats(Stat::Breaker, &urls).await?;
     let dead = queue.dead_letters_per_route(&names).await?;
-    let silent = queue.silent_routes().await?;
+    let silent = queue.marked_routes(RouteMark::Silent).await?;
     let held = queue.held_counts(&names).await?;
     let mut paused = queue.flow_state().await?.paused;
+    let lag = lags(config, queue, &paused).await?;
     Ok((0..names.len())
         .map(|i| RouteFigures {
             received: number(&received[i]).unwrap_or_default(),
@@ -81,6 +87,36 @@ async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, Qu
             silent: silent.iter().any(|s| s == names[i]),
             held: held[i],
             pause: paused.remove(names[i]),
+            lag: lag[i],
+        })
+        .collect())
+}
+
+/// How old each route's oldest undelivered job is, for routes with
+/// `max_lag` (config order; `None` for the others). As the lag watch
+/// measures it: a paused route's held jobs do not count.
+async fn lags(
+    config: &Config,
+    queue: &Queue,
+    paused: &HashMap<String, Pause>,
+) -> Result<Vec<Option<Duration>>, QueueError> {
+    let asked: Vec<(&str, bool)> = config
+        .routes
+        .iter()
+        .filter(|r| r.max_lag.is_some())
+        .map(|r| (r.name.as_str(), !paused.contains_key(&r.name)))
+        .collect();
+    let mut oldest = queue.oldest_undelivered(&asked).await?.into_iter();
+    let now = now_ms();
+    Ok(config
+        .routes
+        .iter()
+        .map(|r| {
+            r.max_lag?;
+            let ms = oldest.next().flatten();
+            Some(Duration::from_millis(
+                ms.map_or(0, |ms| now.saturating_sub(ms)),
+            ))
         })
         .collect())
 }
@@ -108,11 +144,15 @@ struct Health {
 }
 
 /// The one health rule: failing with dead letters or an open breaker;
-/// warning while paused or draining held jobs, with jobs waiting to be
+/// warning while paused or draining held jobs, lagging past `max_lag`, with jobs waiting to be
 /// retried, a half-open breaker (probing a destination that just failed) or
 /// silence past `expect_within`; unknown
 /// without live figures; else ok.
-fn health(figures: Option<&RouteFigures>, expect_within: Option<Duration>) -> Health {
+fn health(
+    figures: Option<&RouteFigures>,
+    expect_within: Option<Duration>,
+    max_lag: Option<Duration>,
+) -> Health {
     let Some(f) = figures else {
         return Health {
             status: HealthStatus::Unknown,
@@ -140,6 +180,15 @@ fn health(figures: Option<&RouteFigures>, expect_within: Option<Duration>) -> He
         ));
     } else if f.held > 0 {
         warning.push(format!("{} held, draining", f.held));
+    }
+    if let (Some(lag), Some(max)) = (f.lag, max_lag)
+        && lag > max
+    {
+        warning.push(format!(
+            "lagging: oldest undelivered {} old (max_lag {})",
+            humantime::format_duration(Duration::from_secs(lag.as_secs())),
+            humantime::format_duration(max)
+        ));
     }
     if f.retrying > 0 {
         warning.push(format!("{} retrying", f.retrying));
@@ -201,7 +250,8 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
                     "max_backoff": duration(route.retry.max_backoff),
                 },
                 "expect_within": route.expect_within.map(duration),
-                "health": health(figures.get(i), route.expect_within),
+                "max_lag": route.max_lag.map(duration),
+                "health": health(figures.get(i), route.expect_within, route.max_lag),
             });
             if let Some(f) = figures.get(i) {
                 value["received"] = json!(f.received);
@@ -214,6 +264,10 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
                 value["breaker"] = json!(f.breaker.as_deref().unwrap_or("closed"));
                 value["silent"] = json!(f.silent);
                 value["held"] = json!(f.held);
+                if let (Some(lag), Some(max)) = (f.lag, route.max_lag) {
+                    value["lag_seconds"] = json!(lag.as_secs_f64());
+                    value["lagging"] = json!(lag > max);
+                }
                 value["paused"] = f
                     .pause
                     .as_ref()
@@ -245,7 +299,11 @@ mod tests {
     use super::*;
 
     fn status(figures: RouteFigures) -> (HealthStatus, Vec<String>) {
-        let h = health(Some(&figures), Some(Duration::from_secs(6 * 3600)));
+        let h = health(
+            Some(&figures),
+            Some(Duration::from_secs(6 * 3600)),
+            Some(Duration::from_secs(300)),
+        );
         (h.status, h.reasons)
     }
 
@@ -300,6 +358,26 @@ mod tests {
             ..RouteFigures::default()
         };
         assert_eq!(status(closed), (HealthStatus::Ok, vec![]));
-        assert_eq!(health(None, None).status, HealthStatus::Unknown);
+        assert_eq!(health(None, None, None).status, HealthStatus::Unknown);
+    }
+
+    #[test]
+    fn a_lag_past_max_lag_is_a_warning() {
+        let behind = RouteFigures {
+            lag: Some(Duration::from_secs(7 * 60 + 12)),
+            ..RouteFigures::default()
+        };
+        assert_eq!(
+            status(behind),
+            (
+                HealthStatus::Warning,
+                vec!["lagging: oldest undelivered 7m 12s old (max_lag 5m)".to_owned()]
+            )
+        );
+        let within = RouteFigures {
+            lag: Some(Duration::from_secs(299)),
+            ..RouteFigures::default()
+        };
+        assert_eq!(status(within).0, HealthStatus::Ok);
     }
 }

@@ -306,6 +306,9 @@ pub struct RouteFile {
     /// Events are expected at least this often; longer silence is reported.
     #[serde(default, with = "humantime_serde")]
     pub expect_within: Option<Duration>,
+    /// The oldest undelivered job may be this old; older is reported as lag.
+    #[serde(default, with = "humantime_serde")]
+    pub max_lag: Option<Duration>,
 }
 
 /// A route filter: a leaf test (`json_pointer` or `header` with one of

@@ -308,6 +308,8 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// Longest expected gap between events; longer is reported as silence.
     pub expect_within: Option<Duration>,
+    /// Oldest an undelivered job may be; older is reported as lag.
+    pub max_lag: Option<Duration>,
 }
 
 /// A route's downstream.

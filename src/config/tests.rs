@@ -607,6 +607,24 @@ fn zero_limits_are_refused() {
     assert_eq!(problems.len(), 5, "got:\n{}", show(&problems));
 }
 
+#[test]
+fn watch_windows_of_a_route_are_read_and_zero_is_refused() {
+    let config = expect_ok(load(&route0(
+        BASE,
+        "expect_within = \"6h\"\nmax_lag = \"5m\"",
+    )));
+    assert_eq!(config.routes[0].expect_within, Some(secs(6 * 3600)));
+    assert_eq!(config.routes[0].max_lag, Some(secs(300)));
+    assert_eq!(expect_ok(load(BASE)).routes[0].max_lag, None);
+    let problems = expect_invalid(load(&route0(
+        BASE,
+        "expect_within = \"0s\"\nmax_lag = \"0s\"",
+    )));
+    assert_problem(&problems, "routes[0].expect_within", "longer than 0s");
+    assert_problem(&problems, "routes[0].max_lag", "longer than 0s");
+    assert_eq!(problems.len(), 2, "got:\n{}", show(&problems));
+}
+
 // ---------------------------------------------------------------------------
 // Retry policies
 // ---------------------------------------------------------------------------

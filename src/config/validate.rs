@@ -955,6 +955,9 @@ fn routes(
         if route.expect_within.is_some_and(|d| d.is_zero()) {
             problems.add(format!("{key}.expect_within"), "must be longer than 0s");
         }
+        if route.max_lag.is_some_and(|d| d.is_zero()) {
+            problems.add(format!("{key}.max_lag"), "must be longer than 0s");
+        }
         if !name.is_empty()
             && let Some(first) = names.insert(name.clone(), i)
         {
@@ -1015,6 +1018,7 @@ fn routes(
         limits.check(&key, &destination, problems);
         out.push(Route {
             expect_within: route.expect_within,
+            max_lag: route.max_lag,
             name,
             source,
             owner,

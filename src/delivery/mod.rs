@@ -554,10 +554,7 @@ impl Engine {
 
         match outcome {
             Outcome::Delivered { .. } => {
-                self.settle(
-                    "complete",
-                    self.completer.complete(&entry, &route.name).await,
-                );
+                self.settle("complete", self.completer.complete(&entry, &job).await);
                 state.record_delivered(job.received_ms, now_ms());
             }
             Outcome::Rejected { status, .. } => {

@@ -35,10 +35,12 @@ const SUMMARY_FIELDS: [&str; 13] = [
 ];
 
 /// KEYS: dead:<id>, dead, dead-by-route, dead-by-owner, dead-by-source
-/// (see [`index_keys`]), jobs. ARGV: id, job to enqueue.
+/// (see [`index_keys`]), jobs, and the route's lag key when indexed. ARGV:
+/// id (the job id), job to enqueue, now (ms).
 const REPLAY: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[6], '*', 'job', ARGV[2])
+if KEYS[7] then redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1]) end
 redis.call('DEL', KEYS[1])
 for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
@@ -439,9 +441,11 @@ impl Queue {
         let mut call = ScriptCall::new(&REPLAY_SCRIPT);
         call.key(partition.keys.dead_letter(&summary.id));
         index_keys(&mut call, partition, summary);
-        call.key(partition.keys.jobs())
-            .arg(&summary.id)
-            .arg(job.encode());
+        call.key(partition.keys.jobs());
+        self.single_lag_keys(&mut call, partition, &job.route, false);
+        call.arg(&summary.id)
+            .arg(job.encode())
+            .arg(crate::clock::now_ms());
         let replayed: u8 = self.run_script(&call, Durability::Primary).await?;
         Ok(if replayed == 1 {
             Replayed::Yes

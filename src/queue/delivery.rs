@@ -16,6 +16,7 @@ use redis::{Script, Value};
 
 use super::batch::{Batcher, per_item};
 use super::connection::Connection;
+use super::lag::lag_entry_lua;
 use super::script::{Durability, ScriptCall};
 use super::{Job, JobDecodeError, Partition, Queue, QueueError, Stat};
 
@@ -104,16 +105,21 @@ pub struct NewDeadLetter<'a> {
 }
 
 /// Completes a batch of delivered jobs. KEYS: jobs, delivered counters,
-/// last-success times. ARGV: the consumer group, now (ms), then per job its
-/// entry id and route. Returns the number of jobs when every one was moved
+/// last-success times, then the lag keys of indexed routes. ARGV: the
+/// consumer group, now (ms), then per job its entry id, route and lag entry
+/// (see [`super::lag`]). Returns the number of jobs when every one was moved
 /// (see [`per_item`]); otherwise per job 1 (moved) or 0 (already moved by
 /// another worker). The entries acknowledged are deleted with one `XDEL`.
-const COMPLETE: &str = r"
+const COMPLETE: &str = concat!(
+    lag_entry_lua!(),
+    r"
 local moved, acked, delivered, all = {}, {}, {}, true
-for i = 3, #ARGV, 2 do
+for i = 3, #ARGV, 3 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     acked[#acked + 1] = ARGV[i]
     delivered[ARGV[i + 1]] = (delivered[ARGV[i + 1]] or 0) + 1
+    local lag, job_id = lag_entry(ARGV[i + 2])
+    if lag then redis.call('ZREM', lag, job_id) end
     moved[#moved + 1] = 1
   else
     moved[#moved + 1] = 0
@@ -129,7 +135,8 @@ for route, count in pairs(delivered) do
 end
 if all then return #moved end
 return moved
-";
+"
+);
 
 /// KEYS: jobs, retry, retrying counters. ARGV: the consumer group, entry
 /// id, due (ms), route, job. A retry member is `<route>\0<job>` (a NUL byte:
@@ -146,11 +153,13 @@ return {0, 0}
 ";
 
 /// KEYS: jobs, dead:<id>, dead, dead-by-route:<r>, dead-by-owner:<o>,
-/// dead-by-source:<s>. ARGV: the consumer group, entry id, failed (ms), id,
-/// then field/value pairs of the hash.
+/// dead-by-source:<s>, and the route's lag key when indexed. ARGV: the
+/// consumer group, entry id, failed (ms), id (the job id), then field/value
+/// pairs of the hash.
 const DEAD_LETTER: &str = r"
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XDEL', KEYS[1], ARGV[2])
+  if KEYS[7] then redis.call('ZREM', KEYS[7], ARGV[4]) end
   redis.call('HSET', KEYS[2], unpack(ARGV, 5))
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
@@ -335,7 +344,9 @@ impl Queue {
             .key(keys.dead_letters())
             .key(keys.dead_by("route", dead.route))
             .key(keys.dead_by("owner", dead.owner))
-            .key(keys.dead_by("source", dead.source))
+            .key(keys.dead_by("source", dead.source));
+        self.single_lag_keys(&mut invocation, &entry.partition, dead.route, false);
+        invocation
             .arg(GROUP)
             .arg(&entry.id)
             .arg(dead.failed_ms)
@@ -425,10 +436,11 @@ fn claimed(partition: &Partition, entry: StreamId) -> Claimed {
     }
 }
 
-/// A delivered job to complete: its stream entry and route.
+/// A delivered job to complete: its stream entry, route and id.
 struct Delivered {
     entry_id: String,
     route: String,
+    job_id: String,
 }
 
 /// One partition's batching task of completions.
@@ -462,11 +474,13 @@ impl Queue {
         let mut call = ScriptCall::new(&COMPLETE_SCRIPT);
         call.key(keys.jobs())
             .key(keys.stat(Stat::Delivered))
-            .key(keys.stat(Stat::LastSuccess))
-            .arg(GROUP)
-            .arg(crate::clock::now_ms());
+            .key(keys.stat(Stat::LastSuccess));
+        let lag = self.lag_keys(&mut call, partition, batch.iter().map(|j| j.route.as_str()));
+        call.arg(GROUP).arg(crate::clock::now_ms());
         for job in batch {
-            call.arg(&job.entry_id).arg(&job.route);
+            call.arg(&job.entry_id)
+                .arg(&job.route)
+                .arg(lag.arg(&job.route, &job.job_id));
         }
         self.invoke_batch(
             "complete",
@@ -490,13 +504,14 @@ fn completed(reply: redis::Value, jobs: usize) -> Option<Vec<bool>> {
 }
 
 impl Completer {
-    /// The job was delivered: acknowledge and remove its entry, count it.
+    /// `job` was delivered: acknowledge and remove its entry, count it.
     /// False when another worker had already moved it on.
-    pub async fn complete(&self, entry: &Entry, route: &str) -> Result<bool, QueueError> {
+    pub async fn complete(&self, entry: &Entry, job: &Job) -> Result<bool, QueueError> {
         self.batcher(&entry.partition)
             .submit(Delivered {
                 entry_id: entry.id.clone(),
-                route: route.to_owned(),
+                route: job.route.clone(),
+                job_id: job.id.clone(),
             })
             .await
     }
@@ -509,7 +524,7 @@ impl Completer {
                 let partition = partition.clone();
                 Arc::new(Batcher::spawn(
                     self.queue.clone(),
-                    |job: &Delivered| job.entry_id.len() + job.route.len(),
+                    |job: &Delivered| job.entry_id.len() + job.route.len() + job.job_id.len(),
                     move |queue: Queue, batch: Vec<Delivered>| {
                         let partition = partition.clone();
                         async move { queue.complete_batch(&partition, &batch).await }

@@ -20,9 +20,10 @@ use super::script::{Durability, ScriptCall};
 use super::{Partition, Queue, QueueError};
 use crate::config::Rate;
 
-/// KEYS: jobs, held, held jobs, holding. ARGV: the consumer group, route,
-/// then per job its entry id, job id and stored job. Returns how many were
-/// held (a job another worker moved first is not).
+/// KEYS: jobs, held, held jobs, holding, and when the route's lag is
+/// indexed its lag and held lag keys. ARGV: the consumer group, route, then
+/// per job its entry id, job id and stored job. Returns how many were held
+/// (a job another worker moved first is not).
 ///
 /// A held job is a member of `held` scored by its entry id's milliseconds,
 /// named `<its sequence number, 20 digits>:<job id>`, so the set sorts in ack
@@ -37,6 +38,13 @@ for i = 3, #ARGV, 3 do
     local member = string.rep('0', 20 - #seq) .. seq .. ':' .. ARGV[i + 1]
     redis.call('ZADD', KEYS[2], string.sub(ARGV[i], 1, dash - 1), member)
     redis.call('HSET', KEYS[3], member, ARGV[i + 2])
+    if KEYS[5] then
+      local since = redis.call('ZSCORE', KEYS[5], ARGV[i + 1])
+      if since then
+        redis.call('ZREM', KEYS[5], ARGV[i + 1])
+        redis.call('ZADD', KEYS[6], since, ARGV[i + 1])
+      end
+    end
     held = held + 1
   end
 end
@@ -44,7 +52,8 @@ if held > 0 then redis.call('SADD', KEYS[4], ARGV[2]) end
 return held
 ";
 
-/// KEYS: held, held jobs, jobs, holding. ARGV: route, then held members.
+/// KEYS: held, held jobs, jobs, holding, and when the route's lag is
+/// indexed its lag and held lag keys. ARGV: route, then held members.
 /// Moves each back to the jobs stream, marked released; returns how many
 /// moved. The route leaves `holding` with its last held job.
 const RELEASE: &str = r"
@@ -56,6 +65,14 @@ for i = 2, #ARGV do
     if job then
       redis.call('XADD', KEYS[3], '*', 'job', job, 'released', '1')
       released = released + 1
+    end
+    if KEYS[5] then
+      local job_id = string.sub(ARGV[i], string.find(ARGV[i], ':', 1, true) + 1)
+      local since = redis.call('ZSCORE', KEYS[6], job_id)
+      if since then
+        redis.call('ZREM', KEYS[6], job_id)
+        redis.call('ZADD', KEYS[5], since, job_id)
+      end
     end
   end
 end
@@ -243,9 +260,9 @@ impl Queue {
         call.key(keys.jobs())
             .key(keys.held(route))
             .key(keys.held_jobs(route))
-            .key(keys.holding())
-            .arg(GROUP)
-            .arg(route);
+            .key(keys.holding());
+        self.single_lag_keys(&mut call, partition, route, true);
+        call.arg(GROUP).arg(route);
         for job in jobs {
             call.arg(job.entry_id).arg(job.job_id).arg(&job.job[..]);
         }
@@ -284,8 +301,9 @@ impl Queue {
         call.key(keys.held(route))
             .key(keys.held_jobs(route))
             .key(keys.jobs())
-            .key(keys.holding())
-            .arg(route);
+            .key(keys.holding());
+        self.single_lag_keys(&mut call, partition, route, true);
+        call.arg(route);
         for member in members {
             call.arg(*member);
         }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use redis::Script;
 
 use super::batch::{Batcher, per_item};
+use super::lag::lag_entry_lua;
 use super::script::{Durability, ScriptCall};
 use super::{Job, Partition, Queue, QueueError, Stat};
 
@@ -21,9 +22,10 @@ use super::{Job, Partition, Queue, QueueError, Stat};
 /// first event's id for a delivery id seen before.
 ///
 /// KEYS: jobs stream, received counters, last-received times, then one seen
-/// key per event (in ARGV order).
+/// key per event (in ARGV order), then the lag keys of indexed routes.
 /// ARGV: now (ms), then per event: has_dedupe, event id, dedupe TTL (ms),
-/// number of jobs, and per job its route name and encoded job.
+/// number of jobs, and per job its route name, encoded job and lag entry
+/// (see [`super::lag`]).
 /// Returns the number of events when every one was queued (see
 /// [`per_item`]); otherwise, per event, `1` (queued) or the first event's id
 /// (duplicate).
@@ -41,7 +43,9 @@ use super::{Job, Partition, Queue, QueueError, Stat};
 /// retries of their senders are answered `duplicate` when they carry a
 /// delivery id, and are queued again when they do not. Counters are added
 /// once per route per batch, for the events written.
-const ENQUEUE_EVENTS: &str = r"
+const ENQUEUE_EVENTS: &str = concat!(
+    lag_entry_lua!(),
+    r"
 local function count_received(received)
   for route, count in pairs(received) do
     redis.call('HINCRBY', KEYS[2], route, count)
@@ -59,7 +63,7 @@ while a <= #ARGV do
     results[e], duplicates = first, true
   else
     local added = {}
-    for j = a, a + 2 * jobs - 1, 2 do
+    for j = a, a + 3 * jobs - 1, 3 do
       local entry = redis.pcall('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
       if type(entry) == 'table' and entry.err then
         for _, written in ipairs(added) do redis.call('XDEL', KEYS[1], written) end
@@ -69,17 +73,20 @@ while a <= #ARGV do
       end
       added[#added + 1] = entry
     end
-    for j = a, a + 2 * jobs - 1, 2 do
+    for j = a, a + 3 * jobs - 1, 3 do
       received[ARGV[j]] = (received[ARGV[j]] or 0) + 1
+      local lag, job_id = lag_entry(ARGV[j + 2])
+      if lag then redis.call('ZADD', lag, ARGV[1], job_id) end
     end
     results[e] = 1
   end
-  a = a + 2 * jobs
+  a = a + 3 * jobs
 end
 count_received(received)
 if duplicates then return results end
 return e
-";
+"
+);
 
 /// Hashed once; sent as EVALSHA (see [`super::script`]).
 static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE_EVENTS));
@@ -159,7 +166,14 @@ struct PendingEvent {
     seen_key: String,
     dedupe_ttl_ms: Option<u64>,
     id: String,
-    jobs: Vec<(String, Vec<u8>)>,
+    jobs: Vec<PendingJob>,
+}
+
+/// One job of a [`PendingEvent`], encoded.
+struct PendingJob {
+    route: String,
+    id: String,
+    encoded: Vec<u8>,
 }
 
 /// Writes accepted events in batches, one batching task per partition;
@@ -177,7 +191,7 @@ impl Queue {
             .map(|index| {
                 Batcher::spawn(
                     self.clone(),
-                    |event: &PendingEvent| event.jobs.iter().map(|(_, job)| job.len()).sum(),
+                    |event: &PendingEvent| event.jobs.iter().map(|job| job.encoded.len()).sum(),
                     move |queue: Queue, batch: Vec<PendingEvent>| async move {
                         let partition = &queue.written[index];
                         queue.write_events(partition, &batch).await
@@ -210,7 +224,14 @@ impl EventWriter {
                 jobs: event
                     .routes
                     .iter()
-                    .map(|route| ((*route).to_owned(), Job::first(event, route).encode()))
+                    .map(|route| {
+                        let job = Job::first(event, route);
+                        PendingJob {
+                            route: (*route).to_owned(),
+                            encoded: job.encode(),
+                            id: job.id,
+                        }
+                    })
                     .collect(),
             })
             .await
@@ -251,6 +272,13 @@ impl Queue {
         for event in batch {
             call.key(&event.seen_key);
         }
+        let lag = self.lag_keys(
+            &mut call,
+            partition,
+            batch
+                .iter()
+                .flat_map(|e| e.jobs.iter().map(|j| j.route.as_str())),
+        );
         call.arg(crate::clock::now_ms());
         for event in batch {
             call.arg(if event.dedupe_ttl_ms.is_some() {
@@ -261,8 +289,10 @@ impl Queue {
             .arg(&event.id)
             .arg(event.dedupe_ttl_ms.unwrap_or(0))
             .arg(event.jobs.len());
-            for (route, job) in &event.jobs {
-                call.arg(route).arg(job);
+            for job in &event.jobs {
+                call.arg(&job.route)
+                    .arg(&job.encoded)
+                    .arg(lag.arg(&job.route, &job.id));
             }
         }
         self.invoke_batch(

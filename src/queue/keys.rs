@@ -39,6 +39,25 @@ impl Stat {
     }
 }
 
+/// A state of a route that its owner is told about once when it starts and
+/// once when it ends: whichever process changes the set reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMark {
+    /// No event within `expect_within`.
+    Silent,
+    /// The oldest undelivered job is older than `max_lag`.
+    Lagging,
+}
+
+impl RouteMark {
+    fn as_str(self) -> &'static str {
+        match self {
+            RouteMark::Silent => "silent",
+            RouteMark::Lagging => "lagging",
+        }
+    }
+}
+
 /// Key names of one partition.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -95,9 +114,20 @@ impl Keys {
         format!("{}:alerted:{route}", self.base)
     }
 
-    /// Routes currently silent (no event within `expect_within`).
-    pub fn silent(&self) -> String {
-        format!("{}:silent", self.base)
+    /// Routes currently in `mark` (silent, lagging): one reporter per change.
+    pub fn marked(&self, mark: RouteMark) -> String {
+        format!("{}:{}", self.base, mark.as_str())
+    }
+
+    /// The undelivered jobs of a route with `max_lag`, not held, by job id,
+    /// scored by when they became undelivered (Unix ms).
+    pub fn lag(&self, route: &str) -> String {
+        format!("{}:lag:{route}", self.base)
+    }
+
+    /// [`Keys::lag`] of the route's held jobs.
+    pub fn lag_held(&self, route: &str) -> String {
+        format!("{}:lag-held:{route}", self.base)
     }
 
     /// The audit stream of admin actions.

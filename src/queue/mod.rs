@@ -17,13 +17,16 @@
 //!   per-route figures the scripts keep, summed (or the latest taken) over
 //!   partitions when read;
 //! - `held:<route>`, `held-jobs:<route>`, `holding`: jobs held for a paused
-//!   or draining route, in ack order (see [`flow`]), and the routes with any.
+//!   or draining route, in ack order (see [`flow`]), and the routes with any;
+//! - `lag:<route>`, `lag-held:<route>`: the undelivered jobs of a route with
+//!   `max_lag`, by when they became undelivered (see [`lag`]).
 //!
 //! Outside the partitions, each rate-limited destination has its limiter
 //! under a hash tag of its own (see [`limiter`]).
 //!
 //! Partition 0 also holds what is not per event: the audit stream, breaker
-//! states, silence watches, alert slots, paused routes and drain rates,
+//! states, silence watches, silent and lagging routes, alert slots, paused
+//! routes and drain rates,
 //! replay jobs (see [`replay`]), leases, and the tags of partitions earlier
 //! layouts wrote (`partitions`), which every process keeps reading.
 //!
@@ -40,12 +43,14 @@ mod health;
 mod ingest;
 mod job;
 mod keys;
+mod lag;
 mod limiter;
 mod nodes;
 pub mod partition;
 mod replay;
 mod script;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -58,7 +63,7 @@ pub use flow::{AckOrder, FlowState, HeldJob, Pause, ToHold};
 pub use health::{Eviction, Persistence, RedisReport, watch};
 pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers};
 pub use job::{AttemptRecord, Job, JobDecodeError};
-pub use keys::{Keys, Stat};
+pub use keys::{Keys, RouteMark, Stat};
 pub use nodes::{NodeInUse, RedisNodes};
 pub use partition::Partition;
 pub use replay::{NewReplay, ReplayOutcome, ReplayRecord, ReplayState};
@@ -153,6 +158,8 @@ pub struct Queue {
     next_partition: Arc<AtomicUsize>,
     /// `redis.prefix`, for keys outside the partitions (rate limiters).
     prefix: Arc<str>,
+    /// Routes with `max_lag`, whose undelivered jobs are indexed.
+    lag_tracked: Arc<HashSet<String>>,
 }
 
 impl Queue {
@@ -186,7 +193,16 @@ impl Queue {
             guard: Default::default(),
             next_partition: Default::default(),
             prefix: config.prefix.as_str().into(),
+            lag_tracked: Default::default(),
         })
+    }
+
+    /// This handle indexes the undelivered jobs of `routes` (those with
+    /// `max_lag`; see [`lag`]). Every process of a deployment must agree,
+    /// as they share one config.
+    pub fn tracking_lag<'a>(mut self, routes: impl IntoIterator<Item = &'a str>) -> Self {
+        self.lag_tracked = Arc::new(routes.into_iter().map(str::to_owned).collect());
+        self
     }
 
     /// Redis's URL with the password masked, for logs.
@@ -441,12 +457,17 @@ impl Queue {
         Ok(since)
     }
 
-    /// Records whether `route` is silent; true when that changed (so exactly
-    /// one gateway process reports each change).
-    pub async fn set_silent(&self, route: &str, silent: bool) -> Result<bool, QueueError> {
+    /// Records whether `route` is in `mark`; true when that changed (so
+    /// exactly one gateway process reports each change).
+    pub async fn set_marked(
+        &self,
+        mark: RouteMark,
+        route: &str,
+        on: bool,
+    ) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
-        let changed: u8 = redis::cmd(if silent { "SADD" } else { "SREM" })
-            .arg(self.home().keys.silent())
+        let changed: u8 = redis::cmd(if on { "SADD" } else { "SREM" })
+            .arg(self.home().keys.marked(mark))
             .arg(route)
             .query_async(&mut conn)
             .await
@@ -454,11 +475,11 @@ impl Queue {
         Ok(changed == 1)
     }
 
-    /// Routes currently reported silent.
-    pub async fn silent_routes(&self) -> Result<Vec<String>, QueueError> {
+    /// Routes currently reported in `mark`.
+    pub async fn marked_routes(&self, mark: RouteMark) -> Result<Vec<String>, QueueError> {
         let mut conn = self.conn.clone();
         redis::cmd("SMEMBERS")
-            .arg(self.home().keys.silent())
+            .arg(self.home().keys.marked(mark))
             .query_async(&mut conn)
             .await
             .map_err(|e| self.error(e))

@@ -33,6 +33,11 @@ impl ScriptCall {
         self
     }
 
+    /// The `n` of the next [`ScriptCall::key`]'s `KEYS[n]`.
+    pub(super) fn next_key_index(&self) -> usize {
+        self.keys.len() + 1
+    }
+
     /// Adds `ARGV[n]`.
     pub(super) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
         arg.write_redis_args(&mut self.args);

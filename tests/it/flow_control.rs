@@ -618,3 +618,153 @@ async fn a_paced_replay_job_survives_its_client_and_its_process() {
     assert_eq!(still_dead, remaining, "the rest are still dead letters");
     assert_eq!(delivered, replayed, "only what it replayed was delivered");
 }
+
+/// The route's `max_lag` in the lag test, and what it waits for.
+const MAX_LAG: Duration = Duration::from_secs(2);
+
+/// The owner alerts received so far, as JSON.
+fn alerts_told(alerts: &Receiver) -> Vec<Value> {
+    alerts
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json alert"))
+        .collect()
+}
+
+/// A route with `max_lag = "2s"` whose destination slows down (1 s per
+/// request, one at a time per process, two processes): once its oldest
+/// undelivered job is older than 2 s it shows lagging in the inventory, its
+/// health and `switchyard_route_lag_seconds`, and its owner gets one alert;
+/// restored, one "caught up". Paused, its held jobs do not count however
+/// long they wait; resumed at 1/s they count from when they were accepted:
+/// lagging again, then caught up. Two alerts each way in all, never one per
+/// process.
+#[tokio::test]
+async fn a_lagging_route_tells_its_owner_once_when_behind_and_once_caught_up() {
+    let _turn = HEAVY_TURN.lock().await;
+    let redis = TestRedis::start();
+    let receiver = Receiver::start().await;
+    let alerts = Receiver::start().await;
+    let toml = ConfigBuilder::new()
+        .owner(Owner::sre().with("alert_url", &alerts.url("/alerts")))
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("slow", "github", "sre", &receiver.url("/slow"))
+                .destination("max_in_flight", "1")
+                .with("max_lag", &quoted("2s")),
+        )
+        .build();
+    let a = GatewayProcess::start_on(&redis, &toml).await;
+    let b = GatewayProcess::start_on(&redis, &toml).await;
+    let urls = [a.public_url("/hooks/github"), b.public_url("/hooks/github")];
+    let send = |prefix: &'static str, n: usize| {
+        let urls = urls.clone();
+        async move {
+            let events: Vec<GithubEvent> = (0..n)
+                .map(|i| GithubEvent::new("push", &format!("{prefix}-{i}")))
+                .collect();
+            let answers = send_github_all(&urls, SECRET, &events, 4).await;
+            assert!(
+                answers.iter().all(|a| matches!(a, Answer::Accepted { .. })),
+                "every event accepted"
+            );
+        }
+    };
+    let lag_of = |route: Value| route["lag_seconds"].as_f64().unwrap_or(-1.0);
+
+    // Nothing waits yet: measured, and not lagging.
+    let route = inventory_of(&a, "slow").await;
+    assert_eq!(
+        (route["lagging"].clone(), lag_of(route.clone())),
+        (json!(false), 0.0),
+        "{route}"
+    );
+
+    receiver.then(Reply::ok().delay(Duration::from_secs(1)).times(10));
+    send("slow", 10).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            inventory_of(&a, "slow").await["lagging"] == true
+        })
+        .await,
+        "lagging once the oldest job is 2 s old: {}",
+        inventory_of(&a, "slow").await
+    );
+    let route = inventory_of(&b, "slow").await;
+    let reasons = route["health"]["reasons"].to_string();
+    assert!(reasons.contains("lagging"), "{route}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let metrics = a.metrics().await;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(r#"switchyard_route_lag_seconds{route="slow"} "#))
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|lag| lag > MAX_LAG.as_secs_f64())
+        })
+        .await,
+        "the metric shows the lag: {}",
+        a.metrics().await
+    );
+    alerts.wait_for(1, Duration::from_secs(5)).await;
+    receiver.wait_for(10, Duration::from_secs(20)).await;
+    alerts.wait_for(2, Duration::from_secs(10)).await;
+    let told = alerts_told(&alerts);
+    assert_eq!(told.len(), 2, "one alert each way: {told:?}");
+    assert_eq!(
+        (&told[0]["type"], &told[0]["route"], &told[0]["max_lag"]),
+        (&json!("lagging"), &json!("slow"), &json!("2s"))
+    );
+    assert_eq!(told[0]["owner"]["team"], "SRE");
+    assert_eq!(told[1]["type"], "caught_up");
+    let route = inventory_of(&a, "slow").await;
+    assert_eq!(route["lagging"], false, "{route}");
+    assert!(lag_of(route.clone()) < MAX_LAG.as_secs_f64(), "{route}");
+
+    // Paused: the held jobs wait on purpose, so they do not count.
+    let (status, answer) = a
+        .admin(
+            Method::POST,
+            "/admin/routes/slow/pause",
+            Some(json!({"reason": "lag test"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send("paused", 3).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            inventory_of(&a, "slow").await["held"] == 3
+        })
+        .await
+    );
+    tokio::time::sleep(MAX_LAG + Duration::from_millis(1500)).await;
+    let route = inventory_of(&b, "slow").await;
+    assert_eq!(route["lagging"], false, "held while paused: {route}");
+    assert_eq!(alerts_told(&alerts).len(), 2, "no alert while paused");
+
+    // Resumed slowly, the held jobs are older than max_lag: lagging until drained.
+    let (status, answer) = b
+        .admin(
+            Method::POST,
+            "/admin/routes/slow/resume",
+            Some(json!({"rate": "1/s"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    receiver.wait_for(13, Duration::from_secs(15)).await;
+    alerts.wait_for(4, Duration::from_secs(10)).await;
+    // A second reporter would have told by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let told = alerts_told(&alerts);
+    let kinds: Vec<&str> = told
+        .iter()
+        .map(|t| t["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["lagging", "caught_up", "lagging", "caught_up"],
+        "{told:?}"
+    );
+    assert_eq!(receiver.requests().len(), 13, "each event delivered once");
+}

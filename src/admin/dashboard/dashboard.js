@@ -107,6 +107,14 @@
     return `${Math.round(s / 86400)} days ago`;
   }
 
+  /** A lag in seconds as `42 s`, `7 min 12 s`, `3 h 5 min`. */
+  function seconds(value) {
+    const s = Math.floor(value);
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+    return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  }
+
   function timeNode(text, never) {
     if (!text) return el('span', { class: 'muted' }, never ?? '—');
     return el('time', { datetime: text, title: text }, localTime(text),
@@ -374,6 +382,9 @@
           count('delivered', route.delivered),
           count('retrying', route.retrying, { class: isNum(route.retrying) && route.retrying > 0 ? 'warn' : '' }),
           count('held', route.held, { class: isNum(route.held) && route.held > 0 ? 'warn' : '' }),
+          isNum(route.lag_seconds) ? el('div', { class: 'count lag ' + (route.lagging ? 'warn' : ''), title: `max_lag ${route.max_lag}` },
+            el('span', { class: 'count-label' }, route.lagging ? 'lagging' : 'oldest waiting'), ' ',
+            el('strong', {}, seconds(route.lag_seconds))) : null,
           count('dead letters', dead, { class: isNum(dead) && dead > 0 ? 'bad' : '' }),
           isNum(dead) && dead > 0
             ? el('button', { type: 'button', class: 'small', onclick: () => showRouteDeadLetters(route.name) },
