@@ -101,15 +101,10 @@ impl Breaker {
     }
 }
 
-/// The longest a job waits in memory for a slot of its destination. A
-/// deferral through the retry schedule takes at least this long (see
-/// [`DestinationGate::saturated_wait`]), so a longer wait would be slower
-/// than the trip through Redis it saves.
+/// The longest a job waits in memory for a slot of its destination; past
+/// it the job is parked (held in Redis until the drain puts it back), which
+/// costs two script calls, so a short wait in memory is cheaper.
 pub const MAX_SLOT_WAIT: Duration = Duration::from_millis(250);
-/// Deferrals for a full destination end within this much at the least…
-const MIN_DEFER_SPREAD: Duration = Duration::from_millis(750);
-/// …and at the most, however long its backlog.
-const MAX_DEFER_SPREAD: Duration = Duration::from_secs(10);
 
 /// One destination's limits.
 pub struct DestinationGate {
@@ -132,9 +127,6 @@ struct Pace {
     /// that stops answering stops collecting waiters well before its
     /// requests time out.
     last_progress: Instant,
-    /// The destination's jobs in the retry schedule (the route's count) when
-    /// one was last deferred, and when: its backlog outside this process.
-    scheduled: Option<(u64, Instant)>,
 }
 
 impl Pace {
@@ -168,7 +160,7 @@ impl DestinationGate {
     /// A slot for one request: at once; or, when the destination is full,
     /// after waiting in line if the expected wait (the jobs ahead, one slot's
     /// time each, over `max_in_flight` slots) is within [`MAX_SLOT_WAIT`];
-    /// `None` means defer. Until an attempt has ended the time of a slot is
+    /// `None` means park. Until an attempt has ended the time of a slot is
     /// taken to be `unknown` (the destination's timeout): a destination
     /// never heard from gets few waiters.
     pub async fn slot(&self, unknown: Duration) -> Option<OwnedSemaphorePermit> {
@@ -188,40 +180,6 @@ impl DestinationGate {
             .await
             .ok()?
             .ok()
-    }
-
-    /// When a job deferred for a full destination should come back, given
-    /// `fraction` drawn uniformly from [0, 1): spread between
-    /// [`MAX_SLOT_WAIT`] and the time the destination needs for its backlog
-    /// in the schedule, so a slow destination's deferred jobs return about
-    /// as fast as it takes them instead of cycling through Redis every
-    /// second (bounded by [`MIN_DEFER_SPREAD`] and [`MAX_DEFER_SPREAD`]).
-    pub fn saturated_wait(&self, unknown: Duration, fraction: f64) -> Duration {
-        let now = Instant::now();
-        let pace = self.lock_pace();
-        let per_request = pace.per_request(now, unknown);
-        // A count older than the longest spread has surely drained since.
-        let backlog = match pace.scheduled {
-            Some((count, at)) if now.saturating_duration_since(at) < MAX_DEFER_SPREAD => count,
-            _ => 0,
-        };
-        drop(pace);
-        let backlog = u32::try_from(backlog).unwrap_or(u32::MAX);
-        let slots = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX).max(1);
-        let drain = per_request.saturating_mul(backlog) / slots;
-        let spread = drain.clamp(MIN_DEFER_SPREAD, MAX_DEFER_SPREAD) - MAX_SLOT_WAIT;
-        let fraction = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        MAX_SLOT_WAIT + spread.mul_f64(fraction)
-    }
-
-    /// Notes how many of the destination's jobs the schedule holds after a
-    /// deferral at `now`.
-    pub fn note_scheduled(&self, scheduled: u64, now: Instant) {
-        self.lock_pace().scheduled = Some((scheduled, now));
     }
 
     /// Asks the breaker; also returns the new state when asking changed it
@@ -318,7 +276,6 @@ impl Gates {
                     pace: Mutex::new(Pace {
                         latency: None,
                         last_progress: Instant::now(),
-                        scheduled: None,
                     }),
                     breaker: Mutex::new(Breaker::new(self.policy)),
                 })
@@ -542,44 +499,5 @@ mod tests {
         let asked = Instant::now();
         assert!(gate.slot(UNKNOWN).await.is_none());
         assert!(asked.elapsed() < MAX_SLOT_WAIT / 2, "deferred at once");
-    }
-
-    #[tokio::test]
-    async fn deferrals_spread_over_the_time_the_destination_needs_for_its_backlog() {
-        let gates = gates();
-        let quick = gates.gate("http://quick:80", 2);
-        quick.record(true, Duration::from_millis(5), Instant::now());
-        assert_eq!(quick.saturated_wait(UNKNOWN, 0.0), MAX_SLOT_WAIT);
-        assert_eq!(
-            quick.saturated_wait(UNKNOWN, 1.0),
-            MIN_DEFER_SPREAD,
-            "no backlog: back within 750 ms"
-        );
-
-        let slow = gates.gate("http://slow:80", 2);
-        slow.record(true, Duration::from_millis(200), Instant::now());
-        // 100 scheduled jobs at 200 ms each over 2 slots: 10 s of work.
-        slow.note_scheduled(100, Instant::now());
-        let halfway = slow.saturated_wait(UNKNOWN, 0.5);
-        assert!(
-            halfway > Duration::from_secs(5) && halfway < Duration::from_millis(5200),
-            "{halfway:?}"
-        );
-        slow.note_scheduled(1_000_000, Instant::now());
-        assert_eq!(
-            slow.saturated_wait(UNKNOWN, 1.0),
-            MAX_DEFER_SPREAD,
-            "however long the backlog"
-        );
-        let long_ago = Instant::now()
-            .checked_sub(MAX_DEFER_SPREAD + Duration::from_secs(1))
-            .expect("the machine has been up for a while");
-        slow.note_scheduled(1_000_000, long_ago);
-        assert_eq!(
-            slow.saturated_wait(UNKNOWN, 1.0),
-            MIN_DEFER_SPREAD,
-            "a count older than the longest spread is not trusted"
-        );
-        assert_eq!(slow.saturated_wait(UNKNOWN, f64::NAN), MAX_SLOT_WAIT);
     }
 }

@@ -8,10 +8,16 @@
 //! draining (so it takes its turn behind them), is held rather than
 //! attempted.
 //!
+//! Jobs its destination cannot take now (breaker open, every slot busy) are
+//! held the same way, parked: they wait there without any Redis work until
+//! the drain puts them back, and later jobs of the route take their turn
+//! behind them.
+//!
 //! One process at a time (a lease in Redis) drains: it puts held jobs of
 //! routes that are not paused back on the stream, oldest ack first across
 //! partitions, at the route's drain pace: the rate given on resume, capped by
-//! the destination's `rate_limit`, else as fast as the jobs are taken.
+//! the destination's `rate_limit`; else as fast as the destination takes
+//! them, found by feedback (see [`next_unpaced_rate`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::queue::{FlowState, HeldJob, Partition, Queue, QueueError};
+use crate::queue::{FlowState, HeldJob, Partition, Queue, QueueError, Stat};
 use crate::telemetry::Metrics;
 
 /// How often each process reads the flow state: a pause is obeyed within it
@@ -36,8 +42,15 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 const LEASE_TTL: Duration = Duration::from_secs(3);
 const LEASE_RENEW: Duration = Duration::from_secs(1);
 const LEASE_TASK: &str = "drain";
-/// Held jobs put back per step of an unpaced drain, per route.
-const UNPACED_STEP: usize = 200;
+/// Where an unpaced drain starts, jobs per second.
+const UNPACED_START: f64 = 100.0;
+/// The fastest an unpaced drain goes (200 per step).
+const UNPACED_MAX: f64 = 40_000.0;
+/// The slowest: a trickle that finds out when a destination is back.
+const UNPACED_MIN: f64 = 1.0;
+/// How often an unpaced drain compares what it put back with what its
+/// destination took.
+const UNPACED_ADJUST: Duration = Duration::from_secs(1);
 /// How much pace a stalled drain (a slow Redis, a busy CPU) may make up
 /// afterwards, at most one step's worth (at least one job) per step; so a
 /// drain keeps its rate over a run without sending bursts.
@@ -151,7 +164,8 @@ impl Flow {
             .collect()
     }
 
-    /// Jobs per second a route drains at; `None`: as fast as taken.
+    /// Jobs per second a route drains at; `None`: as fast as its
+    /// destination takes them.
     fn pace(&self, route: &str) -> Option<f64> {
         let given = self.read().state.drain_rates.get(route).copied();
         let limit = self
@@ -226,15 +240,14 @@ impl Flow {
         let now = Instant::now();
         let elapsed = now.duration_since(drain.last_step).as_secs_f64();
         drain.last_step = now;
-        let wanted = match self.pace(route) {
-            Some(per_second) => {
-                let credit = (per_second * PACE_CREDIT.as_secs_f64()).max(1.0);
-                drain.credit = (drain.credit + elapsed * per_second).min(credit);
-                let per_step = (per_second * DRAIN_TICK.as_secs_f64()).ceil() as usize;
-                (drain.credit.floor() as usize).min(per_step.max(1))
-            }
-            None => UNPACED_STEP,
+        let per_second = match self.pace(route) {
+            Some(per_second) => per_second,
+            None => self.unpaced_rate(route, &mut drain.unpaced).await,
         };
+        let credit = (per_second * PACE_CREDIT.as_secs_f64()).max(1.0);
+        drain.credit = (drain.credit + elapsed * per_second).min(credit);
+        let per_step = (per_second * DRAIN_TICK.as_secs_f64()).ceil() as usize;
+        let wanted = (drain.credit.floor() as usize).min(per_step.max(1));
         if wanted == 0 {
             return Step::Going;
         }
@@ -275,7 +288,10 @@ impl Flow {
                 .release(&partitions[index], route, &members)
                 .await
             {
-                Ok(released) => drain.credit -= released as f64,
+                Ok(released) => {
+                    drain.credit -= released as f64;
+                    drain.unpaced.released += released as u64;
+                }
                 Err(err) => {
                     self.drain_error(route, &err);
                     // Read them again: some may have moved before the error.
@@ -284,6 +300,38 @@ impl Flow {
             }
         }
         Step::Going
+    }
+
+    /// The pace of an unpaced drain of `route`, adjusted every
+    /// [`UNPACED_ADJUST`] to what its destination took meanwhile.
+    async fn unpaced_rate(&self, route: &str, unpaced: &mut Unpaced) -> f64 {
+        if unpaced.since.elapsed() < UNPACED_ADJUST {
+            return unpaced.per_second;
+        }
+        let reparked = match self.queue.stats(Stat::Reparked, &[route]).await {
+            Ok(counts) => counts
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0),
+            Err(err) => {
+                self.drain_error(route, &err);
+                return unpaced.per_second;
+            }
+        };
+        let elapsed = unpaced.since.elapsed();
+        unpaced.since = Instant::now();
+        if let Some(before) = unpaced.reparked.replace(reparked) {
+            unpaced.per_second = next_unpaced_rate(
+                unpaced.per_second,
+                unpaced.released,
+                reparked.saturating_sub(before),
+                elapsed,
+            );
+        }
+        unpaced.released = 0;
+        unpaced.per_second
     }
 
     fn drain_error(&self, route: &str, err: &QueueError) {
@@ -298,12 +346,45 @@ enum Step {
     Drained,
 }
 
+/// The next pace of an unpaced drain that put back `released` jobs over
+/// `elapsed`, of which (or of those before) `reparked` came back because
+/// their destination could not take them: twice as fast while nearly all
+/// are taken (an attempt that fails is taken too: the destination
+/// answered); else a tenth above what was taken, falling to half at most
+/// per adjustment (a re-park may belong to an earlier one), and never
+/// below [`UNPACED_MIN`]. A tenth above its pace, the destination gets a
+/// little more than it takes: the rest waits in line in memory or is held
+/// again, never cycled through Redis per wait.
+fn next_unpaced_rate(per_second: f64, released: u64, reparked: u64, elapsed: Duration) -> f64 {
+    if released == 0 {
+        return per_second;
+    }
+    let next = if reparked as f64 <= 0.05 * released as f64 {
+        per_second * 2.0
+    } else {
+        let taken = released.saturating_sub(reparked) as f64;
+        (taken / elapsed.as_secs_f64().max(0.001) * 1.1).max(per_second / 2.0)
+    };
+    next.clamp(UNPACED_MIN, UNPACED_MAX)
+}
+
 /// One route's drain: held jobs read ahead per partition, and unused pace.
 struct Drain {
     heads: Vec<Heads>,
     credit: f64,
     last_step: Instant,
     scanned: Instant,
+    unpaced: Unpaced,
+}
+
+/// The pace of a drain with no rate, and what it put back since it was last
+/// adjusted.
+struct Unpaced {
+    per_second: f64,
+    since: Instant,
+    released: u64,
+    /// The route's re-parked count when last adjusted; `None` before.
+    reparked: Option<u64>,
 }
 
 #[derive(Default)]
@@ -322,6 +403,15 @@ impl Drain {
             credit: 1.0,
             last_step: Instant::now(),
             scanned: Instant::now(),
+            unpaced: Unpaced {
+                per_second: UNPACED_START,
+                // Adjusted at the first step, to learn what was taken so far.
+                since: Instant::now()
+                    .checked_sub(UNPACED_ADJUST)
+                    .unwrap_or_else(Instant::now),
+                released: 0,
+                reparked: None,
+            },
         }
     }
 
@@ -345,5 +435,52 @@ impl Drain {
             }
         }
         picked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn an_unpaced_drain_doubles_while_its_destination_takes_what_it_is_given() {
+        assert_eq!(next_unpaced_rate(100.0, 100, 0, SECOND), 200.0);
+        assert_eq!(next_unpaced_rate(100.0, 100, 5, SECOND), 200.0);
+        assert_eq!(next_unpaced_rate(30_000.0, 30_000, 0, SECOND), UNPACED_MAX);
+    }
+
+    #[test]
+    fn an_unpaced_drain_settles_a_tenth_above_what_its_destination_takes() {
+        // A destination taking 40/s: what is put back beyond that comes back.
+        let next = next_unpaced_rate(400.0, 400, 360, SECOND);
+        assert_eq!(next, 200.0, "at most halved per adjustment");
+        let next = next_unpaced_rate(next, 200, 160, SECOND);
+        assert_eq!(next, 100.0);
+        let next = next_unpaced_rate(next, 100, 60, SECOND);
+        assert_eq!(next, 50.0);
+        let next = next_unpaced_rate(next, 50, 10, SECOND);
+        assert!((next - 44.0).abs() < 1e-9, "{next}");
+        // Where it stays: 44 put back, 4 of them back again.
+        let steady = next_unpaced_rate(next, 44, 4, SECOND);
+        assert!((steady - 44.0).abs() < 1e-9, "{steady}");
+    }
+
+    #[test]
+    fn an_unpaced_drain_trickles_while_everything_comes_back_and_waits_without_data() {
+        let mut rate = 1000.0;
+        for _ in 0..20 {
+            rate = next_unpaced_rate(rate, rate as u64, rate as u64, SECOND);
+        }
+        assert_eq!(
+            rate, UNPACED_MIN,
+            "an open breaker: one a second finds out when it closes"
+        );
+        assert_eq!(
+            next_unpaced_rate(250.0, 0, 0, SECOND),
+            250.0,
+            "nothing put back: nothing learnt"
+        );
     }
 }

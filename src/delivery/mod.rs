@@ -389,7 +389,7 @@ impl Engine {
             }
         }
         for (route, partition, jobs) in by_route {
-            match self.queue.hold(partition, route, &jobs).await {
+            match self.queue.hold(partition, route, &jobs, false).await {
                 Ok(held) => {
                     self.flow.note_holding(route);
                     for _ in 0..held {
@@ -438,7 +438,11 @@ impl Engine {
 
     /// One job, from the stream to its next state.
     async fn handle(&self, claimed: Claimed) {
-        let Claimed { entry, job, .. } = claimed;
+        let Claimed {
+            entry,
+            job,
+            released,
+        } = claimed;
         let mut job = match job {
             Ok(job) => job,
             Err(err) => {
@@ -459,9 +463,9 @@ impl Engine {
             .gate(destination.url.as_str(), destination.max_in_flight);
         let (admission, change) = gate.admit(Instant::now());
         self.breaker_changed(destination.url.as_str(), change).await;
-        if let Admission::WaitUntil(until) = admission {
-            let wait = until.saturating_duration_since(Instant::now()) + jitter(1000);
-            self.defer(&entry, &job, route, wait, "breaker_open").await;
+        if let Admission::WaitUntil(_) = admission {
+            self.park(&entry, &job, route, released, "breaker_open")
+                .await;
             return;
         }
         // A job waiting in line holds one of the process's slots; the line
@@ -471,13 +475,8 @@ impl Engine {
         // MAX_SLOT_WAIT; its line then shrinks as it makes no progress.
         let Some(_slot) = gate.slot(destination.timeout).await else {
             gate.not_attempted(Instant::now());
-            let wait = gate.saturated_wait(destination.timeout, rand::rng().random());
-            if let Some(scheduled) = self
-                .defer(&entry, &job, route, wait, "destination_saturated")
-                .await
-            {
-                gate.note_scheduled(scheduled, Instant::now());
-            }
+            self.park(&entry, &job, route, released, "destination_saturated")
+                .await;
             return;
         };
         if let Some(wait) = self.rate_wait(&mut job, destination).await {
@@ -612,8 +611,6 @@ impl Engine {
         }
     }
 
-    /// Puts a job back in the schedule without spending an attempt; returns
-    /// how many of its route's jobs the schedule then holds, when it moved.
     /// How long `job` must wait for its destination's rate limit: `None` to
     /// go now. A job asks the limiter once per attempt and waits for the
     /// send time it reserved; back in time (within [`RATE_SLOT_SLACK`]) it
@@ -647,6 +644,7 @@ impl Engine {
         }
     }
 
+    /// Puts a job back in the schedule for `wait` without spending an attempt.
     async fn defer(
         &self,
         entry: &Entry,
@@ -654,13 +652,43 @@ impl Engine {
         route: &Route,
         wait: Duration,
         reason: &'static str,
-    ) -> Option<u64> {
+    ) {
         self.metrics.deferred(&route.name, reason);
         let due = now_ms() + wait.as_millis() as u64;
         let moved = self.queue.reschedule(entry, job, due).await;
-        let scheduled = moved.as_ref().ok().copied().flatten();
         self.settle("defer", moved.map(|n| n.is_some()));
-        scheduled
+    }
+
+    /// Holds a job its destination cannot take now (see [`flow`]) without
+    /// spending an attempt: it waits without Redis work until the drain
+    /// puts it back at the pace the destination takes, and the route's
+    /// later jobs take their turn behind it. One the drain had `released`
+    /// is counted: it tells the drain to go slower.
+    async fn park(
+        &self,
+        entry: &Entry,
+        job: &Job,
+        route: &Route,
+        released: bool,
+        reason: &'static str,
+    ) {
+        self.metrics.deferred(&route.name, reason);
+        let parked = ToHold {
+            entry_id: &entry.id,
+            job_id: &job.id,
+            job: job.encode(),
+        };
+        match self
+            .queue
+            .hold(&entry.partition, &route.name, &[parked], released)
+            .await
+        {
+            Ok(held) => {
+                self.flow.note_holding(&route.name);
+                self.settle("park", Ok(held == 1));
+            }
+            Err(err) => self.settle("park", Err(err)),
+        }
     }
 
     async fn dead_letter(

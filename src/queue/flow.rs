@@ -17,20 +17,21 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::GROUP;
 use super::script::{Durability, ScriptCall};
-use super::{Partition, Queue, QueueError};
+use super::{Partition, Queue, QueueError, Stat};
 use crate::config::Rate;
 
-/// KEYS: jobs, held, held jobs, holding, and when the route's lag is
-/// indexed its lag and held lag keys. ARGV: the consumer group, route, then
-/// per job its entry id, job id and stored job. Returns how many were held
-/// (a job another worker moved first is not).
+/// KEYS: jobs, held, held jobs, holding, reparked counters, and when the
+/// route's lag is indexed its lag and held lag keys. ARGV: the consumer
+/// group, route, whether the jobs are parked again after a drain put them
+/// back (`1`: counted), then per job its entry id, job id and stored job.
+/// Returns how many were held (a job another worker moved first is not).
 ///
 /// A held job is a member of `held` scored by its entry id's milliseconds,
 /// named `<its sequence number, 20 digits>:<job id>`, so the set sorts in ack
 /// order whichever process held it when; its bytes are in `held jobs`.
 const HOLD: &str = r"
 local held = 0
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     redis.call('XDEL', KEYS[1], ARGV[i])
     local dash = string.find(ARGV[i], '-', 1, true)
@@ -38,17 +39,20 @@ for i = 3, #ARGV, 3 do
     local member = string.rep('0', 20 - #seq) .. seq .. ':' .. ARGV[i + 1]
     redis.call('ZADD', KEYS[2], string.sub(ARGV[i], 1, dash - 1), member)
     redis.call('HSET', KEYS[3], member, ARGV[i + 2])
-    if KEYS[5] then
-      local since = redis.call('ZSCORE', KEYS[5], ARGV[i + 1])
+    if KEYS[6] then
+      local since = redis.call('ZSCORE', KEYS[6], ARGV[i + 1])
       if since then
-        redis.call('ZREM', KEYS[5], ARGV[i + 1])
-        redis.call('ZADD', KEYS[6], since, ARGV[i + 1])
+        redis.call('ZREM', KEYS[6], ARGV[i + 1])
+        redis.call('ZADD', KEYS[7], since, ARGV[i + 1])
       end
     end
     held = held + 1
   end
 end
-if held > 0 then redis.call('SADD', KEYS[4], ARGV[2]) end
+if held > 0 then
+  redis.call('SADD', KEYS[4], ARGV[2])
+  if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[5], ARGV[2], held) end
+end
 return held
 ";
 
@@ -247,22 +251,28 @@ impl Queue {
         Ok(())
     }
 
-    /// Moves `jobs` of `route` from `partition`'s stream to its held jobs; how many moved. Each held job
-    /// is its only copy, so the move is confirmed like a dead letter.
+    /// Moves `jobs` of `route` from `partition`'s stream to its held jobs;
+    /// how many moved. `reparked`: a drain had put them back (counted, see
+    /// [`Stat::Reparked`]). Each held job is its only copy, so the move is
+    /// confirmed like a dead letter.
     pub async fn hold(
         &self,
         partition: &Partition,
         route: &str,
         jobs: &[ToHold<'_>],
+        reparked: bool,
     ) -> Result<usize, QueueError> {
         let keys = &partition.keys;
         let mut call = ScriptCall::new(&HOLD_SCRIPT);
         call.key(keys.jobs())
             .key(keys.held(route))
             .key(keys.held_jobs(route))
-            .key(keys.holding());
+            .key(keys.holding())
+            .key(keys.stat(Stat::Reparked));
         self.single_lag_keys(&mut call, partition, route, true);
-        call.arg(GROUP).arg(route);
+        call.arg(GROUP)
+            .arg(route)
+            .arg(if reparked { "1" } else { "0" });
         for job in jobs {
             call.arg(job.entry_id).arg(job.job_id).arg(&job.job[..]);
         }

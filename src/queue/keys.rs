@@ -22,6 +22,9 @@ pub enum Stat {
     Breaker,
     /// Since when a route's silence is watched, Unix ms.
     WatchSince,
+    /// Jobs parked again per route: put back by a drain, their destination
+    /// still could not take them (what paces an unpaced drain).
+    Reparked,
 }
 
 impl Stat {
@@ -35,6 +38,7 @@ impl Stat {
             Stat::LastFailure => "last_failure",
             Stat::Breaker => "breaker",
             Stat::WatchSince => "watch_since",
+            Stat::Reparked => "reparked",
         }
     }
 }

@@ -353,7 +353,7 @@ enum Merge {
 impl Stat {
     fn merge(self) -> Merge {
         match self {
-            Stat::Received | Stat::Delivered | Stat::Retrying => Merge::Sum,
+            Stat::Received | Stat::Delivered | Stat::Retrying | Stat::Reparked => Merge::Sum,
             Stat::LastReceived | Stat::LastSuccess => Merge::Latest,
             Stat::LastFailure | Stat::Breaker | Stat::WatchSince => Merge::Home,
         }
