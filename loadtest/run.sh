@@ -201,6 +201,11 @@ paused-then-resumed)
     routes=$(route paused /paused)
     drain=60s
     ;;
+saturated)
+    # 4 in flight at 100 ms each: 40/s, a tenth of the offered rate.
+    routes=$(route saturated /saturated "" 'max_in_flight = 4')
+    drain=300s
+    ;;
 sizing-dedupe | sizing-queued | sizing-dead)
     [[ $masters -gt 0 ]] && { echo "sizing runs on one Redis" >&2; exit 2; }
     sizing=1
@@ -296,6 +301,8 @@ fi
 used_memory() { redis-cli -p "$redis_port" info memory | grep '^used_memory:' | tr -dc '0-9'; }
 memory_before=$(used_memory)
 echo "== $scenario: gateway pid $gateway, redis :$redis_port, sink :$sink_port" >&2
+# Redis's command counts from here on (the saturated scenario reports them).
+for port in "${primaries[@]}"; do redis-cli -p "$port" config resetstat >/dev/null; done
 admin_api() { # method path [json body]
     curl -fsS -X "$1" -H 'Authorization: Bearer loadtest-admin-token' \
         ${3:+-H 'Content-Type: application/json' -d "$3"} "http://127.0.0.1:$admin_port$2"
@@ -330,6 +337,16 @@ if [[ $sizing == 1 ]]; then
         "(dedupe records), $(redis-cli -p "$redis_port" xlen '{loadtest}:jobs') queued jobs," \
         "$(redis-cli -p "$redis_port" zcard '{loadtest}:dead') dead letters;" \
         "$(((memory_after - memory_before) / (events > 0 ? events : 1))) bytes per event" >&2
+fi
+if [[ $scenario == saturated ]]; then
+    # Every Redis command run while the backlog drained (scripts' own
+    # commands included), per job delivered.
+    calls=0
+    for port in "${primaries[@]}"; do
+        calls=$((calls + $(redis-cli -p "$port" info commandstats | grep -o 'calls=[0-9]*' | tr -dc '0-9\n' | paste -sd+ | bc)))
+    done
+    delivered=$(redis-cli -c -p "$redis_port" hget '{loadtest}:stats:delivered' saturated)
+    echo "== redis commands: $calls for ${delivered:-0} delivered jobs: $(echo "scale=1; $calls / ${delivered:-1}" | bc) per job" >&2
 fi
 if [[ ${LT_REDIS_STATS:-0} == 1 ]]; then
     for port in "${primaries[@]}"; do

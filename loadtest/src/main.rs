@@ -45,6 +45,9 @@ enum Scenario {
     /// Open loop (default 100/s) to a route paused before the load and
     /// resumed at a rate after it (by loadtest/run.sh).
     PausedThenResumed,
+    /// Open loop (default 400/s) to a destination that takes 40/s (4 in
+    /// flight, the sink answers 100 ms late): saturated 10×.
+    Saturated,
 }
 
 /// Open-loop rate when nothing else sets one: a light load, for checking a
@@ -63,6 +66,11 @@ const DESTINATION_SCENARIO_RATE: f64 = 1000.0;
 /// Open-loop rate of the flow-control scenarios: twice the 50/s the rate
 /// limit and the resume of loadtest/run.sh allow, so events wait.
 const FLOW_SCENARIO_RATE: f64 = 100.0;
+/// Open-loop rate of `saturated`: 10× what its destination takes (4 in
+/// flight at [`SATURATED_SINK_DELAY`] each: 40/s).
+const SATURATED_RATE: f64 = 400.0;
+/// The sink's answer time in `saturated`.
+const SATURATED_SINK_DELAY: Duration = Duration::from_millis(100);
 /// Body size of every scenario: a typical webhook payload.
 const DEFAULT_BODY_BYTES: usize = 1024;
 
@@ -143,6 +151,13 @@ impl Scenario {
                 load: Load::Open {
                     rate: FLOW_SCENARIO_RATE,
                 },
+                ..BASELINE
+            },
+            Scenario::Saturated => ScenarioDefaults {
+                load: Load::Open {
+                    rate: SATURATED_RATE,
+                },
+                sink_delay: SATURATED_SINK_DELAY,
                 ..BASELINE
             },
         }
