@@ -2,7 +2,9 @@
 //! Cluster, in the cluster pass) and a real receiver: a destination's
 //! `rate_limit` holds across processes and partitions, and its waiting jobs
 //! neither spend attempts nor slow another route; a paused route holds its
-//! jobs through a crash and drains them in ack order at the resume's pace.
+//! jobs through a crash and drains them in ack order at the resume's pace;
+//! a route's lag is reported once each way; jobs a full destination cannot
+//! take wait parked, without spending attempts.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -767,4 +769,80 @@ async fn a_lagging_route_tells_its_owner_once_when_behind_and_once_caught_up() {
         "{told:?}"
     );
     assert_eq!(receiver.requests().len(), 13, "each event delivered once");
+}
+
+/// A destination that takes one request at a time, 200 ms each, gets 30
+/// events at once from two processes: the jobs it cannot take are parked
+/// (held in Redis, shown as held, never in the retry schedule), none spends
+/// an attempt waiting (each arrives once, as attempt 1), and all are
+/// delivered, the route then back to nothing held.
+#[tokio::test]
+async fn jobs_a_full_destination_cannot_take_wait_parked_without_spending_attempts() {
+    let _turn = HEAVY_TURN.lock().await;
+    let redis = TestRedis::start();
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Reply::ok().delay(Duration::from_millis(200)));
+    let toml = ConfigBuilder::new()
+        .owner(Owner::sre())
+        .source(Source::github(SECRET))
+        .route(
+            Route::new("narrow", "github", "sre", &receiver.url("/narrow"))
+                .destination("max_in_flight", "1"),
+        )
+        .build();
+    let a = GatewayProcess::start_on(&redis, &toml).await;
+    let b = GatewayProcess::start_on(&redis, &toml).await;
+    let urls = [a.public_url("/hooks/github"), b.public_url("/hooks/github")];
+    let events: Vec<GithubEvent> = (0..30)
+        .map(|i| GithubEvent::new("push", &format!("narrow-{i}")))
+        .collect();
+    let answers = send_github_all(&urls, SECRET, &events, 8).await;
+    assert!(answers.iter().all(|a| matches!(a, Answer::Accepted { .. })));
+
+    let mut most_held = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.requests().len() < events.len() && Instant::now() < deadline {
+        let route = inventory_of(&a, "narrow").await;
+        assert_eq!(
+            route["retrying"], 0,
+            "a parked job is not in the retry schedule: {route}"
+        );
+        most_held = most_held.max(route["held"].as_u64().unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = receiver.requests();
+    assert_eq!(
+        requests.len(),
+        events.len(),
+        "every job delivered, each once"
+    );
+    let attempts: HashSet<String> = requests
+        .iter()
+        .map(|r| r.header("x-switchyard-attempt"))
+        .collect();
+    assert_eq!(
+        attempts,
+        HashSet::from(["1".to_owned()]),
+        "no attempt spent waiting"
+    );
+    assert!(most_held > 0, "jobs waited parked (held)");
+    let mut parked = 0;
+    for gateway in [&a, &b] {
+        let metrics = gateway.metrics().await;
+        for outcome in ["destination_saturated", "held"] {
+            parked += counter(
+                &metrics,
+                "switchyard_deliveries_deferred_total",
+                &format!(r#"route="narrow",outcome="{outcome}""#),
+            );
+        }
+    }
+    assert!(parked > 0, "counted as deferred");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            inventory_of(&a, "narrow").await["held"] == 0
+        })
+        .await,
+        "nothing left held"
+    );
 }

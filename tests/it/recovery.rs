@@ -25,6 +25,8 @@ const SECRET: &str = "recovery-test-secret";
 const JOBS: &str = "{switchyard}:jobs";
 const RETRY: &str = "{switchyard}:retry";
 const DEAD: &str = "{switchyard}:dead";
+/// Held (parked) jobs of the routes these tests use.
+const HELD: [&str; 2] = ["{switchyard}:held:r0", "{switchyard}:held:r1"];
 
 /// An (event id, route) pair: one delivery job.
 type JobKey = (String, String);
@@ -142,6 +144,8 @@ struct Work {
     pending: usize,
     /// Jobs waiting in the retry schedule.
     scheduled: usize,
+    /// Jobs parked for a destination that could not take them.
+    held: usize,
     /// Dead letters.
     dead: usize,
 }
@@ -151,25 +155,40 @@ impl Work {
         stream: 0,
         pending: 0,
         scheduled: 0,
+        held: 0,
         dead: 0,
     };
+
+    /// Jobs waiting for a later attempt: scheduled or parked.
+    fn waiting(&self) -> usize {
+        self.scheduled + self.held
+    }
 }
 
 async fn work(conn: &mut MultiplexedConnection) -> Work {
-    let (stream, pending, scheduled, dead): (usize, StreamPendingReply, usize, usize) =
-        redis::pipe()
-            .atomic()
-            .xlen(JOBS)
-            .xpending(JOBS, "delivery")
-            .zcard(RETRY)
-            .zcard(DEAD)
-            .query_async(conn)
-            .await
-            .expect("read the queue state");
+    let (stream, pending, scheduled, held_r0, held_r1, dead): (
+        usize,
+        StreamPendingReply,
+        usize,
+        usize,
+        usize,
+        usize,
+    ) = redis::pipe()
+        .atomic()
+        .xlen(JOBS)
+        .xpending(JOBS, "delivery")
+        .zcard(RETRY)
+        .zcard(HELD[0])
+        .zcard(HELD[1])
+        .zcard(DEAD)
+        .query_async(conn)
+        .await
+        .expect("read the queue state");
     Work {
         stream,
         pending: pending.count(),
         scheduled,
+        held: held_r0 + held_r1,
         dead,
     }
 }
@@ -222,13 +241,13 @@ async fn sigkill_mid_delivery_loses_nothing() {
     let acked = acked_jobs(&answers, 2);
 
     // Kill mid-stream: a quarter of the jobs taken, others in flight (read,
-    // not acknowledged) and others scheduled (after a 503, or deferred while
-    // the destination's 64 slots were full).
+    // not acknowledged) and others waiting (scheduled after a 503, or parked
+    // while the destination's 64 slots were full).
     let mut conn = redis.connection().await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let now = work(&mut conn).await;
-        if now.pending > 0 && now.scheduled > 0 && receiver.accepted().len() >= acked.len() / 4 {
+        if now.pending > 0 && now.waiting() > 0 && receiver.accepted().len() >= acked.len() / 4 {
             break;
         }
         assert!(
@@ -249,7 +268,7 @@ async fn sigkill_mid_delivery_loses_nothing() {
     // Nothing moves jobs now: this is the state the crash left.
     let at_kill = work(&mut conn).await;
     assert!(
-        at_kill.pending > 0 && at_kill.scheduled > 0,
+        at_kill.pending > 0 && at_kill.waiting() > 0,
         "the kill must catch jobs in flight and jobs scheduled: {at_kill:?}"
     );
     let taken_before = receiver.accepted().len();
@@ -618,9 +637,9 @@ async fn acked_events_survive_a_redis_restart() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let before_stop = loop {
         let now = work(&mut conn).await;
-        // Stop Redis while jobs wait in the schedule and one is in flight:
+        // Stop Redis while jobs wait (scheduled or parked) and one is in flight:
         // that one's state move fails, so it stays pending until taken over.
-        if now.scheduled > 0 && now.pending > 0 && !receiver.requests().is_empty() {
+        if now.waiting() > 0 && now.pending > 0 && !receiver.requests().is_empty() {
             break now;
         }
         assert!(
