@@ -11,7 +11,9 @@
 # rate-limited (100/s, fan-out 2: /limited's destination has rate_limit
 # "50/s", /free none; `free-solo` is the same load to /free alone, its
 # comparator) and paused-then-resumed (100/s to a route paused before the
-# load and resumed at LT_RESUME_RATE, default 50/s, a second after it); and
+# load and resumed at LT_RESUME_RATE, default 50/s, a second after it);
+# saturated (400/s to a destination that takes 40/s; prints Redis commands
+# per delivered job); and
 # `reference`: ingest-max against switchyard-reference (bare hyper + HMAC +
 # XADD) instead of the gateway, the comparator of the ingest target (with
 # LT_RATE set: `steady` at that rate against it).

@@ -616,7 +616,8 @@ mod tests {
                 "failing-destination",
                 "mixed-healthy-and-dead",
                 "rate-limited",
-                "paused-then-resumed"
+                "paused-then-resumed",
+                "saturated"
             ]
         );
     }
