@@ -538,7 +538,19 @@ async fn a_paced_replay_job_survives_its_client_and_its_process() {
     assert!(gone <= 1, "only the item in hand at the kill: {record}");
     assert_eq!(counts.len(), DEAD, "every dead letter delivered");
     assert_eq!(twice, 0, "none replayed twice");
-    assert_eq!(receiver.requests().len() - rejected_first, DEAD);
+    // Besides one answered attempt each, only the attempts the SIGKILL cut
+    // off (no answer) may have reached the destination.
+    let replay_requests = &receiver.requests()[rejected_first..];
+    let cut_off = replay_requests
+        .iter()
+        .filter(|r| r.answered.is_none())
+        .count();
+    assert_eq!(
+        replay_requests.len() - cut_off,
+        DEAD,
+        "one answered attempt each"
+    );
+    assert!(cut_off <= 4, "{cut_off} attempts cut off by one SIGKILL");
     assert!(seen.len() >= 5, "progress visible throughout: {seen:?}");
     assert!(
         (REPLAY_RATE * 0.95..=REPLAY_RATE * 1.05).contains(&rate),
