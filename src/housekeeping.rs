@@ -8,7 +8,8 @@
 //!   when events resume;
 //! - lag: a route with `max_lag` whose oldest undelivered job is older is
 //!   marked lagging (inventory, metric) and its owner told once, and again
-//!   when it catches up.
+//!   when it catches up;
+//! - ordered routes' keys waiting and blocked, as metrics.
 //!
 //! The silent and lagging sets live in Redis, so exactly one gateway process
 //! reports each change.
@@ -25,6 +26,9 @@ use crate::config::{Config, Route};
 use crate::queue::{AuditEntry, Queue, RouteMark, Stat};
 use crate::telemetry::Metrics;
 
+/// The window of ordered routes' key counts: like the other windows, they
+/// are refreshed every quarter of it (5 s).
+const ORDERED_WATCH: Duration = Duration::from_secs(20);
 /// How often the count is read (and retention applied).
 const WATCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Dead letters deleted per round at most, so one round stays short.
@@ -44,7 +48,13 @@ pub async fn run(
     let interval = config
         .routes
         .iter()
-        .flat_map(|r| [r.expect_within, r.max_lag])
+        .flat_map(|r| {
+            [
+                r.expect_within,
+                r.max_lag,
+                r.ordered.then_some(ORDERED_WATCH),
+            ]
+        })
         .flatten()
         .chain(config.dead_letters.retention)
         .map(|window| (window / 4).clamp(Duration::from_secs(1), WATCH_INTERVAL))
@@ -58,6 +68,7 @@ pub async fn run(
         }
         watch_silence(&config, &queue, &metrics, &alerts).await;
         watch_lag(&config, &queue, &metrics, &alerts).await;
+        watch_ordered_keys(&config, &queue, &metrics).await;
         match queue.retry_schedule_size().await {
             Ok(size) => {
                 metrics.retry_scheduled.set(size as i64);
@@ -137,7 +148,7 @@ async fn prune_lag_index(config: &Config, queue: &Queue) -> bool {
     let untracked: Vec<&str> = config
         .routes
         .iter()
-        .filter(|r| r.max_lag.is_none())
+        .filter(|r| r.max_lag.is_none() && !r.ordered)
         .map(|r| r.name.as_str())
         .collect();
     match queue.forget_lag(&untracked).await {
@@ -197,6 +208,18 @@ async fn watch_lag(config: &Config, queue: &Queue, metrics: &Metrics, alerts: &A
             }
             Ok(false) => {}
             Err(err) => tracing::debug!(error = %err, "cannot record lag"),
+        }
+    }
+}
+
+async fn watch_ordered_keys(config: &Config, queue: &Queue, metrics: &Metrics) {
+    for route in config.routes.iter().filter(|r| r.ordered) {
+        match queue.ordered_keys(&route.name).await {
+            Ok(keys) => metrics.ordered_keys(&route.name, keys.active, keys.blocked_count),
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot count ordered keys now");
+                return;
+            }
         }
     }
 }

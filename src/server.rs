@@ -89,13 +89,7 @@ pub async fn run(
                 + OTHER_FILES) as u64,
         );
     }
-    let queue = Queue::connect_lazy(&config.redis)?.tracking_lag(
-        config
-            .routes
-            .iter()
-            .filter(|r| r.max_lag.is_some())
-            .map(|r| r.name.as_str()),
-    );
+    let queue = Queue::connect_lazy(&config.redis)?.for_routes(&config.routes);
     queue
         .refuse_unsafe_eviction(config.redis.allow_eviction)
         .await?;

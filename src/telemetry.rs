@@ -100,6 +100,8 @@ pub struct Metrics {
     pub jobs_enqueued: Family<RouteLabels, Counter>,
     /// Accepted events that matched no route, by source.
     pub unrouted_events: Family<SourceLabels, Counter>,
+    /// Events of an ordered route delivered unordered: they had no ordering key.
+    pub unordered_events: Family<RouteLabels, Counter>,
     /// Failed Redis operations, by operation.
     pub redis_errors: Family<OperationLabels, Counter>,
     /// Delivery attempts by route and outcome.
@@ -124,6 +126,10 @@ pub struct Metrics {
     pub route_silent: Family<RouteLabels, Gauge>,
     /// Age of the oldest undelivered job of a route with `max_lag`, seconds.
     pub route_lag: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Keys of an ordered route with events on their way or waiting.
+    pub route_keys_waiting: Family<RouteLabels, Gauge>,
+    /// Keys of an ordered route blocked by their head's dead letter.
+    pub route_keys_blocked: Family<RouteLabels, Gauge>,
     /// 1 while a route is paused.
     pub route_paused: Family<RouteLabels, Gauge>,
     /// Jobs held for a route (paused, or in line behind held ones), all processes.
@@ -181,6 +187,12 @@ impl Metrics {
             "unrouted_events",
             "Accepted events that matched no route, by source",
             unrouted_events.clone(),
+        );
+        let unordered_events = Family::default();
+        registry.register(
+            "unordered_events",
+            "Events of an ordered route without an ordering key, delivered unordered, by route",
+            unordered_events.clone(),
         );
         let redis_errors = Family::default();
         registry.register(
@@ -257,6 +269,18 @@ impl Metrics {
             "Age of the oldest undelivered job (pending, retrying, or held unless paused) of a route with max_lag",
             route_lag.clone(),
         );
+        let route_keys_waiting = Family::default();
+        registry.register(
+            "route_keys_waiting",
+            "Keys of an ordered route with an event on its way or waiting behind one",
+            route_keys_waiting.clone(),
+        );
+        let route_keys_blocked = Family::default();
+        registry.register(
+            "route_keys_blocked",
+            "Keys of an ordered route blocked by their head's dead letter (on_dead_letter = block)",
+            route_keys_blocked.clone(),
+        );
         let route_paused = Family::default();
         registry.register(
             "route_paused",
@@ -331,6 +355,8 @@ impl Metrics {
             breaker_open,
             route_silent,
             route_lag,
+            route_keys_waiting,
+            route_keys_blocked,
             route_paused,
             route_held,
             dead_letters_stored,
@@ -338,6 +364,7 @@ impl Metrics {
             ingest_requests,
             jobs_enqueued,
             unrouted_events,
+            unordered_events,
             redis_errors,
             delivery_attempts,
             attempt_latency,
@@ -417,6 +444,19 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .set(lag.as_secs_f64());
+    }
+
+    /// Records an ordered route's keys waiting and blocked.
+    pub fn ordered_keys(&self, route: &str, waiting: u64, blocked: u64) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.route_keys_waiting
+            .get_or_create(&labels)
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.route_keys_blocked
+            .get_or_create(&labels)
+            .set(i64::try_from(blocked).unwrap_or(i64::MAX));
     }
 
     /// Records whether a route is paused and how many of its jobs are held.

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use crate::clock::{now_ms, rfc3339_ms};
-use crate::config::Config;
-use crate::queue::{Pause, Queue, QueueError, RouteMark, Stat};
+use crate::config::{Config, OnDeadLetter};
+use crate::queue::{OrderedKeys, Pause, Queue, QueueError, RouteMark, Stat};
 
 /// Live figures of one route.
 #[derive(Debug, Clone, Default)]
@@ -44,9 +44,11 @@ struct RouteFigures {
     pub held: u64,
     /// Who paused the route, when and why, while it is paused.
     pub pause: Option<Pause>,
-    /// How old its oldest undelivered job is (a route with `max_lag` only;
-    /// zero when it has none).
+    /// How old its oldest undelivered job is (a route with `max_lag` or
+    /// `ordered` only; zero when it has none).
     pub lag: Option<Duration>,
+    /// An ordered route's keys.
+    pub keys: Option<OrderedKeys>,
 }
 
 /// Reads every route's figures (config order).
@@ -74,6 +76,13 @@ async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, Qu
     let held = queue.held_counts(&names).await?;
     let mut paused = queue.flow_state().await?.paused;
     let lag = lags(config, queue, &paused).await?;
+    let mut keys = Vec::with_capacity(names.len());
+    for route in &config.routes {
+        keys.push(match route.ordered {
+            true => Some(queue.ordered_keys(&route.name).await?),
+            false => None,
+        });
+    }
     Ok((0..names.len())
         .map(|i| RouteFigures {
             received: number(&received[i]).unwrap_or_default(),
@@ -88,13 +97,14 @@ async fn figures(config: &Config, queue: &Queue) -> Result<Vec<RouteFigures>, Qu
             held: held[i],
             pause: paused.remove(names[i]),
             lag: lag[i],
+            keys: keys[i].take(),
         })
         .collect())
 }
 
 /// How old each route's oldest undelivered job is, for routes with
-/// `max_lag` (config order; `None` for the others). As the lag watch
-/// measures it: a paused route's held jobs do not count.
+/// `max_lag` or `ordered` (config order; `None` for the others). As the lag
+/// watch measures it: a paused route's held jobs do not count.
 async fn lags(
     config: &Config,
     queue: &Queue,
@@ -103,7 +113,7 @@ async fn lags(
     let asked: Vec<(&str, bool)> = config
         .routes
         .iter()
-        .filter(|r| r.max_lag.is_some())
+        .filter(|r| r.max_lag.is_some() || r.ordered)
         .map(|r| (r.name.as_str(), !paused.contains_key(&r.name)))
         .collect();
     let mut oldest = queue.oldest_undelivered(&asked).await?.into_iter();
@@ -112,7 +122,9 @@ async fn lags(
         .routes
         .iter()
         .map(|r| {
-            r.max_lag?;
+            if r.max_lag.is_none() && !r.ordered {
+                return None;
+            }
             let ms = oldest.next().flatten();
             Some(Duration::from_millis(
                 ms.map_or(0, |ms| now.saturating_sub(ms)),
@@ -164,6 +176,17 @@ fn health(
     let mut warning = Vec::new();
     if f.dead_letters > 0 {
         failing.push(plural(f.dead_letters, "dead letter"));
+    }
+    if let Some(keys) = f.keys.as_ref().filter(|k| k.blocked_count > 0) {
+        failing.push(format!(
+            "{} blocked by {}: replay or delete to let them go",
+            plural(keys.blocked_count, "key"),
+            if keys.blocked_count == 1 {
+                "its dead letter"
+            } else {
+                "their dead letters"
+            }
+        ));
     }
     match f.breaker.as_deref() {
         Some("open") => failing.push("circuit breaker open".to_owned()),
@@ -251,6 +274,11 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
                 },
                 "expect_within": route.expect_within.map(duration),
                 "max_lag": route.max_lag.map(duration),
+                "ordered": route.ordered,
+                "on_dead_letter": route.ordered.then_some(match route.on_dead_letter {
+                    OnDeadLetter::Continue => "continue",
+                    OnDeadLetter::Block => "block",
+                }),
                 "health": health(figures.get(i), route.expect_within, route.max_lag),
             });
             if let Some(f) = figures.get(i) {
@@ -264,9 +292,22 @@ fn inventory_json(config: &Config, figures: &[RouteFigures]) -> Value {
                 value["breaker"] = json!(f.breaker.as_deref().unwrap_or("closed"));
                 value["silent"] = json!(f.silent);
                 value["held"] = json!(f.held);
-                if let (Some(lag), Some(max)) = (f.lag, route.max_lag) {
+                if let Some(lag) = f.lag {
                     value["lag_seconds"] = json!(lag.as_secs_f64());
+                }
+                if let (Some(lag), Some(max)) = (f.lag, route.max_lag) {
                     value["lagging"] = json!(lag > max);
+                }
+                if let Some(keys) = &f.keys {
+                    value["keys"] = json!({
+                        "active": keys.active,
+                        "waiting_jobs": keys.waiting_jobs,
+                        "blocked_count": keys.blocked_count,
+                        "blocked": keys.blocked.iter().map(|b| json!({
+                            "key": b.key,
+                            "dead_letter": b.dead_letter,
+                        })).collect::<Vec<_>>(),
+                    });
                 }
                 value["paused"] = f
                     .pause

@@ -258,6 +258,18 @@ pub struct SourceFile {
     pub prefix: Option<String>,
     /// hmac: header carrying the sender's delivery id, for deduplication.
     pub dedupe_header: Option<String>,
+    /// Where an event's ordering key is.
+    pub ordering_key: Option<EventFieldFile>,
+}
+
+/// A value of an event: `json_pointer` into the body or a `header`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFieldFile {
+    /// RFC 6901 pointer into the JSON body.
+    pub json_pointer: Option<String>,
+    /// A request header.
+    pub header: Option<String>,
 }
 
 /// Digest of the generic `hmac` scheme.
@@ -280,6 +292,17 @@ pub enum SignatureEncoding {
     Hex,
     /// Standard base64 with padding.
     Base64,
+}
+
+/// What an ordered route's key does when its head event dead-letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeadLetter {
+    /// The key moves on to its next event.
+    #[default]
+    Continue,
+    /// The key waits until the dead letter is replayed or deleted.
+    Block,
 }
 
 /// One `[[routes]]` entry.
@@ -309,6 +332,11 @@ pub struct RouteFile {
     /// The oldest undelivered job may be this old; older is reported as lag.
     #[serde(default, with = "humantime_serde")]
     pub max_lag: Option<Duration>,
+    /// Events of one ordering key are delivered one at a time, in ack order.
+    #[serde(default)]
+    pub ordered: bool,
+    /// What an ordered route's key does when its head event dead-letters.
+    pub on_dead_letter: Option<OnDeadLetter>,
 }
 
 /// A route filter: a leaf test (`json_pointer` or `header` with one of

@@ -23,7 +23,7 @@ use http::HeaderName;
 use rustls::pki_types::CertificateDer;
 use url::Url;
 
-pub use file::{AlertFormat, HmacAlgorithm, SignatureEncoding};
+pub use file::{AlertFormat, HmacAlgorithm, OnDeadLetter, SignatureEncoding};
 pub use rate::{Rate, RateError};
 pub use secret::Secret;
 
@@ -227,6 +227,9 @@ pub struct Source {
     pub tolerance: Duration,
     /// How long a delivery id is remembered.
     pub dedupe_window: Duration,
+    /// Where an event's ordering key is: events with one key share a
+    /// partition.
+    pub ordering_key: Option<EventField>,
 }
 
 /// A signature scheme with its scheme-specific settings.
@@ -310,6 +313,10 @@ pub struct Route {
     pub expect_within: Option<Duration>,
     /// Oldest an undelivered job may be; older is reported as lag.
     pub max_lag: Option<Duration>,
+    /// Events of one ordering key go one at a time, in ack order.
+    pub ordered: bool,
+    /// What a key of an ordered route does when its head dead-letters.
+    pub on_dead_letter: OnDeadLetter,
 }
 
 /// A route's downstream.
@@ -356,15 +363,16 @@ pub enum Filter {
     /// A value of the event passes a test.
     Test {
         /// Where the value comes from.
-        field: FilterField,
+        field: EventField,
         /// What it must satisfy.
         test: FilterTest,
     },
 }
 
-/// The value a filter test looks at.
+/// A value of an event: what a filter test looks at, or a source's
+/// ordering key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilterField {
+pub enum EventField {
     /// RFC 6901 pointer into the JSON body.
     JsonPointer(String),
     /// A request header.

@@ -625,6 +625,55 @@ fn watch_windows_of_a_route_are_read_and_zero_is_refused() {
     assert_eq!(problems.len(), 2, "got:\n{}", show(&problems));
 }
 
+#[test]
+fn an_ordered_route_needs_its_sources_ordering_key() {
+    let with_key = |field: &str| {
+        edit(
+            BASE,
+            "secrets = [\"env:STRIPE_SECRET\"]\n",
+            &format!("secrets = [\"env:STRIPE_SECRET\"]\nordering_key = {field}\n"),
+        )
+    };
+    let config = expect_ok(load(&route0(
+        &with_key(r#"{ json_pointer = "/data/object/customer" }"#),
+        "ordered = true\non_dead_letter = \"block\"",
+    )));
+    assert_eq!(
+        config.sources["stripe"].ordering_key,
+        Some(EventField::JsonPointer("/data/object/customer".into()))
+    );
+    assert!(config.routes[0].ordered);
+    assert_eq!(config.routes[0].on_dead_letter, OnDeadLetter::Block);
+    let config = expect_ok(load(&with_key(r#"{ header = "X-Shop-Domain" }"#)));
+    assert_eq!(
+        config.sources["stripe"].ordering_key,
+        Some(EventField::Header(HeaderName::from_static("x-shop-domain")))
+    );
+    assert!(!config.routes[0].ordered, "unordered unless asked");
+    assert_eq!(config.routes[0].on_dead_letter, OnDeadLetter::Continue);
+
+    assert_only_problem(
+        load(&route0(BASE, "ordered = true")),
+        "routes[0].ordered",
+        "names no ordering_key",
+    );
+    assert_only_problem(
+        load(&route0(BASE, "on_dead_letter = \"block\"")),
+        "routes[0].on_dead_letter",
+        "ordered routes only",
+    );
+    assert_only_problem(
+        load(&with_key(r#"{ json_pointer = "/a", header = "X-A" }"#)),
+        "sources.stripe.ordering_key",
+        "exactly one of json_pointer, header",
+    );
+    assert_only_problem(
+        load(&with_key(r#"{ json_pointer = "a" }"#)),
+        "sources.stripe.ordering_key.json_pointer",
+        "start with /",
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Retry policies
 // ---------------------------------------------------------------------------
@@ -1446,10 +1495,10 @@ fn nested_filters_parse() {
 ] }"#,
     );
     let config = expect_ok(load(&text));
-    let pointer = |p: &str| FilterField::JsonPointer(p.to_owned());
+    let pointer = |p: &str| EventField::JsonPointer(p.to_owned());
     let expected = Filter::All(vec![
         Filter::Test {
-            field: FilterField::Header(HeaderName::from_static("x-github-event")),
+            field: EventField::Header(HeaderName::from_static("x-github-event")),
             test: FilterTest::Equals("push".to_owned()),
         },
         Filter::Any(vec![

@@ -143,6 +143,19 @@ pub(super) fn validate(
         &mut problems,
     );
     for (i, route) in routes.iter().enumerate() {
+        if route.ordered
+            && sources
+                .get(&route.source)
+                .is_some_and(|s| s.ordering_key.is_none())
+        {
+            problems.add(
+                format!("routes[{i}].ordered"),
+                format!(
+                    "source {:?} names no ordering_key (sources.{}.ordering_key = {{ json_pointer = \"…\" }} or {{ header = \"…\" }})",
+                    route.source, route.source
+                ),
+            );
+        }
         if route.destination.timeout >= delivery.visibility_timeout {
             problems.add(
                 format!("routes[{i}].destination.timeout"),
@@ -791,6 +804,21 @@ fn sources(
             DEFAULT_DEDUPE_WINDOW,
             secrets.problems,
         );
+        let ordering_key = source.ordering_key.as_ref().and_then(|field| {
+            let key = format!("{key}.ordering_key");
+            if field.json_pointer.is_some() == field.header.is_some() {
+                secrets
+                    .problems
+                    .add(&key, "needs exactly one of json_pointer, header");
+                return None;
+            }
+            event_field(
+                &key,
+                field.json_pointer.clone(),
+                field.header.clone(),
+                secrets.problems,
+            )
+        });
         if let Some(scheme) = scheme {
             out.insert(
                 name.clone(),
@@ -801,6 +829,7 @@ fn sources(
                     secrets: resolved,
                     tolerance,
                     dedupe_window,
+                    ordering_key,
                 },
             );
         }
@@ -958,6 +987,12 @@ fn routes(
         if route.max_lag.is_some_and(|d| d.is_zero()) {
             problems.add(format!("{key}.max_lag"), "must be longer than 0s");
         }
+        if route.on_dead_letter.is_some() && !route.ordered {
+            problems.add(
+                format!("{key}.on_dead_letter"),
+                "applies to ordered routes only (ordered = true)",
+            );
+        }
         if !name.is_empty()
             && let Some(first) = names.insert(name.clone(), i)
         {
@@ -1019,6 +1054,8 @@ fn routes(
         out.push(Route {
             expect_within: route.expect_within,
             max_lag: route.max_lag,
+            ordered: route.ordered,
+            on_dead_letter: route.on_dead_letter.unwrap_or_default(),
             name,
             source,
             owner,
@@ -1174,6 +1211,31 @@ fn rate_limit(
     Some(RateLimit { rate, burst })
 }
 
+/// The value `json_pointer` or (without one) `header` names, under `key`.
+fn event_field(
+    key: &str,
+    json_pointer: Option<String>,
+    header: Option<String>,
+    problems: &mut Problems,
+) -> Option<EventField> {
+    if let Some(pointer) = json_pointer {
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            problems.add(
+                format!("{key}.json_pointer"),
+                format!("{pointer:?} must be empty or start with / (RFC 6901)"),
+            );
+            return None;
+        }
+        return Some(EventField::JsonPointer(pointer));
+    }
+    let header = header?;
+    Some(EventField::Header(header_name(
+        &format!("{key}.header"),
+        &header,
+        problems,
+    )?))
+}
+
 fn filter(key: &str, file: FilterFile, problems: &mut Problems) -> Option<Filter> {
     let kinds = [
         file.json_pointer.is_some(),
@@ -1220,19 +1282,7 @@ fn filter(key: &str, file: FilterFile, problems: &mut Problems) -> Option<Filter
         problems.add(key, "needs exactly one of equals, prefix, any_of");
         return None;
     }
-    let field = if let Some(pointer) = file.json_pointer {
-        if !pointer.is_empty() && !pointer.starts_with('/') {
-            problems.add(
-                format!("{key}.json_pointer"),
-                format!("{pointer:?} must be empty or start with / (RFC 6901)"),
-            );
-            return None;
-        }
-        FilterField::JsonPointer(pointer)
-    } else {
-        let header = file.header?;
-        FilterField::Header(header_name(&format!("{key}.header"), &header, problems)?)
-    };
+    let field = event_field(key, file.json_pointer, file.header, problems)?;
     let test = match (file.equals, file.prefix, file.any_of) {
         (Some(value), _, _) => FilterTest::Equals(value),
         (_, Some(prefix), _) => FilterTest::Prefix(prefix),

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::Alerts;
 use crate::clock::now_ms;
-use crate::config::{Config, Destination, Route};
+use crate::config::{Config, Destination, OnDeadLetter, Route};
 use crate::queue::{
     AttemptRecord, Claimed, Completer, DeadReason, Entry, Job, NewDeadLetter, Partition, Queue,
     QueueError, Stat, ToHold,
@@ -715,6 +715,8 @@ impl Engine {
             status,
             attempts: job.history.len(),
             failed_ms: now_ms(),
+            ordering_key: job.ordering_key.as_deref(),
+            blocks_key: route.is_some_and(|r| r.on_dead_letter == OnDeadLetter::Block),
         };
         tracing::warn!(
             event_id = %job.event_id,
@@ -761,6 +763,8 @@ impl Engine {
             status: None,
             attempts: 0,
             failed_ms: now_ms(),
+            ordering_key: None,
+            blocks_key: false,
         };
         self.metrics
             .dead_lettered("", "", DeadReason::Undecodable.as_str());

@@ -1,12 +1,13 @@
-//! Route filters: does an event match a route? JSON pointer tests parse the
-//! body at most once per event, and only when some route needs it.
+//! Route filters: does an event match a route? And the values a source
+//! names, such as its ordering key. JSON pointers parse the body at most
+//! once per event, and only when something needs it.
 
 use std::cell::OnceCell;
 
 use http::HeaderMap;
 use serde_json::Value;
 
-use crate::config::{Filter, FilterField, FilterTest};
+use crate::config::{EventField, Filter, FilterTest};
 
 /// One event as filters see it.
 pub struct EventView<'a> {
@@ -33,6 +34,25 @@ impl<'a> EventView<'a> {
             .as_ref()
     }
 
+    /// The value at `field`: a header's first value that is text, or the
+    /// JSON string, number or boolean at the pointer (numbers and booleans
+    /// as their JSON text); `None` when absent, null, an array or an object.
+    pub fn value(&self, field: &EventField) -> Option<String> {
+        match field {
+            EventField::Header(name) => self
+                .headers
+                .get_all(name)
+                .iter()
+                .find_map(|v| v.to_str().ok())
+                .map(str::to_owned),
+            EventField::JsonPointer(pointer) => self
+                .json()
+                .and_then(|json| json.pointer(pointer))
+                .and_then(scalar_text)
+                .map(std::borrow::Cow::into_owned),
+        }
+    }
+
     /// True when `filter` matches (no filter matches everything).
     pub fn matches(&self, filter: Option<&Filter>) -> bool {
         filter.is_none_or(|f| self.eval(f))
@@ -43,25 +63,33 @@ impl<'a> EventView<'a> {
             Filter::All(filters) => filters.iter().all(|f| self.eval(f)),
             Filter::Any(filters) => filters.iter().any(|f| self.eval(f)),
             Filter::Test { field, test } => match field {
-                FilterField::Header(name) => self
+                EventField::Header(name) => self
                     .headers
                     .get_all(name)
                     .iter()
                     .filter_map(|v| v.to_str().ok())
                     .any(|v| passes(test, v)),
-                FilterField::JsonPointer(pointer) => {
+                EventField::JsonPointer(pointer) => {
                     match self.json().and_then(|json| json.pointer(pointer)) {
-                        Some(Value::String(s)) => passes(test, s),
-                        // Numbers, booleans and null compare by their JSON text,
-                        // so `equals = "42"` matches 42 and `equals = "true"` true.
-                        Some(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => {
-                            passes(test, &v.to_string())
-                        }
-                        Some(Value::Array(_) | Value::Object(_)) | None => false,
+                        // Null compares as its JSON text too, so `equals = "null"` matches it.
+                        Some(Value::Null) => passes(test, "null"),
+                        Some(value) => scalar_text(value).is_some_and(|text| passes(test, &text)),
+                        None => false,
                     }
                 }
             },
         }
+    }
+}
+
+/// A JSON string as itself; a number or boolean as its JSON text, so
+/// `equals = "42"` matches 42 and `equals = "true"` true; nothing for null,
+/// arrays and objects.
+fn scalar_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string().into()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
 }
 
@@ -81,14 +109,14 @@ mod tests {
 
     fn pointer(p: &str, test: FilterTest) -> Filter {
         Filter::Test {
-            field: FilterField::JsonPointer(p.to_owned()),
+            field: EventField::JsonPointer(p.to_owned()),
             test,
         }
     }
 
     fn header(name: &'static str, test: FilterTest) -> Filter {
         Filter::Test {
-            field: FilterField::Header(HeaderName::from_static(name)),
+            field: EventField::Header(HeaderName::from_static(name)),
             test,
         }
     }
@@ -99,6 +127,25 @@ mod tests {
             map.append(*n, v.parse().expect("header value"));
         }
         map
+    }
+
+    #[test]
+    fn an_events_value_for_its_ordering_key() {
+        let body = br#"{"data":{"customer":"cus_1","n":42,"ok":true,"none":null,"list":[1]}}"#;
+        let headers = headers(&[("x-shop", "shop-1.example.com")]);
+        let view = EventView::new(&headers, body);
+        let at = |p: &str| view.value(&EventField::JsonPointer(p.into()));
+        assert_eq!(at("/data/customer").as_deref(), Some("cus_1"));
+        assert_eq!(at("/data/n").as_deref(), Some("42"));
+        assert_eq!(at("/data/ok").as_deref(), Some("true"));
+        assert_eq!(at("/data/none"), None, "null is no key");
+        assert_eq!(at("/data/list"), None, "nor is an array");
+        assert_eq!(at("/data/missing"), None);
+        let header = |n: &'static str| view.value(&EventField::Header(HeaderName::from_static(n)));
+        assert_eq!(header("x-shop").as_deref(), Some("shop-1.example.com"));
+        assert_eq!(header("x-none"), None);
+        let not_json = EventView::new(&headers, b"not json");
+        assert_eq!(not_json.value(&EventField::JsonPointer("/a".into())), None);
     }
 
     #[test]

@@ -88,9 +88,11 @@ async fn answer_event(
         .collect();
     let routes: Vec<&str> = matched.iter().map(|route| route.name.as_str()).collect();
     let id = ulid::Ulid::generate().to_string();
+    let ordering_key = state.ordering_key.as_ref().and_then(|f| view.value(f));
     let event = NewEvent {
         id: &id,
         source: &state.name,
+        ordering_key: ordering_key.as_deref(),
         routes: &routes,
         received_ms: now_ms(),
         headers: Bytes::from(encode_headers(|| {
@@ -112,6 +114,9 @@ async fn answer_event(
         Ok(Enqueued::Accepted) => {
             for route in &matched {
                 route.enqueued.inc();
+                if let (Some(unordered), None) = (&route.unordered, &ordering_key) {
+                    unordered.inc();
+                }
             }
             if routes.is_empty() {
                 state.unrouted.inc();

@@ -22,7 +22,7 @@ use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 
 use crate::api_error::{ApiError, ErrorCode};
-use crate::config::{Config, Filter};
+use crate::config::{Config, EventField, Filter};
 use crate::queue::{EventWriter, Queue};
 use crate::signature::{self, VerifyLayer};
 use crate::telemetry::{LogThrottle, Metrics, RouteLabels, SourceLabels};
@@ -44,12 +44,15 @@ struct RouteMatch {
     name: String,
     filter: Option<Filter>,
     enqueued: Counter,
+    /// An ordered route's count of events without an ordering key.
+    unordered: Option<Counter>,
 }
 
 /// What the handler of one source needs.
 struct SourceState {
     name: String,
     dedupe_window: std::time::Duration,
+    ordering_key: Option<EventField>,
     routes: Vec<RouteMatch>,
     /// Events that matched no route.
     unrouted: Counter,
@@ -122,6 +125,14 @@ pub fn service(
                         route: route.name.clone(),
                     })
                     .clone(),
+                unordered: route.ordered.then(|| {
+                    metrics
+                        .unordered_events
+                        .get_or_create(&RouteLabels {
+                            route: route.name.clone(),
+                        })
+                        .clone()
+                }),
             });
     }
     let writer = queue.event_writer();
@@ -135,6 +146,7 @@ pub fn service(
         let state = Arc::new(SourceState {
             name: source.name.clone(),
             dedupe_window: source.dedupe_window,
+            ordering_key: source.ordering_key.clone(),
             routes: by_source.remove(source.name.as_str()).unwrap_or_default(),
             unrouted: metrics
                 .unrouted_events

@@ -14,11 +14,13 @@ use std::sync::LazyLock;
 
 use redis::{AsyncCommands, Script};
 
+use super::lag::lag_entry_lua;
+use super::order::{OrderKeys, ord_lua};
 use super::script::{Durability, ScriptCall};
 use super::{Job, Partition, Queue, QueueError};
 
 /// Fields of a dead letter shown in lists (everything but the job).
-const SUMMARY_FIELDS: [&str; 13] = [
+const SUMMARY_FIELDS: [&str; 14] = [
     "id",
     "route",
     "source",
@@ -32,28 +34,55 @@ const SUMMARY_FIELDS: [&str; 13] = [
     "status",
     "attempts",
     "failed_ms",
+    "ordering_key",
 ];
 
 /// KEYS: dead:<id>, dead, dead-by-route, dead-by-owner, dead-by-source
-/// (see [`index_keys`]), jobs, and the route's lag key when indexed. ARGV:
-/// id (the job id), job to enqueue, now (ms).
-const REPLAY: &str = r"
+/// (see [`index_keys`]), jobs, then the route's lag key when indexed and the
+/// lines of an ordered job's key. ARGV: id (the job id), job to enqueue, now
+/// (ms), lag entry (see [`super::lag`]), ordering entry (see
+/// [`super::order`]). An ordered job goes to the back of its key's line
+/// (the head when the key has none); the dead letter that blocked its key
+/// lets the key's next job go.
+const REPLAY: &str = concat!(
+    lag_entry_lua!(),
+    ord_lua!(),
+    r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[6], '*', 'job', ARGV[2])
-if KEYS[7] then redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1]) end
+local lines, line, field = ord_entry(ARGV[5])
+local state = lines and redis.call('HGET', lines, field)
+if not state then
+  if lines then redis.call('HSET', lines, field, '1') end
+  redis.call('XADD', KEYS[6], '*', 'job', ARGV[2])
+else
+  redis.call('RPUSH', line, ARGV[2])
+  if state == 'b:' .. ARGV[1] then ord_next(lines, line, field, KEYS[6]) end
+end
+local lag, job_id = lag_entry(ARGV[4])
+if lag then redis.call('ZADD', lag, ARGV[3], job_id) end
 redis.call('DEL', KEYS[1])
 for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
-";
+"
+);
 
 /// KEYS: dead:<id>, dead, dead-by-route, dead-by-owner, dead-by-source
-/// (see [`index_keys`]). ARGV: id.
-const DELETE: &str = r"
+/// (see [`index_keys`]), jobs, then the lines of an ordered job's key.
+/// ARGV: id, ordering entry (see [`super::order`]): the dead letter that
+/// blocked its key lets the key's next job go.
+const DELETE: &str = concat!(
+    ord_lua!(),
+    r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1])
 for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+local lines, line, field = ord_entry(ARGV[2])
+if lines and redis.call('HGET', lines, field) == 'b:' .. ARGV[1] then
+  ord_next(lines, line, field, KEYS[6])
+end
 return 1
-";
+"
+);
 
 static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REPLAY));
 static DELETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE));
@@ -156,6 +185,8 @@ pub struct DeadLetterSummary {
     pub attempts: u32,
     /// When, Unix ms.
     pub failed_ms: u64,
+    /// Its job's ordering key, on an ordered route.
+    pub ordering_key: Option<String>,
 }
 
 /// A dead letter with its job.
@@ -239,6 +270,7 @@ fn summary(fields: &HashMap<String, String>) -> Option<DeadLetterSummary> {
         status: get("status").parse().ok(),
         attempts: get("attempts").parse().unwrap_or_default(),
         failed_ms: get("failed_ms").parse().unwrap_or_default(),
+        ordering_key: fields.get("ordering_key").cloned(),
     })
 }
 
@@ -442,10 +474,14 @@ impl Queue {
         call.key(partition.keys.dead_letter(&summary.id));
         index_keys(&mut call, partition, summary);
         call.key(partition.keys.jobs());
-        self.single_lag_keys(&mut call, partition, &job.route, false);
+        let lag = self.lag_keys(&mut call, partition, [job.route.as_str()]);
+        let order =
+            OrderKeys::new(partition).arg(&mut call, &job.route, job.ordering_key.as_deref());
         call.arg(&summary.id)
             .arg(job.encode())
-            .arg(crate::clock::now_ms());
+            .arg(crate::clock::now_ms())
+            .arg(lag.arg(&job.route, &summary.id))
+            .arg(order);
         let replayed: u8 = self.run_script(&call, Durability::Primary).await?;
         Ok(if replayed == 1 {
             Replayed::Yes
@@ -508,7 +544,13 @@ impl Queue {
         let mut call = ScriptCall::new(&DELETE_SCRIPT);
         call.key(partition.keys.dead_letter(id));
         index_keys(&mut call, &partition, &letter.summary);
-        call.arg(id);
+        call.key(partition.keys.jobs());
+        let order = OrderKeys::new(&partition).arg(
+            &mut call,
+            &letter.summary.route,
+            letter.summary.ordering_key.as_deref(),
+        );
+        call.arg(id).arg(order);
         let deleted: u8 = self.run_script(&call, Durability::Primary).await?;
         Ok(deleted == 1)
     }

@@ -17,6 +17,7 @@ use redis::{Script, Value};
 use super::batch::{Batcher, per_item};
 use super::connection::Connection;
 use super::lag::lag_entry_lua;
+use super::order::{OrderKeys, ord_lua};
 use super::script::{Durability, ScriptCall};
 use super::{Job, JobDecodeError, Partition, Queue, QueueError, Stat};
 
@@ -102,24 +103,33 @@ pub struct NewDeadLetter<'a> {
     pub attempts: usize,
     /// When, Unix ms.
     pub failed_ms: u64,
+    /// The job's ordering key, on an ordered route.
+    pub ordering_key: Option<&'a str>,
+    /// Its key waits for this dead letter to be replayed or deleted
+    /// (`on_dead_letter = "block"`) instead of moving on.
+    pub blocks_key: bool,
 }
 
 /// Completes a batch of delivered jobs. KEYS: jobs, delivered counters,
-/// last-success times, then the lag keys of indexed routes. ARGV: the
-/// consumer group, now (ms), then per job its entry id, route and lag entry
-/// (see [`super::lag`]). Returns the number of jobs when every one was moved
+/// last-success times, then the lag keys of indexed routes and the lines of
+/// ordered jobs' keys. ARGV: the consumer group, now (ms), then per job its
+/// entry id, route, lag entry (see [`super::lag`]) and ordering entry (see
+/// [`super::order`]: the key's next job goes on the stream). Returns the number of jobs when every one was moved
 /// (see [`per_item`]); otherwise per job 1 (moved) or 0 (already moved by
 /// another worker). The entries acknowledged are deleted with one `XDEL`.
 const COMPLETE: &str = concat!(
     lag_entry_lua!(),
+    ord_lua!(),
     r"
 local moved, acked, delivered, all = {}, {}, {}, true
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     acked[#acked + 1] = ARGV[i]
     delivered[ARGV[i + 1]] = (delivered[ARGV[i + 1]] or 0) + 1
     local lag, job_id = lag_entry(ARGV[i + 2])
     if lag then redis.call('ZREM', lag, job_id) end
+    local lines, line, field = ord_entry(ARGV[i + 3])
+    if lines then ord_next(lines, line, field, KEYS[1]) end
     moved[#moved + 1] = 1
   else
     moved[#moved + 1] = 0
@@ -153,22 +163,38 @@ return {0, 0}
 ";
 
 /// KEYS: jobs, dead:<id>, dead, dead-by-route:<r>, dead-by-owner:<o>,
-/// dead-by-source:<s>, and the route's lag key when indexed. ARGV: the
-/// consumer group, entry id, failed (ms), id (the job id), then field/value
-/// pairs of the hash.
-const DEAD_LETTER: &str = r"
+/// dead-by-source:<s>, then the route's lag key when indexed and the lines
+/// of an ordered job's key. ARGV: the consumer group, entry id, failed (ms),
+/// id (the job id), lag entry (see [`super::lag`]), ordering entry (see
+/// [`super::order`]), `1` when the key is blocked until this dead letter is
+/// replayed or deleted (else its next job goes on), then field/value pairs
+/// of the hash.
+const DEAD_LETTER: &str = concat!(
+    lag_entry_lua!(),
+    ord_lua!(),
+    r"
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('XDEL', KEYS[1], ARGV[2])
-  if KEYS[7] then redis.call('ZREM', KEYS[7], ARGV[4]) end
-  redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+  local lag, job_id = lag_entry(ARGV[5])
+  if lag then redis.call('ZREM', lag, job_id) end
+  redis.call('HSET', KEYS[2], unpack(ARGV, 8))
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
   redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
   redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
+  local lines, line, field = ord_entry(ARGV[6])
+  if lines then
+    if ARGV[7] == '1' then
+      redis.call('HSET', lines, field, 'b:' .. ARGV[4])
+    else
+      ord_next(lines, line, field, KEYS[1])
+    end
+  end
   return 1
 end
 return 0
-";
+"
+);
 
 /// KEYS: retry, jobs, retrying counters. ARGV: now (ms), limit.
 const PROMOTE_DUE: &str = r"
@@ -345,12 +371,17 @@ impl Queue {
             .key(keys.dead_by("route", dead.route))
             .key(keys.dead_by("owner", dead.owner))
             .key(keys.dead_by("source", dead.source));
-        self.single_lag_keys(&mut invocation, &entry.partition, dead.route, false);
+        let lag = self.lag_keys(&mut invocation, &entry.partition, [dead.route]);
+        let order =
+            OrderKeys::new(&entry.partition).arg(&mut invocation, dead.route, dead.ordering_key);
         invocation
             .arg(GROUP)
             .arg(&entry.id)
             .arg(dead.failed_ms)
-            .arg(dead.id);
+            .arg(dead.id)
+            .arg(lag.arg(dead.route, dead.id))
+            .arg(order)
+            .arg(if dead.blocks_key { "1" } else { "" });
         for (field, value) in [
             ("id", dead.id.as_bytes()),
             ("route", dead.route.as_bytes()),
@@ -366,6 +397,9 @@ impl Queue {
             ("attempts", attempts.as_bytes()),
         ] {
             invocation.arg(field).arg(value);
+        }
+        if let Some(key) = dead.ordering_key {
+            invocation.arg("ordering_key").arg(key);
         }
         invocation
             .arg("failed_ms")
@@ -436,11 +470,12 @@ fn claimed(partition: &Partition, entry: StreamId) -> Claimed {
     }
 }
 
-/// A delivered job to complete: its stream entry, route and id.
+/// A delivered job to complete: its stream entry, route, id and ordering key.
 struct Delivered {
     entry_id: String,
     route: String,
     job_id: String,
+    ordering_key: Option<String>,
 }
 
 /// One partition's batching task of completions.
@@ -476,11 +511,17 @@ impl Queue {
             .key(keys.stat(Stat::Delivered))
             .key(keys.stat(Stat::LastSuccess));
         let lag = self.lag_keys(&mut call, partition, batch.iter().map(|j| j.route.as_str()));
+        let mut order = OrderKeys::new(partition);
+        let ordering: Vec<String> = batch
+            .iter()
+            .map(|j| order.arg(&mut call, &j.route, j.ordering_key.as_deref()))
+            .collect();
         call.arg(GROUP).arg(crate::clock::now_ms());
-        for job in batch {
+        for (job, order) in batch.iter().zip(ordering) {
             call.arg(&job.entry_id)
                 .arg(&job.route)
-                .arg(lag.arg(&job.route, &job.job_id));
+                .arg(lag.arg(&job.route, &job.job_id))
+                .arg(order);
         }
         self.invoke_batch(
             "complete",
@@ -512,6 +553,7 @@ impl Completer {
                 entry_id: entry.id.clone(),
                 route: job.route.clone(),
                 job_id: job.id.clone(),
+                ordering_key: job.ordering_key.clone(),
             })
             .await
     }
@@ -524,7 +566,12 @@ impl Completer {
                 let partition = partition.clone();
                 Arc::new(Batcher::spawn(
                     self.queue.clone(),
-                    |job: &Delivered| job.entry_id.len() + job.route.len() + job.job_id.len(),
+                    |job: &Delivered| {
+                        job.entry_id.len()
+                            + job.route.len()
+                            + job.job_id.len()
+                            + job.ordering_key.as_ref().map_or(0, String::len)
+                    },
                     move |queue: Queue, batch: Vec<Delivered>| {
                         let partition = partition.clone();
                         async move { queue.complete_batch(&partition, &batch).await }

@@ -269,7 +269,7 @@ impl Queue {
             .key(keys.held_jobs(route))
             .key(keys.holding())
             .key(keys.stat(Stat::Reparked));
-        self.single_lag_keys(&mut call, partition, route, true);
+        self.held_lag_keys(&mut call, partition, route);
         call.arg(GROUP)
             .arg(route)
             .arg(if reparked { "1" } else { "0" });
@@ -312,7 +312,7 @@ impl Queue {
             .key(keys.held_jobs(route))
             .key(keys.jobs())
             .key(keys.holding());
-        self.single_lag_keys(&mut call, partition, route, true);
+        self.held_lag_keys(&mut call, partition, route);
         call.arg(route);
         for member in members {
             call.arg(*member);

@@ -15,6 +15,7 @@ use redis::Script;
 
 use super::batch::{Batcher, per_item};
 use super::lag::lag_entry_lua;
+use super::order::{OrderKeys, ord_lua};
 use super::script::{Durability, ScriptCall};
 use super::{Job, Partition, Queue, QueueError, Stat};
 
@@ -22,10 +23,12 @@ use super::{Job, Partition, Queue, QueueError, Stat};
 /// first event's id for a delivery id seen before.
 ///
 /// KEYS: jobs stream, received counters, last-received times, then one seen
-/// key per event (in ARGV order), then the lag keys of indexed routes.
+/// key per event (in ARGV order), then the lag keys of indexed routes and
+/// the lines of ordered routes' keys.
 /// ARGV: now (ms), then per event: has_dedupe, event id, dedupe TTL (ms),
-/// number of jobs, and per job its route name, encoded job and lag entry
-/// (see [`super::lag`]).
+/// number of jobs, and per job its route name, encoded job, lag entry (see
+/// [`super::lag`]) and ordering entry (see [`super::order`]): a job whose
+/// key has a head joins the key's line instead of the stream.
 /// Returns the number of events when every one was queued (see
 /// [`per_item`]); otherwise, per event, `1` (queued) or the first event's id
 /// (duplicate).
@@ -39,12 +42,13 @@ use super::{Job, Partition, Queue, QueueError, Stat};
 /// when over `maxmemory`, and lets a script that has written finish, so an
 /// out-of-memory Redis writes no event of a batch (and a batch can pass
 /// `maxmemory` by its own size). An error of another kind mid-script keeps
-/// the events written before it, and the whole batch is answered 503: the
+/// the events written before it (an event's own writes are undone), and the whole batch is answered 503: the
 /// retries of their senders are answered `duplicate` when they carry a
 /// delivery id, and are queued again when they do not. Counters are added
 /// once per route per batch, for the events written.
 const ENQUEUE_EVENTS: &str = concat!(
     lag_entry_lua!(),
+    ord_lua!(),
     r"
 local function count_received(received)
   for route, count in pairs(received) do
@@ -62,25 +66,40 @@ while a <= #ARGV do
   if first then
     results[e], duplicates = first, true
   else
-    local added = {}
-    for j = a, a + 3 * jobs - 1, 3 do
-      local entry = redis.pcall('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
-      if type(entry) == 'table' and entry.err then
-        for _, written in ipairs(added) do redis.call('XDEL', KEYS[1], written) end
+    local undo = {}
+    for j = a, a + 4 * jobs - 1, 4 do
+      local lines, line, field = ord_entry(ARGV[j + 3])
+      local written
+      if lines and redis.call('HEXISTS', lines, field) == 1 then
+        written = redis.pcall('RPUSH', line, ARGV[j + 1])
+        if not (type(written) == 'table' and written.err) then
+          undo[#undo + 1] = {'RPOP', line}
+        end
+      else
+        written = redis.pcall('XADD', KEYS[1], '*', 'job', ARGV[j + 1])
+        if not (type(written) == 'table' and written.err) then
+          undo[#undo + 1] = {'XDEL', KEYS[1], written}
+          if lines then
+            redis.call('HSET', lines, field, '1')
+            undo[#undo + 1] = {'HDEL', lines, field}
+          end
+        end
+      end
+      if type(written) == 'table' and written.err then
+        for u = #undo, 1, -1 do redis.call(unpack(undo[u])) end
         if dedupe then redis.call('DEL', KEYS[3 + e]) end
         count_received(received)
-        return entry
+        return written
       end
-      added[#added + 1] = entry
     end
-    for j = a, a + 3 * jobs - 1, 3 do
+    for j = a, a + 4 * jobs - 1, 4 do
       received[ARGV[j]] = (received[ARGV[j]] or 0) + 1
       local lag, job_id = lag_entry(ARGV[j + 2])
       if lag then redis.call('ZADD', lag, ARGV[1], job_id) end
     end
     results[e] = 1
   end
-  a = a + 3 * jobs
+  a = a + 4 * jobs
 end
 count_received(received)
 if duplicates then return results end
@@ -108,6 +127,8 @@ pub struct NewEvent<'a> {
     pub body: Bytes,
     /// The sender's delivery id and how long to remember it.
     pub dedupe: Option<(&'a str, std::time::Duration)>,
+    /// Its ordering key, when its source names one and it has it.
+    pub ordering_key: Option<&'a str>,
 }
 
 /// What became of an event.
@@ -173,6 +194,7 @@ struct PendingEvent {
 struct PendingJob {
     route: String,
     id: String,
+    ordering_key: Option<String>,
     encoded: Vec<u8>,
 }
 
@@ -212,7 +234,9 @@ impl EventWriter {
     pub async fn enqueue(&self, event: &NewEvent<'_>) -> Result<Enqueued, QueueError> {
         self.queue.refused_for_eviction()?;
         let delivery_id = event.dedupe.map(|(id, _)| id);
-        let partition = self.queue.partition_for(event.source, delivery_id);
+        let partition = self
+            .queue
+            .partition_for(event.source, event.ordering_key, delivery_id);
         self.batchers[usize::from(partition.index)]
             .submit(PendingEvent {
                 // Without dedupe the key is still passed (it must be
@@ -225,10 +249,14 @@ impl EventWriter {
                     .routes
                     .iter()
                     .map(|route| {
-                        let job = Job::first(event, route);
+                        let mut job = Job::first(event, route);
+                        if self.queue.is_ordered(route) {
+                            job.ordering_key = event.ordering_key.map(str::to_owned);
+                        }
                         PendingJob {
                             route: (*route).to_owned(),
                             encoded: job.encode(),
+                            ordering_key: job.ordering_key,
                             id: job.id,
                         }
                     })
@@ -279,8 +307,19 @@ impl Queue {
                 .iter()
                 .flat_map(|e| e.jobs.iter().map(|j| j.route.as_str())),
         );
+        let mut order = OrderKeys::new(partition);
+        let ordering: Vec<Vec<String>> = batch
+            .iter()
+            .map(|event| {
+                event
+                    .jobs
+                    .iter()
+                    .map(|job| order.arg(&mut call, &job.route, job.ordering_key.as_deref()))
+                    .collect()
+            })
+            .collect();
         call.arg(crate::clock::now_ms());
-        for event in batch {
+        for (event, ordering) in batch.iter().zip(&ordering) {
             call.arg(if event.dedupe_ttl_ms.is_some() {
                 "1"
             } else {
@@ -289,10 +328,11 @@ impl Queue {
             .arg(&event.id)
             .arg(event.dedupe_ttl_ms.unwrap_or(0))
             .arg(event.jobs.len());
-            for job in &event.jobs {
+            for (job, order) in event.jobs.iter().zip(ordering) {
                 call.arg(&job.route)
                     .arg(&job.encoded)
-                    .arg(lag.arg(&job.route, &job.id));
+                    .arg(lag.arg(&job.route, &job.id))
+                    .arg(order);
             }
         }
         self.invoke_batch(

@@ -33,6 +33,11 @@ pub struct Job {
     /// this job's next attempt, while it waits for it; cleared by the attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_slot_ms: Option<u64>,
+    /// Its event's ordering key, on an ordered route: the job is its key's
+    /// head (see [`super::order`]) and moves the key's line on when it
+    /// leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
 }
 
 /// What one delivery attempt did.
@@ -73,6 +78,7 @@ impl Job {
             body: event.body.clone(),
             history: Vec::new(),
             rate_slot_ms: None,
+            ordering_key: None,
         }
     }
 
@@ -105,6 +111,7 @@ mod tests {
             attempt in 1u32..20,
             status in proptest::option::of(100u16..600),
             rate_slot_ms in proptest::option::of(any::<u64>()),
+            ordering_key in proptest::option::of(".{0,40}"),
         ) {
             let job = Job {
                 id: "01J".into(),
@@ -117,6 +124,7 @@ mod tests {
                 body: body.into(),
                 history: vec![AttemptRecord { attempt: 1, at_ms: 2, status, error: None, latency_ms: 3 }],
                 rate_slot_ms,
+                ordering_key,
             };
             prop_assert_eq!(Job::decode(&job.encode()).expect("decodes"), job);
         }

@@ -129,6 +129,18 @@ impl Keys {
         format!("{}:lag:{route}", self.base)
     }
 
+    /// The keys of an ordered route that have a head job, with its state
+    /// (see [`super::order`]).
+    pub fn lines(&self, route: &str) -> String {
+        format!("{}:lines:{route}", self.base)
+    }
+
+    /// The jobs of one key of an ordered route waiting behind its head, in
+    /// ack order; `field` is the key's digest.
+    pub fn line(&self, route: &str, field: &str) -> String {
+        format!("{}:line:{route}:{field}", self.base)
+    }
+
     /// [`Keys::lag`] of the route's held jobs.
     pub fn lag_held(&self, route: &str) -> String {
         format!("{}:lag-held:{route}", self.base)

@@ -1,5 +1,6 @@
-//! How far behind a route with `max_lag` is: the age of its oldest
-//! undelivered job (pending, retrying or held).
+//! How far behind a route with `max_lag` (or an ordered route) is: the age
+//! of its oldest undelivered job (pending, retrying, held or waiting in its
+//! key's line).
 //!
 //! Per partition, `lag:<route>` holds the route's undelivered jobs by job id,
 //! scored by when they became undelivered (accepted, or replayed), Unix ms.
@@ -8,7 +9,7 @@
 //! index in the same step: enqueue and replay add it, completion and
 //! dead-lettering remove it, hold and release move it between the two sets
 //! (a retry keeps it: the job is still undelivered). Only routes with
-//! `max_lag` are indexed, so the others cost Redis nothing more.
+//! `max_lag` or `ordered` are indexed, so the others cost Redis nothing more.
 
 use std::collections::HashMap;
 
@@ -74,21 +75,13 @@ impl Queue {
         LagKeys { index }
     }
 
-    /// Declares `route`'s lag key (and, with `held`, its held lag key) in
-    /// `call` when the route is indexed; scripts of one job look for them
-    /// after their other keys.
-    pub(super) fn single_lag_keys(
-        &self,
-        call: &mut ScriptCall,
-        partition: &Partition,
-        route: &str,
-        held: bool,
-    ) {
+    /// Declares `route`'s lag key and held lag key in `call` when the
+    /// route is indexed; the hold and release scripts look for them after
+    /// their other keys.
+    pub(super) fn held_lag_keys(&self, call: &mut ScriptCall, partition: &Partition, route: &str) {
         if self.tracks_lag(route) {
-            call.key(partition.keys.lag(route));
-            if held {
-                call.key(partition.keys.lag_held(route));
-            }
+            call.key(partition.keys.lag(route))
+                .key(partition.keys.lag_held(route));
         }
     }
 

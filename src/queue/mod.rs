@@ -46,6 +46,7 @@ mod keys;
 mod lag;
 mod limiter;
 mod nodes;
+mod order;
 pub mod partition;
 mod replay;
 mod script;
@@ -65,10 +66,11 @@ pub use ingest::{Enqueued, EventWriter, NewEvent, decode_headers, encode_headers
 pub use job::{AttemptRecord, Job, JobDecodeError};
 pub use keys::{Keys, RouteMark, Stat};
 pub use nodes::{NodeInUse, RedisNodes};
+pub use order::{BLOCKED_SHOWN, BlockedKey, OrderedKeys};
 pub use partition::Partition;
 pub use replay::{NewReplay, ReplayOutcome, ReplayRecord, ReplayState};
 
-use crate::config::{RedisConfig, RedisTarget};
+use crate::config::{RedisConfig, RedisTarget, Route};
 use connection::{Connection, Connector};
 use script::AckReplicas;
 
@@ -158,8 +160,10 @@ pub struct Queue {
     next_partition: Arc<AtomicUsize>,
     /// `redis.prefix`, for keys outside the partitions (rate limiters).
     prefix: Arc<str>,
-    /// Routes with `max_lag`, whose undelivered jobs are indexed.
+    /// Routes whose undelivered jobs are indexed (see [`lag`]).
     lag_tracked: Arc<HashSet<String>>,
+    /// Routes delivered in order per key (see [`order`]).
+    ordered: Arc<HashSet<String>>,
 }
 
 impl Queue {
@@ -194,14 +198,26 @@ impl Queue {
             next_partition: Default::default(),
             prefix: config.prefix.as_str().into(),
             lag_tracked: Default::default(),
+            ordered: Default::default(),
         })
     }
 
-    /// This handle indexes the undelivered jobs of `routes` (those with
-    /// `max_lag`; see [`lag`]). Every process of a deployment must agree,
-    /// as they share one config.
-    pub fn tracking_lag<'a>(mut self, routes: impl IntoIterator<Item = &'a str>) -> Self {
-        self.lag_tracked = Arc::new(routes.into_iter().map(str::to_owned).collect());
+    /// This handle serves `routes`: it indexes the undelivered jobs of those
+    /// with `max_lag` or `ordered` (see [`lag`]; the oldest waiting job of an
+    /// ordered route is shown) and keeps per-key lines for ordered ones (see
+    /// [`order`]). Every process of a deployment shares one config.
+    pub fn for_routes(mut self, routes: &[Route]) -> Self {
+        let names = |keep: fn(&Route) -> bool| -> Arc<HashSet<String>> {
+            Arc::new(
+                routes
+                    .iter()
+                    .filter(|r| keep(r))
+                    .map(|r| r.name.clone())
+                    .collect(),
+            )
+        };
+        self.lag_tracked = names(|r| r.max_lag.is_some() || r.ordered);
+        self.ordered = names(|r| r.ordered);
         self
     }
 
@@ -234,15 +250,27 @@ impl Queue {
             .map_or_else(|_| self.written.clone(), |read| read.clone())
     }
 
-    /// The partition of an event: from its delivery id when it has one (so
-    /// every process writes a sender's retries where the first attempt's
-    /// dedupe record is), else the next in turn.
-    fn partition_for(&self, source: &str, delivery_id: Option<&str>) -> &Partition {
+    /// The partition of an event: from its ordering key when it has one (so
+    /// every event of a key is in one partition), else from its delivery id
+    /// (so every process writes a sender's retries where the first attempt's
+    /// dedupe record is; a retry carries the same key too), else the next
+    /// in turn.
+    fn partition_for(
+        &self,
+        source: &str,
+        ordering_key: Option<&str>,
+        delivery_id: Option<&str>,
+    ) -> &Partition {
         let count = self.written.len();
-        let index = match delivery_id {
+        let index = match (ordering_key, delivery_id) {
             _ if count == 1 => 0,
-            Some(id) => partition::index_for(source, id, count),
-            None => self.next_partition.fetch_add(1, Ordering::Relaxed) % count,
+            (Some(key), _) => {
+                partition::index_for(source, partition::Spread::OrderingKey, key, count)
+            }
+            (None, Some(id)) => {
+                partition::index_for(source, partition::Spread::DeliveryId, id, count)
+            }
+            (None, None) => self.next_partition.fetch_add(1, Ordering::Relaxed) % count,
         };
         &self.written[index]
     }

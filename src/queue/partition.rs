@@ -54,16 +54,33 @@ pub fn slot_of(tag: &str) -> u16 {
     (crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) as u32 % SLOTS) as u16
 }
 
-/// The partition (of `count`) an event with `delivery_id` from `source` goes
-/// to: the same in every process and version, so a sender's retry meets the
-/// dedupe record of its first attempt. SHA-256 rather than the slots'
-/// CRC16: a CRC is linear, so ids that differ in their last digits only
-/// (`evt-1`, `evt-2`, …) would fill half the partitions twice as fast.
-pub(super) fn index_for(source: &str, delivery_id: &str, count: usize) -> usize {
+/// What spreads events over the partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Spread {
+    /// The sender's delivery id.
+    DeliveryId,
+    /// The event's ordering key.
+    OrderingKey,
+}
+
+/// The partition (of `count`) an event from `source` with `value` (its
+/// delivery id or ordering key, as `spread` says) goes to: the same in every
+/// process and version, so a sender's retry meets the dedupe record of its
+/// first attempt, and every event of one key meets the others. SHA-256
+/// rather than the slots' CRC16: a CRC is linear, so ids that differ in
+/// their last digits only (`evt-1`, `evt-2`, …) would fill half the
+/// partitions twice as fast.
+pub(super) fn index_for(source: &str, spread: Spread, value: &str, count: usize) -> usize {
+    // A delivery id hashes as before ordering keys existed, so an upgrade
+    // moves no sender's retries away from their dedupe records.
+    let separator = match spread {
+        Spread::DeliveryId => 0u8,
+        Spread::OrderingKey => 1u8,
+    };
     let digest = Sha256::new()
         .chain_update(source)
-        .chain_update([0])
-        .chain_update(delivery_id)
+        .chain_update([separator])
+        .chain_update(value)
         .finalize();
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
@@ -138,15 +155,28 @@ mod tests {
     fn sequential_delivery_ids_spread_evenly_over_partitions() {
         let mut counts = [0u32; 16];
         for n in 0..1600 {
-            counts[index_for("github", &format!("load-{n}"), 16)] += 1;
+            counts[index_for("github", Spread::DeliveryId, &format!("load-{n}"), 16)] += 1;
         }
         // 100 each on average; CRC16 gave 60 to half and 120 to the others.
         assert!(counts.iter().all(|c| (75..=125).contains(c)), "{counts:?}");
         assert_eq!(
-            index_for("github", "load-7", 16),
-            index_for("github", "load-7", 16)
+            index_for("github", Spread::DeliveryId, "load-7", 16),
+            index_for("github", Spread::DeliveryId, "load-7", 16)
         );
-        assert_eq!(index_for("github", "load-7", 1), 0);
+        assert_eq!(index_for("github", Spread::DeliveryId, "load-7", 1), 0);
+    }
+
+    #[test]
+    fn events_of_one_key_share_a_partition_and_keys_spread_evenly() {
+        let mut counts = [0u32; 16];
+        for n in 0..1600 {
+            counts[index_for("stripe", Spread::OrderingKey, &format!("cus_{n}"), 16)] += 1;
+        }
+        assert!(counts.iter().all(|c| (75..=125).contains(c)), "{counts:?}");
+        // Fixed across versions: an upgrade must not move a sender's retries
+        // away from their dedupe records, nor a key away from its line.
+        assert_eq!(index_for("github", Spread::DeliveryId, "load-7", 16), 5);
+        assert_eq!(index_for("stripe", Spread::OrderingKey, "cus_1", 16), 15);
     }
 
     #[test]

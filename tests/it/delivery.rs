@@ -514,6 +514,7 @@ fn job() -> switchyard::queue::Job {
         body: bytes::Bytes::from_static(b"{\"secret\":\"payload\"}"),
         history: Vec::new(),
         rate_slot_ms: None,
+        ordering_key: None,
     }
 }
 

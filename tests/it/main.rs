@@ -16,6 +16,7 @@ mod hostile;
 mod ingest;
 mod lifecycle;
 mod local_resources;
+mod ordered;
 mod proxy;
 mod receiver;
 mod recovery;

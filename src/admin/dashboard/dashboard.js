@@ -358,6 +358,8 @@
           el('div', { class: 'name' }, route.name),
           route.description ? el('div', { class: 'desc' }, route.description) : null,
           route.on_failure ? el('div', { class: 'on-failure' }, el('span', { class: 'k' }, 'If it fails: '), route.on_failure) : null,
+          route.ordered ? el('div', { class: 'meta' }, `ordered per key · on dead letter: ${route.on_dead_letter}`) : null,
+          blockedKeys(route.keys),
           el('div', { class: 'meta' }, 'source ', el('code', {}, route.source ?? '?'),
             route.scheme ? [' · scheme ', el('code', {}, route.scheme)] : null),
           pausedNote(route.paused),
@@ -382,7 +384,10 @@
           count('delivered', route.delivered),
           count('retrying', route.retrying, { class: isNum(route.retrying) && route.retrying > 0 ? 'warn' : '' }),
           count('held', route.held, { class: isNum(route.held) && route.held > 0 ? 'warn' : '' }),
-          isNum(route.lag_seconds) ? el('div', { class: 'count lag ' + (route.lagging ? 'warn' : ''), title: `max_lag ${route.max_lag}` },
+          route.keys ? count('keys waiting', route.keys.active) : null,
+          route.keys && route.keys.blocked_count > 0
+            ? count('keys blocked', route.keys.blocked_count, { class: 'bad' }) : null,
+          isNum(route.lag_seconds) ? el('div', { class: 'count lag ' + (route.lagging ? 'warn' : ''), title: route.max_lag ? `max_lag ${route.max_lag}` : 'the oldest waiting event' },
             el('span', { class: 'count-label' }, route.lagging ? 'lagging' : 'oldest waiting'), ' ',
             el('strong', {}, seconds(route.lag_seconds))) : null,
           count('dead letters', dead, { class: isNum(dead) && dead > 0 ? 'bad' : '' }),
@@ -413,6 +418,16 @@
     document.title = (tally.bad ? `(${tally.bad} failing) ` : '') + 'Switchyard';
     $('updated').textContent = 'Updated ' + localTime(new Date().toISOString()).slice(11);
     fillFilterOptions();
+  }
+
+  /** An ordered route's keys blocked by a dead letter, each with a way to it. */
+  function blockedKeys(keys) {
+    const blocked = keys && Array.isArray(keys.blocked) ? keys.blocked : [];
+    if (!blocked.length) return null;
+    return el('div', { class: 'blocked-keys' },
+      el('div', { class: 'k' }, 'Blocked keys (replay or delete the dead letter):'),
+      el('ul', {}, blocked.map((b) => el('li', {}, el('code', {}, String(b.key ?? '?')), ' ',
+        el('button', { type: 'button', class: 'small', onclick: () => openDetail(String(b.dead_letter)) }, 'Dead letter')))));
   }
 
   // ---- pause and resume -----------------------------------------------------------
