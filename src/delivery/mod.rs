@@ -370,7 +370,7 @@ impl Engine {
             claimed
                 .job
                 .as_ref()
-                .is_ok_and(|job| self.flow.holds(&job.route, claimed.released))
+                .is_ok_and(|job| self.flow.holds(&job.route, claimed.released.is_some()))
         });
         self.dispatch(go, permits);
         let mut by_route: Vec<(&str, &Partition, Vec<ToHold<'_>>)> = Vec::new();
@@ -378,6 +378,7 @@ impl Engine {
             let Ok(job) = &claimed.job else { continue };
             let encoded = ToHold {
                 entry_id: &claimed.entry.id,
+                place: claimed.released.as_deref().unwrap_or(&claimed.entry.id),
                 job_id: &job.id,
                 job: job.encode(),
             };
@@ -464,7 +465,7 @@ impl Engine {
         let (admission, change) = gate.admit(Instant::now());
         self.breaker_changed(destination.url.as_str(), change).await;
         if let Admission::WaitUntil(_) = admission {
-            self.park(&entry, &job, route, released, "breaker_open")
+            self.park(&entry, &job, route, released.as_deref(), "breaker_open")
                 .await;
             return;
         }
@@ -475,8 +476,14 @@ impl Engine {
         // MAX_SLOT_WAIT; its line then shrinks as it makes no progress.
         let Some(_slot) = gate.slot(destination.timeout).await else {
             gate.not_attempted(Instant::now());
-            self.park(&entry, &job, route, released, "destination_saturated")
-                .await;
+            self.park(
+                &entry,
+                &job,
+                route,
+                released.as_deref(),
+                "destination_saturated",
+            )
+            .await;
             return;
         };
         if let Some(wait) = self.rate_wait(&mut job, destination).await {
@@ -663,24 +670,26 @@ impl Engine {
     /// spending an attempt: it waits without Redis work until the drain
     /// puts it back at the pace the destination takes, and the route's
     /// later jobs take their turn behind it. One the drain had `released`
-    /// is counted: it tells the drain to go slower.
+    /// keeps its place in line, and is counted: it tells the drain to go
+    /// slower.
     async fn park(
         &self,
         entry: &Entry,
         job: &Job,
         route: &Route,
-        released: bool,
+        released: Option<&str>,
         reason: &'static str,
     ) {
         self.metrics.deferred(&route.name, reason);
         let parked = ToHold {
             entry_id: &entry.id,
+            place: released.unwrap_or(&entry.id),
             job_id: &job.id,
             job: job.encode(),
         };
         match self
             .queue
-            .hold(&entry.partition, &route.name, &[parked], released)
+            .hold(&entry.partition, &route.name, &[parked], released.is_some())
             .await
         {
             Ok(held) => {

@@ -42,8 +42,9 @@ pub struct Claimed {
     /// The job, or why it could not be read.
     pub job: Result<Job, JobDecodeError>,
     /// Put back by a drain from the route's held jobs: it has waited its
-    /// turn, so only a pause holds it again.
-    pub released: bool,
+    /// turn, so only a pause holds it again. Its place in line (the stream
+    /// id it was held under), kept should it be held again.
+    pub released: Option<String>,
 }
 
 /// Why delivery gave up on a job.
@@ -460,8 +461,15 @@ fn claimed(partition: &Partition, entry: StreamId) -> Claimed {
         Some(Value::BulkString(bytes)) => Job::decode(bytes),
         _ => Job::decode(&[]),
     };
+    let released = entry.map.get("released").map(|place| match place {
+        Value::BulkString(place) if place.contains(&b'-') => {
+            String::from_utf8_lossy(place).into_owned()
+        }
+        // Released by a version that marked it `1` only: in line at its entry.
+        _ => entry.id.clone(),
+    });
     Claimed {
-        released: entry.map.contains_key("released"),
+        released,
         entry: Entry {
             partition: partition.clone(),
             id: entry.id,

@@ -23,21 +23,27 @@ use crate::config::Rate;
 /// KEYS: jobs, held, held jobs, holding, reparked counters, and when the
 /// route's lag is indexed its lag and held lag keys. ARGV: the consumer
 /// group, route, whether the jobs are parked again after a drain put them
-/// back (`1`: counted), then per job its entry id, job id and stored job.
-/// Returns how many were held (a job another worker moved first is not).
+/// back (`1`: counted), then per job its entry id, job id, stored job and
+/// place in line (see below). Returns how many were held (a job another
+/// worker moved first is not).
 ///
-/// A held job is a member of `held` scored by its entry id's milliseconds,
-/// named `<its sequence number, 20 digits>:<job id>`, so the set sorts in ack
-/// order whichever process held it when; its bytes are in `held jobs`.
+/// A held job is a member of `held` scored by its place's milliseconds,
+/// named `<its place's sequence number, 20 digits>:<job id>`, so the set
+/// sorts in ack order whichever process held it when; its bytes are in
+/// `held jobs`. Its place is the stream id it had when first held: its own
+/// entry id then, and the one [`RELEASE`] carried when a drain had put it
+/// back (a process that has not yet seen the resume, or a destination still
+/// full, holds it again where it was in line).
 const HOLD: &str = r"
 local held = 0
-for i = 4, #ARGV, 3 do
+for i = 4, #ARGV, 4 do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
     redis.call('XDEL', KEYS[1], ARGV[i])
-    local dash = string.find(ARGV[i], '-', 1, true)
-    local seq = string.sub(ARGV[i], dash + 1)
+    local place = ARGV[i + 3]
+    local dash = string.find(place, '-', 1, true)
+    local seq = string.sub(place, dash + 1)
     local member = string.rep('0', 20 - #seq) .. seq .. ':' .. ARGV[i + 1]
-    redis.call('ZADD', KEYS[2], string.sub(ARGV[i], 1, dash - 1), member)
+    redis.call('ZADD', KEYS[2], string.sub(place, 1, dash - 1), member)
     redis.call('HSET', KEYS[3], member, ARGV[i + 2])
     if KEYS[6] then
       local since = redis.call('ZSCORE', KEYS[6], ARGV[i + 1])
@@ -58,16 +64,20 @@ return held
 
 /// KEYS: held, held jobs, jobs, holding, and when the route's lag is
 /// indexed its lag and held lag keys. ARGV: route, then held members.
-/// Moves each back to the jobs stream, marked released; returns how many
-/// moved. The route leaves `holding` with its last held job.
+/// Moves each back to the jobs stream, marked `released` with its place in
+/// line (the stream id it was held under); returns how many moved. The
+/// route leaves `holding` with its last held job.
 const RELEASE: &str = r"
 local released = 0
 for i = 2, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+  local ms = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if ms then
+    redis.call('ZREM', KEYS[1], ARGV[i])
     local job = redis.call('HGET', KEYS[2], ARGV[i])
     redis.call('HDEL', KEYS[2], ARGV[i])
     if job then
-      redis.call('XADD', KEYS[3], '*', 'job', job, 'released', '1')
+      local place = ms .. '-' .. tonumber(string.sub(ARGV[i], 1, 20))
+      redis.call('XADD', KEYS[3], '*', 'job', job, 'released', place)
       released = released + 1
     end
     if KEYS[5] then
@@ -128,11 +138,15 @@ pub struct Pause {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AckOrder(u64, u64);
 
-/// A job to hold: where it sits in the stream, its id and stored form.
+/// A job to hold: where it sits in the stream, its id and stored form, and
+/// its place in line.
 #[derive(Debug, Clone)]
 pub struct ToHold<'a> {
     /// Its stream entry id.
     pub entry_id: &'a str,
+    /// The stream id that orders it among held jobs: its entry id, or the
+    /// place a drain put it back with (see [`HOLD`]).
+    pub place: &'a str,
     /// Its job id.
     pub job_id: &'a str,
     /// The stored job.
@@ -274,7 +288,10 @@ impl Queue {
             .arg(route)
             .arg(if reparked { "1" } else { "0" });
         for job in jobs {
-            call.arg(job.entry_id).arg(job.job_id).arg(&job.job[..]);
+            call.arg(job.entry_id)
+                .arg(job.job_id)
+                .arg(&job.job[..])
+                .arg(job.place);
         }
         self.run_script(&call, Durability::Replicated).await
     }

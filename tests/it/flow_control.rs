@@ -870,3 +870,91 @@ async fn jobs_a_full_destination_cannot_take_wait_parked_without_spending_attemp
         "nothing left held"
     );
 }
+
+/// A job a drain put back and that is held again before it is attempted (a
+/// process that has not yet seen the resume, or a destination still full)
+/// keeps its place in line: it is released first again, not last.
+#[tokio::test]
+async fn a_job_held_again_after_its_release_keeps_its_place_in_line() {
+    use switchyard::queue::{NewEvent, Queue, ToHold};
+
+    let redis = TestRedis::start();
+    let config = crate::support::gateway::parse_config(&crate::support::gateway::config_toml_on(
+        &redis.redis_block(),
+        "",
+    ));
+    let queue = Queue::connect_lazy(&config.redis).expect("client");
+    let writer = queue.event_writer();
+    let partition = queue.written_partitions()[0].clone();
+    queue.ensure_group(&partition).await.expect("group");
+    for n in 0..3 {
+        let id = format!("event-{n}");
+        let event = NewEvent {
+            id: &id,
+            source: "github",
+            routes: &["line"],
+            received_ms: 0,
+            headers: bytes::Bytes::new(),
+            body: bytes::Bytes::from(format!("{n}")),
+            dedupe: None,
+            ordering_key: None,
+        };
+        writer.enqueue(&event).await.expect("queued");
+    }
+    let mut reader = queue
+        .reader(&partition, "test-consumer", Duration::from_millis(100))
+        .expect("reader");
+    let hold_all =
+        |claimed: &[switchyard::queue::Claimed]| -> Vec<(String, String, Vec<u8>, String)> {
+            claimed
+                .iter()
+                .map(|c| {
+                    let job = c.job.as_ref().expect("decodes");
+                    (
+                        c.entry.id.clone(),
+                        job.id.clone(),
+                        job.encode(),
+                        c.released.clone().unwrap_or_else(|| c.entry.id.clone()),
+                    )
+                })
+                .collect()
+        };
+    let hold = |jobs: Vec<(String, String, Vec<u8>, String)>| {
+        let (queue, partition) = (queue.clone(), partition.clone());
+        async move {
+            let to_hold: Vec<ToHold<'_>> = jobs
+                .iter()
+                .map(|(entry_id, job_id, job, place)| ToHold {
+                    entry_id,
+                    place,
+                    job_id,
+                    job: job.clone(),
+                })
+                .collect();
+            queue
+                .hold(&partition, "line", &to_hold, false)
+                .await
+                .expect("held")
+        }
+    };
+    let first = reader.read(3).await.expect("read");
+    assert_eq!(first.len(), 3);
+    assert_eq!(hold(hold_all(&first)).await, 3);
+    let line = queue.held_first(&partition, "line", 3).await.expect("line");
+    let members: Vec<String> = line.iter().map(|h| h.member.clone()).collect();
+
+    // The first is put back, read, and held again.
+    let released = queue
+        .release(&partition, "line", &[members[0].as_str()])
+        .await
+        .expect("released");
+    assert_eq!(released, 1);
+    let again = reader.read(3).await.expect("read");
+    assert_eq!(again.len(), 1);
+    assert!(again[0].released.is_some(), "marked released");
+    assert_eq!(hold(hold_all(&again)).await, 1);
+
+    let line = queue.held_first(&partition, "line", 3).await.expect("line");
+    let now: Vec<String> = line.iter().map(|h| h.member.clone()).collect();
+    assert_eq!(now, members, "back at the front of the line, as it was");
+}
