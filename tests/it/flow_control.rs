@@ -879,10 +879,11 @@ async fn a_job_held_again_after_its_release_keeps_its_place_in_line() {
     use switchyard::queue::{NewEvent, Queue, ToHold};
 
     let redis = TestRedis::start();
-    let config = crate::support::gateway::parse_config(&crate::support::gateway::config_toml_on(
-        &redis.redis_block(),
-        "",
-    ));
+    let mut config = crate::support::gateway::parse_config(
+        &crate::support::gateway::config_toml_on(&redis.redis_block(), ""),
+    );
+    // One partition, so the three events share one line on a cluster too.
+    config.redis.partitions = 1;
     let queue = Queue::connect_lazy(&config.redis).expect("client");
     let writer = queue.event_writer();
     let partition = queue.written_partitions()[0].clone();
