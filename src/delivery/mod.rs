@@ -366,6 +366,20 @@ impl Engine {
     /// in line behind held jobs) before any other read of the partition;
     /// starts the others.
     async fn take(self: &Arc<Self>, jobs: Vec<Claimed>, permits: OwnedSemaphorePermit) {
+        // A drain puts jobs back only for routes that are not paused: one
+        // that looks paused here means this process has not yet seen the
+        // resume (it reads the flow state every 500 ms), so it looks again
+        // rather than hold the first jobs of the drain a second time.
+        let stale = jobs.iter().any(|claimed| {
+            claimed.released.is_some()
+                && claimed
+                    .job
+                    .as_ref()
+                    .is_ok_and(|job| self.flow.holds(&job.route, true))
+        });
+        if stale && let Err(err) = self.flow.refresh().await {
+            self.redis_error("flow_state", &err);
+        }
         let (held, go): (Vec<Claimed>, Vec<Claimed>) = jobs.into_iter().partition(|claimed| {
             claimed
                 .job

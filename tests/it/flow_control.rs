@@ -346,9 +346,10 @@ async fn a_paused_route_holds_its_jobs_and_drains_them_in_ack_order_on_resume() 
         busiest_second(&times)
     );
     // Released in ack order one at a time; two processes taking consecutive
-    // jobs swap them only when one stalls longer than the 10 ms between them.
+    // jobs swap them only when one stalls longer than the 10 ms between them
+    // (a loaded CI machine: up to a few tens of ms).
     assert!(
-        out_of_order <= PAUSED_EVENTS / 100 && displaced <= 1,
+        out_of_order <= PAUSED_EVENTS / 100 && displaced <= 5,
         "delivered in ack order: {out_of_order} pairs swapped, one event {displaced} places away"
     );
     assert!(
