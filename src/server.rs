@@ -128,7 +128,7 @@ pub async fn run(
     ));
 
     let consumer = consumer_name();
-    let workers = if config.delivery.workers {
+    let (workers, flow) = if config.delivery.workers {
         tokio::spawn(alerts.clone().run(shutdown.clone()));
         let engine = Engine::new(
             config.clone(),
@@ -137,14 +137,14 @@ pub async fn run(
             alerts,
             consumer.clone(),
         );
-        Some(tokio::spawn(
-            engine.run(shutdown.clone(), config.server.shutdown_timeout),
-        ))
+        let flow = engine.flow();
+        let run = engine.run(shutdown.clone(), config.server.shutdown_timeout);
+        (Some(tokio::spawn(run)), Some(flow))
     } else {
         // Nobody else here records the layout this process writes.
         let (queue, shutdown) = (queue.clone(), shutdown.clone());
         tokio::spawn(async move { queue.register_partitions_until_done(&shutdown).await });
-        None
+        (None, None)
     };
 
     let replays = Replays::new(queue.clone(), metrics.clone(), consumer.clone());
@@ -154,6 +154,7 @@ pub async fn run(
         queue: queue.clone(),
         metrics: metrics.clone(),
         replays,
+        flow,
     })
     .layer(quiet_failures_trace())
     .layer(CatchPanicLayer::new());

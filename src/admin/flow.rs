@@ -65,6 +65,19 @@ fn reason(text: &str) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// Makes this process's workers follow a pause or resume at once, not at
+/// their next read of the flow state (other processes follow within it): an
+/// operator who pauses a route and then replays into it sees nothing go out.
+/// Should Redis not answer now, that next read catches up.
+async fn obey_here(state: &AdminState) {
+    if let Some(flow) = &state.flow
+        && let Err(err) = flow.refresh().await
+    {
+        state.metrics.redis_error("flow_state");
+        tracing::debug!(error = %err, "cannot read the flow state now");
+    }
+}
+
 /// The pause as the API shows it.
 pub fn pause_json(route: &str, pause: &Pause) -> Value {
     json!({
@@ -100,6 +113,7 @@ pub async fn pause(
             ),
         ));
     }
+    obey_here(&state).await;
     audit(&state, &caller, "pause", &name, 0, &pause.reason).await;
     Ok(Json(pause_json(&name, &pause)))
 }
@@ -130,6 +144,7 @@ pub async fn resume(
             format!("{name:?} is not paused"),
         ));
     };
+    obey_here(&state).await;
     let held = state.queue.held_counts(&[&name]).await?[0];
     let detail = match (&why, rate) {
         (Some(why), Some(rate)) => format!("{why} (drain at {rate})"),

@@ -24,6 +24,7 @@ use serde_json::json;
 use crate::api_error::{ApiError, ErrorCode};
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::delivery::Flow;
 use crate::queue::{AuditEntry, Queue, QueueError};
 use crate::replays::Replays;
 use crate::telemetry::Metrics;
@@ -44,6 +45,9 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Replay jobs, started here and run by any process.
     pub replays: Arc<Replays>,
+    /// This process's delivery view of pauses, when it delivers: a pause or
+    /// resume taken here is in it before the answer goes back.
+    pub flow: Option<Arc<Flow>>,
 }
 
 /// The admin router.

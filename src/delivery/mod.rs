@@ -35,8 +35,9 @@ pub use backoff::{next_delay, parse_retry_after};
 pub use breaker::{Admission, Breaker, BreakerState};
 pub use client::{NotAttempted, Outbound, Outcome};
 
+pub use flow::Flow;
+
 use breaker::Gates;
-use flow::Flow;
 
 /// How long one read blocks waiting for new jobs; bounds how late shutdown
 /// notices, not how late jobs are seen (a new job wakes the read at once).
@@ -173,6 +174,11 @@ impl Engine {
             not_attempted_log: LogThrottle::new(NOT_ATTEMPTED_LOG_EVERY),
             flow,
         })
+    }
+
+    /// This process's view of pauses and drains.
+    pub fn flow(&self) -> Arc<Flow> {
+        self.flow.clone()
     }
 
     /// Runs until `shutdown`; then stops reading and waits up to `deadline`

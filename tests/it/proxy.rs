@@ -105,15 +105,13 @@ async fn a_proxy_refusing_the_credentials_is_retried() {
         proxy.asked()
     );
     assert!(receiver.requests().is_empty());
-    assert!(
-        gateway
-            .log()
-            .lines()
-            .any(|line| line.contains(r#""outcome":"retryable""#)
-                && line.contains(r#""status":407"#)),
-        "{}",
-        gateway.log()
-    );
+    let logged = eventually(Duration::from_secs(5), || async {
+        gateway.log().lines().any(|line| {
+            line.contains(r#""outcome":"retryable""#) && line.contains(r#""status":407"#)
+        })
+    })
+    .await;
+    assert!(logged, "no retryable 407 logged:\n{}", gateway.log());
 }
 
 #[tokio::test]
