@@ -178,14 +178,14 @@ fn health(
         failing.push(plural(f.dead_letters, "dead letter"));
     }
     if let Some(keys) = f.keys.as_ref().filter(|k| k.blocked_count > 0) {
+        let (whose, them) = if keys.blocked_count == 1 {
+            ("its dead letter", "it")
+        } else {
+            ("their dead letters", "them")
+        };
         failing.push(format!(
-            "{} blocked by {}: replay or delete to let them go",
+            "{} blocked by {whose}: replay or delete {whose} to let {them} go on",
             plural(keys.blocked_count, "key"),
-            if keys.blocked_count == 1 {
-                "its dead letter"
-            } else {
-                "their dead letters"
-            }
         ));
     }
     match f.breaker.as_deref() {

@@ -6,31 +6,37 @@
 //! the dead letter's replay; events without a key go unordered, counted.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::Method;
+use nix::sys::signal::Signal;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::support::config::{ConfigBuilder, Owner, Route, Source, quoted};
 use crate::support::gateway::GatewayProcess;
 use crate::support::github;
 use crate::support::receiver::{Receiver, Recorded, Reply};
-use crate::support::test_redis::TestRedis;
+use crate::support::test_redis::{QueueKeys, TestRedis};
 use crate::support::{HEAVY_TURN, counter, eventually};
 
 const SECRET: &str = "ordered-test-secret";
 
 /// A GitHub source whose events' ordering key is the body's `/key`, and one
-/// ordered route to `receiver` with `extra` route keys.
+/// ordered route to `receiver` with `extra` route keys. A killed process's
+/// jobs are taken over 2 s after its last touch; an attempt ends before
+/// that (1 s timeout), so a live process's job is never taken over.
 fn config(receiver: &Receiver, extra: &[(&str, &str)]) -> String {
     let mut route = Route::new("ordered", "github", "sre", &receiver.url("/ordered"))
         .with("ordered", "true")
-        .destination("timeout", &quoted("2s"));
+        .destination("timeout", &quoted("1s"));
     for (key, value) in extra {
         route = route.with(key, value);
     }
     ConfigBuilder::new()
-        .delivery("visibility_timeout", &quoted("5s"))
+        .delivery("visibility_timeout", &quoted("2s"))
         .retry(20, "50ms", "200ms")
         // Failing on purpose is not a destination's breakdown here.
         .breaker(1_000_000, None)
@@ -93,30 +99,90 @@ fn by_key(requests: &[Recorded]) -> HashMap<String, Vec<&Recorded>> {
     keys
 }
 
-/// Fails unless each key's first successful deliveries come in sequence and
-/// no two attempts of a key overlapped at the receiver.
-fn assert_in_order_one_at_a_time(requests: &[Recorded], keys: usize, per_key: usize) {
-    let by_key = by_key(requests);
-    assert_eq!(by_key.len(), keys, "every key delivered");
-    for (key, attempts) in &by_key {
-        for pair in attempts.windows(2) {
-            let answered = pair[0].answered.map(|a| a.at);
-            assert!(
-                answered.is_some_and(|at| at <= pair[1].at),
-                "two attempts of {key} overlapped: {:?} then {:?}",
-                key_and_seq(pair[0]),
-                key_and_seq(pair[1])
-            );
+/// What the receiver saw of each key's attempts.
+#[derive(Debug, Default)]
+struct KeyAudit {
+    attempts: usize,
+    failed: usize,
+    /// Deliveries (2xx) of an event already delivered: a crash between the
+    /// destination's answer and its record allows them.
+    duplicates: usize,
+    /// An attempt that started before the previous one of its key had
+    /// ended (answered, or its connection gone).
+    overlaps: Vec<String>,
+    /// An attempt of an event acked before one already attempted.
+    out_of_order: Vec<String>,
+    /// Events never delivered.
+    lost: Vec<String>,
+}
+
+impl KeyAudit {
+    /// Audits `requests` of `keys` keys with `per_key` events each, sent in
+    /// sequence 0, 1, … per key.
+    fn of(requests: &[Recorded], keys: &[String], per_key: usize) -> Self {
+        let mut audit = Self::default();
+        let by_key = by_key(requests);
+        for key in keys {
+            let attempts = by_key.get(key).map_or(&[][..], Vec::as_slice);
+            let mut delivered = vec![0usize; per_key];
+            let mut furthest = 0;
+            for (i, attempt) in attempts.iter().enumerate() {
+                let seq = key_and_seq(attempt).1 as usize;
+                audit.attempts += 1;
+                if let Some(next) = attempts.get(i + 1)
+                    && attempt.ended().is_none_or(|ended| ended > next.at)
+                {
+                    audit.overlaps.push(format!(
+                        "{key}: {seq} still open when {:?} began",
+                        key_and_seq(next).1
+                    ));
+                }
+                if seq < furthest {
+                    audit
+                        .out_of_order
+                        .push(format!("{key}: {seq} attempted after {furthest}"));
+                }
+                furthest = furthest.max(seq);
+                match attempt.answered {
+                    Some(answer) if answer.status.is_success() => {
+                        if let Some(count) = delivered.get_mut(seq) {
+                            *count += 1;
+                        }
+                    }
+                    _ => audit.failed += 1,
+                }
+            }
+            for (seq, count) in delivered.into_iter().enumerate() {
+                match count {
+                    0 => audit.lost.push(format!("{key}-{seq}")),
+                    n => audit.duplicates += n - 1,
+                }
+            }
         }
-        let delivered: Vec<u64> = attempts
-            .iter()
-            .filter(|r| r.answered.is_some_and(|a| a.status.is_success()))
-            .map(|r| key_and_seq(r).1)
-            .collect();
-        let expected: Vec<u64> = (0..per_key as u64).collect();
-        assert_eq!(
-            delivered, expected,
-            "{key}: delivered out of order or not once each"
+        audit
+    }
+
+    /// Fails unless no attempt overlapped, none came out of order and
+    /// every event was delivered.
+    fn assert_sound(&self) {
+        let first = |list: &[String]| list.iter().take(5).cloned().collect::<Vec<_>>();
+        assert!(
+            self.overlaps.is_empty(),
+            "{} attempts overlapped another of their key: {:?}",
+            self.overlaps.len(),
+            first(&self.overlaps)
+        );
+        assert!(
+            self.out_of_order.is_empty(),
+            "{} attempts out of order: {:?}",
+            self.out_of_order.len(),
+            first(&self.out_of_order)
+        );
+        assert!(
+            self.lost.is_empty(),
+            "{} events never delivered: {:?}",
+            self.lost.len(),
+            first(&self.lost)
         );
     }
 }
@@ -165,11 +231,139 @@ async fn each_keys_events_arrive_in_ack_order_one_at_a_time_through_retries() {
             .any(|r| r.answered.is_some_and(|a| a.status == 503)),
         "some attempts failed and were retried"
     );
-    assert_in_order_one_at_a_time(&requests, KEYS, PER_KEY);
+    let audit = KeyAudit::of(&requests, &keys, PER_KEY);
+    audit.assert_sound();
+    assert_eq!(
+        audit.duplicates, 0,
+        "without a crash, each event is delivered once"
+    );
     let route = ordered_route(&a).await;
     assert_eq!(route["dead_letters"], 0, "{route}");
     // A key's state lives only while it has events.
     assert_eq!(route["keys"]["active"], 0, "{route}");
+    assert_eq!(route["keys"]["waiting_jobs"], 0, "{route}");
+}
+
+/// Sends each key's `per_key` events in sequence, all keys at once, the way
+/// a sender retries: an event not answered 2xx (its process was killed) is
+/// sent again, to the next of `urls`, until it is; so each key's ack order
+/// is its sequence. Fails past `within`.
+async fn send_through_crashes(urls: &[String], keys: &[String], per_key: usize, within: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    let senders = keys.iter().enumerate().map(|(k, key)| {
+        let client = client.clone();
+        async move {
+            for seq in 0..per_key {
+                let (delivery, body) = (format!("{key}-{seq}"), body(key, seq));
+                for turn in k.. {
+                    let url = &urls[turn % urls.len()];
+                    let sent = github::try_post(&client, url, SECRET, "push", &delivery, &body);
+                    if sent.await.is_ok_and(|status| (200..300).contains(&status)) {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{delivery} not acked within {within:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(senders).await;
+}
+
+/// The chaos ordering check: 500 keys × 20 events from concurrent senders
+/// over two processes, the receiver answering 503 to a random 20 % of
+/// attempts; one process is SIGKILLed twice (with deliveries in flight)
+/// and restarted each time, as a supervisor would. Per key: no attempt
+/// began before the previous one ended, no event was attempted after a
+/// later one (so first deliveries are in ack order), none was lost. A
+/// killed process's jobs are redelivered by whoever takes them over, so
+/// duplicates are allowed, counted and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_keys_stay_in_order_through_failures_and_kills() {
+    let _turn = HEAVY_TURN.lock().await;
+    const KEYS: usize = 500;
+    const PER_KEY: usize = 20;
+    let started = Instant::now();
+    let redis = TestRedis::start();
+    let receiver = Receiver::start().await;
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    // A script longer than the attempts the run makes (about 1.25 per event).
+    for _ in 0..(KEYS * PER_KEY * 2) {
+        let reply = if rng.random_bool(0.2) {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        };
+        receiver.then(reply.delay(Duration::from_millis(2)));
+    }
+    let toml = config(&receiver, &[]);
+    let mut doomed = GatewayProcess::start_on(&redis, &toml).await;
+    let survivor = GatewayProcess::start_on(&redis, &toml).await;
+    let urls = Arc::new([
+        doomed.public_url("/hooks/github"),
+        survivor.public_url("/hooks/github"),
+    ]);
+    let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|k| format!("customer-{k}")).collect());
+    let sending = tokio::spawn({
+        let (urls, keys) = (urls.clone(), keys.clone());
+        async move { send_through_crashes(&urls[..], &keys, PER_KEY, Duration::from_secs(90)).await }
+    });
+    let mut queue = QueueKeys::of(&redis).await;
+    let mut caught = Vec::new();
+    // Early enough that both kills come while every key still has events.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let pid = doomed.pid().expect("running");
+        let busy = eventually(Duration::from_secs(10), || {
+            let mut queue = queue.clone();
+            async move { queue.pending_of(pid).await > 0 }
+        })
+        .await;
+        assert!(busy, "the doomed process must have deliveries in flight");
+        doomed.signal(Signal::SIGKILL);
+        tokio::task::block_in_place(|| doomed.wait_exit(Duration::from_secs(5)))
+            .expect("SIGKILL ends the gateway");
+        caught.push(queue.pending_of(pid).await);
+        doomed.restart().await;
+    }
+    assert!(
+        caught.iter().all(|&jobs| jobs > 0),
+        "each kill caught deliveries in flight: {caught:?}"
+    );
+    sending.await.expect("every event acked");
+    let delivered = eventually(Duration::from_secs(90), || async {
+        let audit = KeyAudit::of(&receiver.requests(), &keys, PER_KEY);
+        audit.lost.is_empty()
+    })
+    .await;
+    // Anything sent twice, or out of turn, would arrive now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let audit = KeyAudit::of(&receiver.requests(), &keys, PER_KEY);
+    eprintln!(
+        "ordered chaos (seed {seed}): {KEYS} keys × {PER_KEY} events, {} attempts, {} failed, \
+         delivered all: {delivered}, duplicates {}, overlaps {}, out of order {}, lost {}; \
+         the killed process had {caught:?} jobs in flight; {:.1}s",
+        audit.attempts,
+        audit.failed,
+        audit.duplicates,
+        audit.overlaps.len(),
+        audit.out_of_order.len(),
+        audit.lost.len(),
+        started.elapsed().as_secs_f64()
+    );
+    audit.assert_sound();
+    assert!(audit.failed > 0, "some attempts failed and were retried");
+    let route = ordered_route(&survivor).await;
+    assert_eq!(route["dead_letters"], 0, "{route}");
+    assert_eq!(
+        route["keys"]["active"], 0,
+        "nothing left of any key: {route}"
+    );
     assert_eq!(route["keys"]["waiting_jobs"], 0, "{route}");
 }
 
@@ -180,14 +374,25 @@ async fn ordered_route(gateway: &GatewayProcess) -> Value {
     routes["routes"][0].clone()
 }
 
+/// What happens to a key's dead letter in
+/// [`a_dead_letter_lets_its_key_move_on_or_blocks_it_until_replayed`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unblock {
+    /// `on_dead_letter = "continue"`: nothing to do.
+    NotBlocked,
+    Replay,
+    Delete,
+}
+
 /// A key whose head event is refused dead-letters it and moves on: its
 /// later events arrive in order; with `on_dead_letter = "block"` the key
 /// waits (other keys go on) until the dead letter is replayed, which then
-/// goes to the back of the key's line.
+/// goes to the back of the key's line, or deleted.
 #[tokio::test]
 async fn a_dead_letter_lets_its_key_move_on_or_blocks_it_until_replayed() {
     let _turn = HEAVY_TURN.lock().await;
-    for block in [false, true] {
+    for unblock in [Unblock::NotBlocked, Unblock::Replay, Unblock::Delete] {
+        let block = unblock != Unblock::NotBlocked;
         let redis = TestRedis::start();
         let receiver = Receiver::start().await;
         // The first request (blocked-0) is refused; the rest succeed.
@@ -276,20 +481,25 @@ async fn a_dead_letter_lets_its_key_move_on_or_blocks_it_until_replayed() {
                 .contains("1 key blocked"),
             "{route}"
         );
-        let (status, answer) = gateway
-            .admin(
-                Method::POST,
-                &format!("/admin/dead-letters/{id}/replay"),
-                Some(json!({})),
-            )
-            .await;
-        assert_eq!(status, 202, "{answer}");
+        let (request, expected) = match unblock {
+            Unblock::Replay => (
+                (Method::POST, format!("/admin/dead-letters/{id}/replay")),
+                // The replayed event goes last.
+                &[0, 1, 2, 3, 0][..],
+            ),
+            _ => (
+                (Method::DELETE, format!("/admin/dead-letters/{id}")),
+                &[0, 1, 2, 3][..],
+            ),
+        };
+        let (status, answer) = gateway.admin(request.0, &request.1, Some(json!({}))).await;
+        assert!((200..300).contains(&status), "{status} {answer}");
         assert!(
             eventually(Duration::from_secs(10), || async {
-                arrived("blocked") == [0, 1, 2, 3, 0]
+                arrived("blocked") == expected
             })
             .await,
-            "after the replay the key goes on in order, the replayed event last: {:?}",
+            "after {unblock:?} the key goes on in order: {:?}",
             arrived("blocked")
         );
         assert!(

@@ -69,4 +69,9 @@ async fn delays_and_closes_connections_when_told() {
     let recorded = receiver.wait_for(2, Duration::from_secs(1)).await;
     assert_eq!(recorded.len(), 2, "a closed request is still recorded");
     assert!(recorded[0].at < recorded[1].at);
+    assert!(recorded[0].abandoned.is_none() && recorded[0].answered.is_some());
+    assert!(
+        recorded[1].answered.is_none() && recorded[1].abandoned.is_some(),
+        "a closed request is marked abandoned, with when"
+    );
 }

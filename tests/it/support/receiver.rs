@@ -89,9 +89,17 @@ pub struct Recorded {
     /// The answer, once it is ready to go (after the scripted delay); `None`
     /// while delayed, and for a closed or abandoned request.
     pub answered: Option<Answered>,
+    /// When the connection went away before the answer (the receiver
+    /// closed it, or the client left).
+    pub abandoned: Option<Instant>,
 }
 
 impl Recorded {
+    /// When the request was over at the receiver: answered or abandoned.
+    pub fn ended(&self) -> Option<Instant> {
+        self.answered.map(|a| a.at).or(self.abandoned)
+    }
+
     /// Header `name` as text; empty when absent or not text.
     pub fn header(&self, name: &str) -> String {
         self.headers
@@ -243,6 +251,23 @@ async fn accept_loop(listener: TcpListener, script: Arc<Mutex<Script>>, arrived:
     }
 }
 
+/// Marks its request abandoned when dropped unanswered: hyper drops the
+/// answering future when the connection goes away.
+struct Unanswered {
+    script: Arc<Mutex<Script>>,
+    index: usize,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let mut script = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        let request = &mut script.recorded[self.index];
+        if request.answered.is_none() {
+            request.abandoned = Some(Instant::now());
+        }
+    }
+}
+
 async fn answer(
     request: Request<Incoming>,
     script: Arc<Mutex<Script>>,
@@ -264,8 +289,13 @@ async fn answer(
             body,
             at: Instant::now(),
             answered: None,
+            abandoned: None,
         });
         (script.recorded.len() - 1, script.next_reply())
+    };
+    let _unanswered = Unanswered {
+        script: script.clone(),
+        index,
     };
     arrived.notify_waiters();
     // If hyper drops this future because the client went away, the request
