@@ -13,7 +13,12 @@
 # comparator) and paused-then-resumed (100/s to a route paused before the
 # load and resumed at LT_RESUME_RATE, default 50/s, a second after it);
 # saturated (400/s to a destination that takes 40/s; prints Redis commands
-# per delivered job); and
+# per delivered job); ordered and its comparator unordered (1000/s spread
+# over 1,000 ordering keys to a route with and without `ordered = true`:
+# one process ingests the load without workers, a second one started once
+# the load is over delivers the backlog, so the sink's rate is delivery
+# alone; prints Redis commands per delivered job; `--keys 1 --rate 100`
+# checks one key); and
 # `reference`: ingest-max against switchyard-reference (bare hyper + HMAC +
 # XADD) instead of the gateway, the comparator of the ingest target (with
 # LT_RATE set: `steady` at that rate against it).
@@ -173,6 +178,9 @@ destination = { url = "${3:-http://127.0.0.1:$sink_port}$2", timeout = "5s"${4:+
 TOML
 }
 routes=$(route lt /events)
+source_extra=""
+deliver_after_load=0
+measured_route=""
 drain=10s
 retry='max_attempts = 8, initial_backoff = "100ms", max_backoff = "2s"'
 breaker=""
@@ -206,6 +214,16 @@ paused-then-resumed)
 saturated)
     # 4 in flight at 100 ms each: 40/s, a tenth of the offered rate.
     routes=$(route saturated /saturated "" 'max_in_flight = 4')
+    measured_route=saturated
+    drain=300s
+    ;;
+ordered | unordered)
+    source_extra='ordering_key = { json_pointer = "/lt_key" }'
+    routes=$(route keyed /keyed)
+    [[ $scenario == ordered ]] && routes+=$'\nordered = true'
+    serve_flags+=(--no-workers)
+    deliver_after_load=1
+    measured_route=keyed
     drain=300s
     ;;
 sizing-dedupe | sizing-queued | sizing-dead)
@@ -228,6 +246,8 @@ sizing-dedupe | sizing-queued | sizing-dead)
 esac
 if [[ $scenario == free-solo ]]; then
     tool+=(--scenario rate-limited --fanout 1)
+elif [[ $scenario == unordered ]]; then
+    tool+=(--scenario ordered)
 elif [[ $scenario == reference ]]; then
     # The reference at a rate is the comparator of the open-loop target.
     tool+=(--scenario "$([[ -n ${LT_RATE:-} ]] && echo steady || echo ingest-max)")
@@ -236,7 +256,7 @@ elif [[ $sizing == 1 ]]; then
 else
     tool+=(--scenario "$scenario")
 fi
-if [[ " ${serve_flags[*]} " == *" --no-workers "* ]]; then
+if [[ " ${serve_flags[*]} " == *" --no-workers "* && $deliver_after_load == 0 ]]; then
     sink=() # nothing is delivered
 fi
 if [[ ${#sink[@]} -gt 0 && $sizing == 0 ]]; then
@@ -272,6 +292,7 @@ contact = "platform@example.com"
 path = "/hooks/lt"
 scheme = "github"
 secrets = ["loadtest-secret"]
+$source_extra
 $routes
 TOML
 
@@ -320,8 +341,26 @@ if [[ $scenario == paused-then-resumed ]]; then
     ) &
     pids+=($!)
 fi
-"$bin/switchyard-loadtest" --url "http://127.0.0.1:$listen_port/hooks/lt" \
-    --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@"
+loadtest=("$bin/switchyard-loadtest" --url "http://127.0.0.1:$listen_port/hooks/lt"
+    --secret loadtest-secret --gateway-pid "$gateway" "${tool[@]}" "${sink[@]}" "$@")
+if [[ $deliver_after_load == 1 ]]; then
+    "${loadtest[@]}" &
+    tool_pid=$!
+    pids+=("$tool_pid")
+    sleep $(($(humantime_s "${LT_DURATION:-10s}") + 1))
+    # The delivery process: the same config on ports of its own.
+    sed -e "s/127.0.0.1:$listen_port\"/127.0.0.1:$(free_port)\"/" \
+        -e "s/127.0.0.1:$admin_port\"/127.0.0.1:$(free_port)\"/" \
+        "$work/switchyard.toml" >"$work/deliver.toml"
+    env -u SWITCHYARD_REDIS_URL -u SWITCHYARD_LISTEN -u SWITCHYARD_ADMIN_LISTEN \
+        RUST_LOG="${LT_LOG:-warn}" ${LT_WRAP:-} "${LT_GATEWAY:-$bin/switchyard}" serve --config "$work/deliver.toml" \
+        --no-ingest >"$work/deliver.log" 2>&1 &
+    pids+=($!)
+    echo "== delivery process $! started on the backlog" >&2
+    wait "$tool_pid"
+else
+    "${loadtest[@]}"
+fi
 for port in "${primaries[@]}"; do
     echo "== redis :$port CPU: $(redis-cli -p "$port" info cpu | grep -E '^used_cpu_(sys|user):' | tr -d '\r' | paste -sd' ')" >&2
 done
@@ -340,14 +379,14 @@ if [[ $sizing == 1 ]]; then
         "$(redis-cli -p "$redis_port" zcard '{loadtest}:dead') dead letters;" \
         "$(((memory_after - memory_before) / (events > 0 ? events : 1))) bytes per event" >&2
 fi
-if [[ $scenario == saturated ]]; then
-    # Every Redis command run while the backlog drained (scripts' own
-    # commands included), per job delivered.
+if [[ -n $measured_route ]]; then
+    # Every Redis command of the run (ingest, delivery and the scripts' own
+    # commands), per job delivered.
     calls=0
     for port in "${primaries[@]}"; do
         calls=$((calls + $(redis-cli -p "$port" info commandstats | grep -o 'calls=[0-9]*' | tr -dc '0-9\n' | paste -sd+ | bc)))
     done
-    delivered=$(redis-cli -c -p "$redis_port" hget '{loadtest}:stats:delivered' saturated)
+    delivered=$(redis-cli -c -p "$redis_port" hget '{loadtest}:stats:delivered' "$measured_route")
     echo "== redis commands: $calls for ${delivered:-0} delivered jobs: $(echo "scale=1; $calls / ${delivered:-1}" | bc) per job" >&2
 fi
 if [[ ${LT_REDIS_STATS:-0} == 1 ]]; then

@@ -1,5 +1,7 @@
 //! The JSON body every generated request carries, and its parsing on the
-//! receiving side: `{"id":"evt_<run>-<seq>","lt_id":"<run>-<seq>","lt_sent_ns":<unix ns>,"pad":"…"}`.
+//! receiving side: `{"id":"evt_<run>-<seq>","lt_id":"<run>-<seq>","lt_sent_ns":<unix ns>,"pad":"…"}`,
+//! with `"lt_key":"k<n>"` after `lt_id` when the run spreads its events
+//! over ordering keys (`/lt_key` is then the source's `ordering_key`).
 //! `id` is where Stripe puts its event id (the gateway's dedupe key for
 //! Stripe), so every request is a fresh event for every scheme.
 
@@ -11,18 +13,24 @@ pub fn request_id(run: &str, seq: u64) -> String {
     format!("{run}-{seq}")
 }
 
+/// The ordering key of request `seq` when a run spreads its events over
+/// `keys` keys: round robin, so each key's events are sent in seq order.
+pub fn key_of(seq: u64, keys: u64) -> String {
+    format!("k{}", seq % keys.max(1))
+}
+
 /// A body of exactly `size` bytes when `size` is at least the bare JSON
 /// (about 60 bytes); never shorter than that.
-pub fn build(id: &str, sent_ns: u64, size: usize) -> Vec<u8> {
+pub fn build(id: &str, key: Option<&str>, sent_ns: u64, size: usize) -> Vec<u8> {
     use std::io::Write as _;
     let tail = b"\"}";
     // Written in place: one allocation per body.
-    let mut body = Vec::with_capacity(size.max(2 * id.len() + 80));
-    write!(
-        body,
-        r#"{{"id":"evt_{id}","lt_id":"{id}","lt_sent_ns":{sent_ns},"pad":""#
-    )
-    .expect("writing to a Vec cannot fail");
+    let mut body = Vec::with_capacity(size.max(2 * id.len() + 100));
+    write!(body, r#"{{"id":"evt_{id}","lt_id":"{id}","#).expect("writing to a Vec cannot fail");
+    if let Some(key) = key {
+        write!(body, r#""lt_key":"{key}","#).expect("writing to a Vec cannot fail");
+    }
+    write!(body, r#""lt_sent_ns":{sent_ns},"pad":""#).expect("writing to a Vec cannot fail");
     let padded = size.saturating_sub(tail.len()).max(body.len());
     body.resize(padded, b'x');
     body.extend_from_slice(tail);
@@ -34,6 +42,7 @@ pub fn build(id: &str, sent_ns: u64, size: usize) -> Vec<u8> {
 pub struct Parsed<'a> {
     pub run: &'a str,
     pub seq: u64,
+    pub key: Option<&'a str>,
     pub sent_ns: u64,
 }
 
@@ -41,6 +50,8 @@ pub struct Parsed<'a> {
 struct Wire<'a> {
     #[serde(borrow)]
     lt_id: &'a str,
+    #[serde(borrow)]
+    lt_key: Option<&'a str>,
     lt_sent_ns: u64,
 }
 
@@ -51,6 +62,7 @@ pub fn parse(body: &[u8]) -> Option<Parsed<'_>> {
     Some(Parsed {
         run,
         seq: seq.parse().ok()?,
+        key: wire.lt_key,
         sent_ns: wire.lt_sent_ns,
     })
 }
@@ -61,22 +73,27 @@ mod tests {
 
     #[test]
     fn built_body_has_the_requested_size_and_parses_back() {
-        for size in [0, 10, 100, 1024, 65536] {
-            let id = request_id("a1b2c3", 42);
-            let body = build(&id, 1_700_000_000_123_456_789, size);
-            if size >= 100 {
-                assert_eq!(body.len(), size);
-            }
-            let parsed = parse(&body).expect("parses");
-            assert_eq!(
-                parsed,
-                Parsed {
-                    run: "a1b2c3",
-                    seq: 42,
-                    sent_ns: 1_700_000_000_123_456_789
+        for key in [None, Some("k42")] {
+            for size in [0, 10, 100, 1024, 65536] {
+                let id = request_id("a1b2c3", 42);
+                let body = build(&id, key, 1_700_000_000_123_456_789, size);
+                if size >= 120 {
+                    assert_eq!(body.len(), size);
                 }
-            );
+                let parsed = parse(&body).expect("parses");
+                assert_eq!(
+                    parsed,
+                    Parsed {
+                        run: "a1b2c3",
+                        seq: 42,
+                        key,
+                        sent_ns: 1_700_000_000_123_456_789
+                    }
+                );
+            }
         }
+        assert_eq!(key_of(1042, 1000), "k42");
+        assert_eq!(key_of(7, 1), "k0");
     }
 
     #[test]
@@ -91,6 +108,7 @@ mod tests {
             Some(Parsed {
                 run: "run-tag",
                 seq: 3,
+                key: None,
                 sent_ns: 7
             })
         );

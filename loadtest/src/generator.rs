@@ -44,6 +44,8 @@ pub struct Target {
     pub uri: Uri,
     pub signer: Signer,
     pub body_bytes: usize,
+    /// Ordering keys the events are spread over (`lt_key`), if any.
+    pub keys: Option<u64>,
     pub timeout: Duration,
     pub run: String,
 }
@@ -331,7 +333,8 @@ impl Generator {
         let t = &self.target;
         let id = body::request_id(&t.run, seq);
         let sent_ns = self.wall_start_ns + due.duration_since(self.mono_start).as_nanos() as u64;
-        let payload = body::build(&id, sent_ns, t.body_bytes);
+        let key = t.keys.map(|keys| body::key_of(seq, keys));
+        let payload = body::build(&id, key.as_deref(), sent_ns, t.body_bytes);
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(HOST, self.host.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -452,6 +455,7 @@ mod tests {
             uri: format!("http://{addr}/hooks/lt").parse().unwrap(),
             signer: Signer::new(Scheme::Github, secret).unwrap(),
             body_bytes: 1024,
+            keys: None,
             timeout,
             run: "t".into(),
         })

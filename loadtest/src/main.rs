@@ -4,6 +4,7 @@
 mod body;
 mod deliveries;
 mod generator;
+mod keys;
 mod procstat;
 mod report;
 mod schedule;
@@ -48,6 +49,10 @@ enum Scenario {
     /// Open loop (default 400/s) to a destination that takes 40/s (4 in
     /// flight, the sink answers 100 ms late): saturated 10×.
     Saturated,
+    /// Open loop (default 1000/s), the events spread round robin over
+    /// 1,000 ordering keys (`/lt_key`): for ordered delivery, and the same
+    /// route unordered as its comparator.
+    Ordered,
 }
 
 /// Open-loop rate when nothing else sets one: a light load, for checking a
@@ -71,6 +76,10 @@ const FLOW_SCENARIO_RATE: f64 = 100.0;
 const SATURATED_RATE: f64 = 400.0;
 /// The sink's answer time in `saturated`.
 const SATURATED_SINK_DELAY: Duration = Duration::from_millis(100);
+/// Open-loop rate of `ordered`: each of its keys gets an event a second.
+const ORDERED_RATE: f64 = 1000.0;
+/// Ordering keys of `ordered`.
+const ORDERED_KEYS: u64 = 1000;
 /// Body size of every scenario: a typical webhook payload.
 const DEFAULT_BODY_BYTES: usize = 1024;
 
@@ -83,6 +92,7 @@ struct ScenarioDefaults {
     sink_delay: Duration,
     sink_delay_path: Option<&'static str>,
     sink_fail_ratio: f64,
+    keys: Option<u64>,
 }
 
 /// Without a scenario, and the base of every scenario: open loop at the
@@ -93,6 +103,7 @@ const BASELINE: ScenarioDefaults = ScenarioDefaults {
     sink_delay: Duration::ZERO,
     sink_delay_path: None,
     sink_fail_ratio: 0.0,
+    keys: None,
 };
 
 impl Scenario {
@@ -160,6 +171,11 @@ impl Scenario {
                 sink_delay: SATURATED_SINK_DELAY,
                 ..BASELINE
             },
+            Scenario::Ordered => ScenarioDefaults {
+                load: Load::Open { rate: ORDERED_RATE },
+                keys: Some(ORDERED_KEYS),
+                ..BASELINE
+            },
         }
     }
 }
@@ -199,6 +215,10 @@ struct Cli {
     /// Size of each JSON body in bytes (default 1024).
     #[arg(long)]
     body_bytes: Option<usize>,
+    /// Spread the events round robin over this many ordering keys (the
+    /// body's `lt_key`); the report then has per-key figures.
+    #[arg(long)]
+    keys: Option<u64>,
     /// Distinct sink paths each acked event is expected on (the gateway's
     /// routes to the sink); default 1, or the scenario's.
     #[arg(long)]
@@ -243,6 +263,7 @@ struct Plan {
     load: Load,
     body_bytes: usize,
     fanout: u32,
+    keys: Option<u64>,
     sink: SinkOptions,
 }
 
@@ -304,6 +325,10 @@ fn plan(cli: &Cli) -> anyhow::Result<Plan> {
             deliveries::MAX_PATHS
         ));
     }
+    let keys = cli.keys.or(defaults.keys);
+    if keys == Some(0) {
+        errors.push("--keys must be at least 1".to_owned());
+    }
     let fail_ratio = cli.sink_fail_ratio.unwrap_or(defaults.sink_fail_ratio);
     if !(0.0..=1.0).contains(&fail_ratio) {
         errors.push("--sink-fail-ratio must be between 0 and 1".to_owned());
@@ -329,6 +354,7 @@ fn plan(cli: &Cli) -> anyhow::Result<Plan> {
         load,
         body_bytes: cli.body_bytes.unwrap_or(DEFAULT_BODY_BYTES),
         fanout,
+        keys,
         sink: SinkOptions {
             fail_ratio,
             fail_path: cli.sink_fail_path.clone(),
@@ -377,6 +403,7 @@ async fn run(cli: Cli, plan: Plan) -> anyhow::Result<()> {
         uri,
         signer: Signer::new(cli.scheme, cli.secret.as_bytes())?,
         body_bytes: plan.body_bytes,
+        keys: plan.keys,
         timeout: cli.timeout,
         run: run_tag,
     })
@@ -527,6 +554,7 @@ async fn drain(
                 (p.path.clone(), report)
             })
             .collect(),
+        keys: state.keys.report(),
     }
 }
 
@@ -617,7 +645,8 @@ mod tests {
                 "mixed-healthy-and-dead",
                 "rate-limited",
                 "paused-then-resumed",
-                "saturated"
+                "saturated",
+                "ordered"
             ]
         );
     }
@@ -651,6 +680,7 @@ mod tests {
         for (name, load, fanout, delay, delay_path, fail_ratio) in cases {
             let p = plan_of(&["--scenario", name]).unwrap();
             assert_eq!(p.scenario, name);
+            assert_eq!(p.keys, None, "{name}");
             assert_eq!(p.load, load, "{name}");
             assert_eq!(p.body_bytes, 1024, "{name}");
             assert_eq!(p.fanout, fanout, "{name}");
@@ -709,6 +739,11 @@ mod tests {
 
         let p = plan_of(&["--scenario", "ingest-max", "--connections", "8"]).unwrap();
         assert_eq!(p.load, Load::Closed { connections: 8 });
+
+        let p = plan_of(&["--scenario", "ordered"]).unwrap();
+        assert_eq!((p.load, p.keys), (Load::Open { rate: 1000.0 }, Some(1000)));
+        let p = plan_of(&["--scenario", "ordered", "--keys", "1", "--rate", "100"]).unwrap();
+        assert_eq!((p.load, p.keys), (Load::Open { rate: 100.0 }, Some(1)));
     }
 
     #[test]
@@ -761,9 +796,11 @@ mod tests {
                 "slow",
                 "--sink-fail-path",
                 "dead",
+                "--keys",
+                "0",
             ]),
             "--rate must be positive; --fanout must be between 1 and 64; \
-             --sink-fail-ratio must be between 0 and 1; \
+             --keys must be at least 1; --sink-fail-ratio must be between 0 and 1; \
              --sink-delay-path must start with '/'; --sink-fail-path must start with '/'"
         );
         assert_eq!(

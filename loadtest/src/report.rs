@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::keys::KeyReport;
+
 /// A histogram of latencies in microseconds, 1 µs to 1 hour, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
@@ -127,6 +129,8 @@ pub struct EndToEnd {
     pub latency: Percentiles,
     /// The same, per request path.
     pub by_path: BTreeMap<String, PathReport>,
+    /// Per ordering key, when the events carried one (`--keys`).
+    pub keys: Option<KeyReport>,
 }
 
 /// What the sink received on one request path.
@@ -229,6 +233,13 @@ impl Report {
                         s,
                         "  path {path:<width$}  arrived {:.1}s to {:.1}s after the start, {:.1}/s, busiest second {}, {} out of order",
                         p.first_s, p.last_s, p.rate_per_s, p.busiest_second, p.out_of_order
+                    );
+                }
+                if let Some(k) = &e.keys {
+                    let _ = writeln!(
+                        s,
+                        "  keys      {} keys: at most {} request(s) of one key in flight, {} out of order within a key",
+                        k.keys, k.max_in_flight_per_key, k.out_of_order
                     );
                 }
             }
@@ -355,6 +366,11 @@ mod tests {
                         },
                     ),
                 ]),
+                keys: Some(KeyReport {
+                    keys: 10,
+                    max_in_flight_per_key: 1,
+                    out_of_order: 0,
+                }),
             }),
             gateway: None,
         }
@@ -397,5 +413,12 @@ mod tests {
         assert_eq!(fast["latency"]["count"], 250);
         assert_eq!(fast["latency"]["p50_ms"], 1.0);
         assert_eq!(json["end_to_end"]["by_path"]["/slow"]["duplicates"], 1);
+        assert!(
+            text.contains(
+                "  keys      10 keys: at most 1 request(s) of one key in flight, 0 out of order"
+            ),
+            "{text}"
+        );
+        assert_eq!(json["end_to_end"]["keys"]["max_in_flight_per_key"], 1);
     }
 }

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::body;
 use crate::deliveries::{Deliveries, Recorded};
+use crate::keys::KeyLedger;
 use crate::schedule::should_fail;
 
 /// How the sink misbehaves on purpose.
@@ -42,6 +43,7 @@ fn applies_to(only: Option<&str>, path: &str) -> bool {
 
 pub struct SinkState {
     pub deliveries: Deliveries,
+    pub keys: KeyLedger,
     /// Bodies that were not this run's, or arrived on a path past `MAX_PATHS`.
     pub foreign: u64,
 }
@@ -70,6 +72,43 @@ impl Sink {
             Ok(b) => b.to_bytes(),
             Err(_) => return answer(StatusCode::BAD_REQUEST),
         };
+        let ours = body::parse(&bytes).filter(|p| p.run == self.run);
+        let key = ours.as_ref().and_then(|p| p.key);
+        if let Some(key) = key {
+            self.state.lock().unwrap().keys.opened(key);
+        }
+        let status = self.answer_to(path).await;
+        let now_ns = unix_ns(SystemTime::now());
+        let mut state = self.state.lock().unwrap();
+        if let Some(key) = key {
+            state.keys.closed(key);
+        }
+        if status != StatusCode::OK {
+            return answer(status);
+        }
+        match ours {
+            Some(p) => {
+                let latency_us = (now_ns.saturating_sub(p.sent_ns) / 1000).max(1);
+                match state
+                    .deliveries
+                    .record(path, p.seq, latency_us, now_ns / 1000)
+                {
+                    Recorded::First => {
+                        if let Some(key) = key {
+                            state.keys.delivered(key, p.seq);
+                        }
+                    }
+                    Recorded::Duplicate => {}
+                    Recorded::Untracked => state.foreign += 1,
+                }
+            }
+            None => state.foreign += 1,
+        }
+        answer(StatusCode::OK)
+    }
+
+    /// The status for a request to `path`, after the delay asked for.
+    async fn answer_to(&self, path: &str) -> StatusCode {
         let options = &self.options;
         if !options.delay.is_zero() && applies_to(options.delay_path.as_deref(), path) {
             tokio::time::sleep(options.delay).await;
@@ -78,25 +117,10 @@ impl Sink {
             let k = self.fail_candidates.fetch_add(1, Ordering::Relaxed);
             if should_fail(k, options.fail_ratio) {
                 self.injected_failures.fetch_add(1, Ordering::Relaxed);
-                return answer(StatusCode::SERVICE_UNAVAILABLE);
+                return StatusCode::SERVICE_UNAVAILABLE;
             }
         }
-        let now_ns = unix_ns(SystemTime::now());
-        let mut state = self.state.lock().unwrap();
-        match body::parse(&bytes) {
-            Some(p) if p.run == self.run => {
-                let latency_us = (now_ns.saturating_sub(p.sent_ns) / 1000).max(1);
-                if state
-                    .deliveries
-                    .record(path, p.seq, latency_us, now_ns / 1000)
-                    == Recorded::Untracked
-                {
-                    state.foreign += 1;
-                }
-            }
-            _ => state.foreign += 1,
-        }
-        answer(StatusCode::OK)
+        StatusCode::OK
     }
 }
 
@@ -133,6 +157,7 @@ fn serve(listener: TcpListener, run: String, options: SinkOptions) -> Arc<Sink> 
         injected_failures: AtomicU64::new(0),
         state: Mutex::new(SinkState {
             deliveries: Deliveries::default(),
+            keys: KeyLedger::default(),
             foreign: 0,
         }),
     });
@@ -176,7 +201,12 @@ mod tests {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<Full<Bytes>>();
-        let payload = body::build(&body::request_id(run, seq), unix_ns(SystemTime::now()), 100);
+        let payload = body::build(
+            &body::request_id(run, seq),
+            None,
+            unix_ns(SystemTime::now()),
+            100,
+        );
         let req = Request::post(format!("http://{addr}{path}"))
             .body(Full::new(Bytes::from(payload)))
             .unwrap();

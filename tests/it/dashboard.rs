@@ -4,8 +4,10 @@
 //! tests/browser/dashboard.mjs (playwright-core on Debian's chromium; both
 //! installed by `scripts/install-test-deps.sh`): sign in, see the failing
 //! route and its dead letter, open it, replay it, and the destination gets it;
-//! and by tests/browser/flow.mjs: pause a route with a reason, follow a paced
-//! replay job into it (held), resume it at a rate and see it drain.
+//! by tests/browser/flow.mjs: pause a route with a reason, follow a paced
+//! replay job into it (held), resume it at a rate and see it drain; and by
+//! tests/browser/ordered.mjs: free an ordered route's blocked key by
+//! replaying the dead letter its row names.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -390,4 +392,93 @@ async fn in_chromium_an_operator_pauses_replays_into_and_resumes_a_route() {
     );
     assert_eq!(entry("bulk_replay_start")["count"], FLOW_DEAD_LETTERS);
     assert_eq!(entry("bulk_replay_end")["count"], FLOW_DEAD_LETTERS);
+}
+
+/// An ordered route blocking its key on a dead letter: the row names the
+/// key, its button opens the dead letter, and the replay from the page frees
+/// the key, whose waiting events then go in order, the replayed one last.
+#[tokio::test]
+async fn in_chromium_an_operator_frees_a_blocked_key_by_replaying_its_dead_letter() {
+    const KEY: &str = "customer-7";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser = root.join("tests/browser");
+    installed(
+        browser.join("node_modules/playwright-core"),
+        "the npm package playwright-core",
+    );
+    installed(PathBuf::from(CHROMIUM), "Debian's chromium");
+
+    let s = TestEnv::start(SECRET, |receiver, _| {
+        ConfigBuilder::new()
+            .retry(3, "100ms", "1s")
+            .breaker(100000, None)
+            .owner(Owner::devex())
+            .source(Source::github(SECRET).with("ordering_key", r#"{ json_pointer = "/key" }"#))
+            .route(
+                Route::new("ledger-route", "github", "devex", &receiver.url("/ledger"))
+                    .with("ordered", "true")
+                    .with("on_dead_letter", r#""block""#),
+            )
+            .build()
+    })
+    .await;
+    let (receiver, client) = (&s.receiver, &s.client);
+    // The key's first event is refused: a dead letter that blocks the key.
+    receiver.then(Reply::status(400));
+    let body = |seq: usize| format!(r#"{{"key":"{KEY}","seq":{seq}}}"#).into_bytes();
+    let (status, answer) = s.post_as(client, "push", "ledger-0", &body(0)).await;
+    assert_eq!(status, 202, "{answer}");
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    for seq in 1..3 {
+        let (status, answer) = s
+            .post_as(client, "push", &format!("ledger-{seq}"), &body(seq))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let mut dead_letter = None;
+    for _ in 0..100 {
+        let (_, list) = s
+            .admin(Method::GET, "/admin/dead-letters?route=ledger-route", None)
+            .await;
+        dead_letter = list["items"][0]["id"].as_str().map(str::to_owned);
+        if dead_letter.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead_letter = dead_letter.expect("the refused event is a dead letter");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut node = Command::new("node");
+    node.arg(browser.join("ordered.mjs"))
+        .args(["--url", &format!("http://{}", s.gateway.admin)])
+        .args(["--route", "ledger-route"])
+        .args(["--key", KEY])
+        .args(["--dead-letter", &dead_letter])
+        .arg("--screenshot")
+        .arg(root.join("target/dashboard-ordered.png"))
+        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .current_dir(&browser);
+    let report = run(node, dir.path(), "ordered.mjs", BROWSER_TIMEOUT).await;
+    println!("{report}");
+    assert!(
+        report.success,
+        "the browser run failed ({}); its output is printed above",
+        report.status
+    );
+
+    let arrived = receiver.wait_for(4, Duration::from_secs(10)).await;
+    let seqs: Vec<u64> = arrived
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).expect("json")["seq"]
+                .as_u64()
+                .unwrap_or(99)
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [0, 1, 2, 0],
+        "the waiting events in order, the replay last"
+    );
 }
