@@ -6,6 +6,7 @@
 //! the dead letter's replay; events without a key go unordered, counted.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,16 +26,13 @@ use crate::support::{HEAVY_TURN, counter, eventually};
 const SECRET: &str = "ordered-test-secret";
 
 /// A GitHub source whose events' ordering key is the body's `/key`, and one
-/// ordered route to `receiver` with `extra` route keys. A killed process's
+/// ordered route to `receiver`, shaped by `shape`. A killed process's
 /// jobs are taken over 2 s after its last touch; an attempt ends before
 /// that (1 s timeout), so a live process's job is never taken over.
-fn config(receiver: &Receiver, extra: &[(&str, &str)]) -> String {
-    let mut route = Route::new("ordered", "github", "sre", &receiver.url("/ordered"))
+fn config(receiver: &Receiver, shape: impl FnOnce(Route) -> Route) -> String {
+    let route = Route::new("ordered", "github", "sre", &receiver.url("/ordered"))
         .with("ordered", "true")
         .destination("timeout", &quoted("1s"));
-    for (key, value) in extra {
-        route = route.with(key, value);
-    }
     ConfigBuilder::new()
         .delivery("visibility_timeout", &quoted("2s"))
         .retry(20, "50ms", "200ms")
@@ -42,7 +40,7 @@ fn config(receiver: &Receiver, extra: &[(&str, &str)]) -> String {
         .breaker(1_000_000, None)
         .owner(Owner::sre())
         .source(Source::github(SECRET).with("ordering_key", r#"{ json_pointer = "/key" }"#))
-        .route(route)
+        .route(shape(route))
         .build()
 }
 
@@ -60,15 +58,15 @@ fn key_and_seq(request: &Recorded) -> (String, u64) {
     )
 }
 
-/// Sends `per_key` events for each of `keys`, each key's in sequence (so
+/// Sends events `seqs` for each of `keys`, each key's in sequence (so
 /// its ack order is its sequence) and the keys concurrently, spread over
 /// `urls`.
-async fn send_in_sequence(urls: &[String], keys: &[String], per_key: usize) {
+async fn send_in_sequence(urls: &[String], keys: &[String], seqs: Range<usize>) {
     let client = reqwest::Client::new();
     let senders = keys.iter().enumerate().map(|(k, key)| {
-        let (client, url) = (client.clone(), urls[k % urls.len()].clone());
+        let (client, url, seqs) = (client.clone(), urls[k % urls.len()].clone(), seqs.clone());
         async move {
-            for seq in 0..per_key {
+            for seq in seqs {
                 let (status, answer) = github::post(
                     &client,
                     &url,
@@ -203,14 +201,14 @@ async fn each_keys_events_arrive_in_ack_order_one_at_a_time_through_retries() {
             .then(Reply::ok().delay(Duration::from_millis(5)))
             .then(Reply::status(503).delay(Duration::from_millis(5)));
     }
-    let toml = config(&receiver, &[]);
+    let toml = config(&receiver, |route| route);
     let a = GatewayProcess::start_on(&redis, &toml).await;
     let b = GatewayProcess::start_on(&redis, &toml).await;
     let keys: Vec<String> = (0..KEYS).map(|k| format!("customer-{k}")).collect();
     send_in_sequence(
         &[a.public_url("/hooks/github"), b.public_url("/hooks/github")],
         &keys,
-        PER_KEY,
+        0..PER_KEY,
     )
     .await;
     assert!(
@@ -301,7 +299,7 @@ async fn chaos_keys_stay_in_order_through_failures_and_kills() {
         };
         receiver.then(reply.delay(Duration::from_millis(2)));
     }
-    let toml = config(&receiver, &[]);
+    let toml = config(&receiver, |route| route);
     let mut doomed = GatewayProcess::start_on(&redis, &toml).await;
     let survivor = GatewayProcess::start_on(&redis, &toml).await;
     let urls = Arc::new([
@@ -367,6 +365,98 @@ async fn chaos_keys_stay_in_order_through_failures_and_kills() {
     assert_eq!(route["keys"]["waiting_jobs"], 0, "{route}");
 }
 
+/// 30 keys × 8 events to an ordered route whose destination takes 2
+/// requests at a time and 100 a second, answering 503 to every fifth: the
+/// first half meets the rate limit and parking, the route is paused while
+/// they go (nothing is attempted while it is) and the second half is sent
+/// into the pause; once resumed the keys go on in order, one attempt at a
+/// time, through the drain, every event once, and nothing is left of them.
+#[tokio::test]
+async fn keys_stay_in_order_through_rate_limit_parking_pause_and_resume() {
+    let _turn = HEAVY_TURN.lock().await;
+    const KEYS: usize = 30;
+    const PER_KEY: usize = 8;
+    let redis = TestRedis::start();
+    let receiver = Receiver::start().await;
+    for _ in 0..(KEYS * PER_KEY) {
+        receiver.then(Reply::ok().delay(Duration::from_millis(5)).times(4));
+        receiver.then(Reply::status(503).delay(Duration::from_millis(5)));
+    }
+    let toml = config(&receiver, |route| {
+        route
+            .destination("rate_limit", &quoted("100/s"))
+            .destination("max_in_flight", "2")
+    });
+    let a = GatewayProcess::start_on(&redis, &toml).await;
+    let b = GatewayProcess::start_on(&redis, &toml).await;
+    let urls = [a.public_url("/hooks/github"), b.public_url("/hooks/github")];
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("account-{k}")).collect();
+    send_in_sequence(&urls, &keys, 0..PER_KEY / 2).await;
+    let (status, answer) = a
+        .admin(
+            Method::POST,
+            "/admin/routes/ordered/pause",
+            Some(json!({"reason": "ordered under flow control"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // Both processes obey the pause within 500 ms; attempts under way end.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = receiver.requests().len();
+    assert!(
+        before < KEYS * PER_KEY / 2,
+        "the pause came while the first half went ({before} attempts)"
+    );
+    send_in_sequence(&urls, &keys, PER_KEY / 2..PER_KEY).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        before,
+        "nothing attempted while paused"
+    );
+    let route = ordered_route(&a).await;
+    assert!(route["held"].as_u64() > Some(0), "{route}");
+    assert!(route["keys"]["waiting_jobs"].as_u64() > Some(0), "{route}");
+    let (status, answer) = b
+        .admin(
+            Method::POST,
+            "/admin/routes/ordered/resume",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            receiver.accepted().len() >= KEYS * PER_KEY
+        })
+        .await,
+        "{} of {} delivered",
+        receiver.accepted().len(),
+        KEYS * PER_KEY
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let audit = KeyAudit::of(&receiver.requests(), &keys, PER_KEY);
+    audit.assert_sound();
+    assert_eq!(audit.duplicates, 0, "each event delivered once");
+    assert!(audit.failed > 0, "some attempts failed and were retried");
+    let metrics = a.metrics().await + &b.metrics().await;
+    let waited = |outcome: &str| {
+        counter(
+            &metrics,
+            "switchyard_deliveries_deferred_total",
+            &format!(r#"outcome="{outcome}""#),
+        )
+    };
+    assert!(
+        waited("rate_limited") + waited("destination_saturated") > 0,
+        "the destination's limits made heads wait: {metrics}"
+    );
+    let route = ordered_route(&a).await;
+    assert_eq!(route["held"], 0, "{route}");
+    assert_eq!(route["keys"]["active"], 0, "{route}");
+    assert_eq!(route["keys"]["waiting_jobs"], 0, "{route}");
+}
+
 /// The ordered route of the inventory.
 async fn ordered_route(gateway: &GatewayProcess) -> Value {
     let (status, routes) = gateway.admin(Method::GET, "/admin/routes", None).await;
@@ -397,14 +487,16 @@ async fn a_dead_letter_lets_its_key_move_on_or_blocks_it_until_replayed() {
         let receiver = Receiver::start().await;
         // The first request (blocked-0) is refused; the rest succeed.
         receiver.then(Reply::status(400));
-        let extra: &[(&str, &str)] = if block {
-            &[("on_dead_letter", "\"block\"")]
-        } else {
-            &[]
-        };
-        let gateway = GatewayProcess::start_on(&redis, &config(&receiver, extra)).await;
+        let toml = config(&receiver, |route| {
+            if block {
+                route.with("on_dead_letter", "\"block\"")
+            } else {
+                route
+            }
+        });
+        let gateway = GatewayProcess::start_on(&redis, &toml).await;
         let url = [gateway.public_url("/hooks/github")];
-        send_in_sequence(&url, &["blocked".to_owned()], 1).await;
+        send_in_sequence(&url, &["blocked".to_owned()], 0..1).await;
         assert!(
             eventually(Duration::from_secs(10), || async {
                 receiver.requests().len() == 1
@@ -426,7 +518,7 @@ async fn a_dead_letter_lets_its_key_move_on_or_blocks_it_until_replayed() {
             .await;
             assert_eq!(status, 202);
         }
-        send_in_sequence(&url, &["other".to_owned()], 2).await;
+        send_in_sequence(&url, &["other".to_owned()], 0..2).await;
         let arrived = |key: &str| -> Vec<u64> {
             receiver
                 .requests()
@@ -519,7 +611,7 @@ async fn a_dead_letter_lets_its_key_move_on_or_blocks_it_until_replayed() {
 async fn an_event_without_a_key_is_delivered_unordered_and_counted() {
     let redis = TestRedis::start();
     let receiver = Receiver::start().await;
-    let gateway = GatewayProcess::start_on(&redis, &config(&receiver, &[])).await;
+    let gateway = GatewayProcess::start_on(&redis, &config(&receiver, |route| route)).await;
     let client = reqwest::Client::new();
     let (status, answer) = github::post(
         &client,
