@@ -35,7 +35,8 @@
 # `valgrind --tool=callgrind` for instruction counts per request),
 # LT_GATEWAY (another switchyard binary to run, e.g. a previous commit's
 # build, for an A/B run), LT_REFERENCE_FLAGS (flags for switchyard-reference, e.g. --dedupe),
-# LT_REDIS_STATS=1 (print Redis's per-command CPU figures at the end).
+# LT_REDIS_STATS=1 (print Redis's per-command CPU figures at the end),
+# LT_CONCURRENCY (the gateway's `delivery.concurrency`, default 256).
 # Redis deployment: LT_REPLICAS=N gives each Redis primary N replicas and
 # the gateway `ack_replicas = N` (the cost of replicated acks);
 # LT_CLUSTER=M runs a Redis Cluster of M masters (the gateway on its default
@@ -177,6 +178,7 @@ on_failure = "The load test reports it missing"
 destination = { url = "${3:-http://127.0.0.1:$sink_port}$2", timeout = "5s"${4:+, $4} }
 TOML
 }
+concurrency=${LT_CONCURRENCY:-256}
 routes=$(route lt /events)
 source_extra=""
 deliver_after_load=0
@@ -219,7 +221,10 @@ saturated)
     ;;
 ordered | unordered)
     source_extra='ordering_key = { json_pointer = "/lt_key" }'
-    routes=$(route keyed /keyed)
+    # As many in flight to the sink as the process delivers at once: a
+    # process starting on a backlog parks what a destination it has not yet
+    # heard from cannot take, and the drain's ramp would be measured instead.
+    routes=$(route keyed /keyed "" "max_in_flight = $concurrency")
     [[ $scenario == ordered ]] && routes+=$'\nordered = true'
     serve_flags+=(--no-workers)
     deliver_after_load=1
@@ -280,7 +285,7 @@ $ack
 tokens = [{ name = "loadtest", secret = "loadtest-admin-token" }]
 
 [delivery]
-concurrency = 256
+concurrency = $concurrency
 retry = { $retry }
 $breaker
 

@@ -56,7 +56,7 @@ if not state then
   redis.call('XADD', KEYS[6], '*', 'job', ARGV[2])
 else
   redis.call('RPUSH', line, ARGV[2])
-  if state == 'b:' .. ARGV[1] then ord_next(lines, line, field, KEYS[6]) end
+  if state == 'b:' .. ARGV[1] then ord_next(lines, line, field, KEYS[6], true) end
 end
 local lag, job_id = lag_entry(ARGV[4])
 if lag then redis.call('ZADD', lag, ARGV[3], job_id) end
@@ -78,7 +78,7 @@ redis.call('DEL', KEYS[1])
 for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 local lines, line, field = ord_entry(ARGV[2])
 if lines and redis.call('HGET', lines, field) == 'b:' .. ARGV[1] then
-  ord_next(lines, line, field, KEYS[6])
+  ord_next(lines, line, field, KEYS[6], true)
 end
 return 1
 "

@@ -130,7 +130,7 @@ for i = 3, #ARGV, 4 do
     local lag, job_id = lag_entry(ARGV[i + 2])
     if lag then redis.call('ZREM', lag, job_id) end
     local lines, line, field = ord_entry(ARGV[i + 3])
-    if lines then ord_next(lines, line, field, KEYS[1]) end
+    if lines then ord_next(lines, line, field, KEYS[1], false) end
     moved[#moved + 1] = 1
   else
     moved[#moved + 1] = 0
@@ -188,7 +188,7 @@ if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
     if ARGV[7] == '1' then
       redis.call('HSET', lines, field, 'b:' .. ARGV[4])
     else
-      ord_next(lines, line, field, KEYS[1])
+      ord_next(lines, line, field, KEYS[1], false)
     end
   end
   return 1

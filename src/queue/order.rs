@@ -26,8 +26,10 @@ use super::{Partition, Queue, QueueError};
 /// Lua shared by the scripts that move ordered jobs: `ord_entry(arg)` reads
 /// an argument written by [`OrderKeys::arg`] as (the route's lines key, the
 /// key's line, the key's field), or nil for a job of no key;
-/// `ord_next(lines, line, field, jobs)` puts the key's next job on the
-/// `jobs` stream, or forgets the key when its line is empty.
+/// `ord_next(lines, line, field, jobs, blocked)` puts the key's next job on
+/// the `jobs` stream, or forgets the key when its line is empty; `blocked`
+/// says the key's field names a dead letter (else it already says `1`, a
+/// head on its way, and is left as it is).
 macro_rules! ord_lua {
     () => {
         r"
@@ -38,10 +40,10 @@ local function ord_entry(arg)
   return KEYS[tonumber(string.sub(arg, 1, a - 1))],
     KEYS[tonumber(string.sub(arg, a + 1, b - 1))], string.sub(arg, b + 1)
 end
-local function ord_next(lines, line, field, jobs)
+local function ord_next(lines, line, field, jobs, blocked)
   local next = redis.call('LPOP', line)
   if next then
-    redis.call('HSET', lines, field, '1')
+    if blocked then redis.call('HSET', lines, field, '1') end
     redis.call('XADD', jobs, '*', 'job', next)
   else
     redis.call('HDEL', lines, field)
