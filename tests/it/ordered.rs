@@ -366,7 +366,7 @@ async fn chaos_keys_stay_in_order_through_failures_and_kills() {
 }
 
 /// 30 keys × 8 events to an ordered route whose destination takes 2
-/// requests at a time and 100 a second, answering 503 to every fifth: the
+/// requests at a time and 50 a second, answering 503 to every fifth: the
 /// first half meets the rate limit and parking, the route is paused while
 /// they go (nothing is attempted while it is) and the second half is sent
 /// into the pause; once resumed the keys go on in order, one attempt at a
@@ -384,7 +384,7 @@ async fn keys_stay_in_order_through_rate_limit_parking_pause_and_resume() {
     }
     let toml = config(&receiver, |route| {
         route
-            .destination("rate_limit", &quoted("100/s"))
+            .destination("rate_limit", &quoted("50/s"))
             .destination("max_in_flight", "2")
     });
     let a = GatewayProcess::start_on(&redis, &toml).await;
