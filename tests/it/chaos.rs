@@ -662,17 +662,7 @@ async fn two_gateways_one_killed() {
         let mut queue = QueueKeys::of(&redis).await;
 
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let pid = doomed.pid().expect("running");
-        let busy = eventually(Duration::from_secs(10), || {
-            let mut queue = queue.clone();
-            async move { queue.pending_of(pid).await > 0 }
-        })
-        .await;
-        assert!(busy, "the doomed process must have deliveries in flight");
-        doomed.signal(Signal::SIGKILL);
-        tokio::task::block_in_place(|| doomed.wait_exit(Duration::from_secs(5)))
-            .expect("SIGKILL ends the gateway");
-        let pending_at_kill = queue.pending_of(pid).await;
+        let pending_at_kill = queue.kill_with_jobs_in_flight(&mut doomed).await;
         load.retarget(vec![survivor_url.clone()]);
         tokio::time::sleep(Duration::from_secs(3)).await;
         let sent = load.stop().await;

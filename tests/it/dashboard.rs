@@ -63,6 +63,40 @@ fn config(receiver: &Receiver) -> String {
         .build()
 }
 
+/// The browser scripts' directory, once what they need is installed.
+fn browser_scripts(root: &Path) -> PathBuf {
+    let browser = root.join("tests/browser");
+    installed(
+        browser.join("node_modules/playwright-core"),
+        "the npm package playwright-core",
+    );
+    installed(PathBuf::from(CHROMIUM), "Debian's chromium");
+    browser
+}
+
+/// `node <script>` in `browser`, with the admin token; the test adds the
+/// script's flags.
+fn node(browser: &Path, script: &str) -> Command {
+    let mut node = Command::new("node");
+    node.arg(browser.join(script))
+        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .current_dir(browser);
+    node
+}
+
+/// Runs a browser script (in `dir`, within `BROWSER_TIMEOUT`) and fails
+/// unless every step passed; its output is shown on failure, or with
+/// `--nocapture`.
+async fn passes(node: Command, dir: &Path, script: &str) {
+    let report = run(node, dir, script, BROWSER_TIMEOUT).await;
+    println!("{report}");
+    assert!(
+        report.success,
+        "the browser run failed ({}); its output is printed above",
+        report.status
+    );
+}
+
 /// A path that `scripts/install-test-deps.sh` creates; panics naming it.
 fn installed(path: PathBuf, what: &str) -> PathBuf {
     assert!(
@@ -134,12 +168,7 @@ async fn the_page_needs_no_token_but_its_data_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser = root.join("tests/browser");
-    installed(
-        browser.join("node_modules/playwright-core"),
-        "the npm package playwright-core",
-    );
-    installed(PathBuf::from(CHROMIUM), "Debian's chromium");
+    let browser = browser_scripts(root);
 
     let s = TestEnv::start(SECRET, |receiver, _| config(receiver)).await;
     let (gateway, receiver, client) = (&s.gateway, &s.receiver, &s.client);
@@ -213,9 +242,8 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
     let screenshot = dir.path().join("dashboard.png");
     // Also kept where a person can look at it after the run.
     let kept = root.join("target/dashboard.png");
-    let mut node = Command::new("node");
-    node.arg(browser.join("dashboard.mjs"))
-        .args(["--url", &format!("http://{}", gateway.admin)])
+    let mut node = node(&browser, "dashboard.mjs");
+    node.args(["--url", &format!("http://{}", gateway.admin)])
         .args(["--route", "payments-route"])
         .args(["--healthy-route", "devex-route"])
         .args(["--team", "Payments"])
@@ -225,17 +253,8 @@ async fn in_chromium_an_operator_finds_and_replays_a_dead_letter() {
         .arg("--screenshot")
         .arg(&kept)
         .arg("--screenshot")
-        .arg(&screenshot)
-        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .current_dir(&browser);
-    let report = run(node, dir.path(), "dashboard.mjs", BROWSER_TIMEOUT).await;
-    // Shown on failure, or with --nocapture.
-    println!("{report}");
-    assert!(
-        report.success,
-        "the browser run failed ({}); its output is printed above",
-        report.status
-    );
+        .arg(&screenshot);
+    passes(node, dir.path(), "dashboard.mjs").await;
     let png = std::fs::read(&screenshot).expect("the screenshot was written");
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n"),
@@ -279,12 +298,7 @@ const FLOW_REASON: &str = "orders-service maintenance until 14:00";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_chromium_an_operator_pauses_replays_into_and_resumes_a_route() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser = root.join("tests/browser");
-    installed(
-        browser.join("node_modules/playwright-core"),
-        "the npm package playwright-core",
-    );
-    installed(PathBuf::from(CHROMIUM), "Debian's chromium");
+    let browser = browser_scripts(root);
 
     let s = TestEnv::start(SECRET, |receiver, _| {
         ConfigBuilder::new()
@@ -324,9 +338,8 @@ async fn in_chromium_an_operator_pauses_replays_into_and_resumes_a_route() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let kept = root.join("target/dashboard-flow.png");
-    let mut node = Command::new("node");
-    node.arg(browser.join("flow.mjs"))
-        .args(["--url", &format!("http://{}", gateway.admin)])
+    let mut node = node(&browser, "flow.mjs");
+    node.args(["--url", &format!("http://{}", gateway.admin)])
         .args(["--route", "orders-route"])
         .args(["--dead-letters", &FLOW_DEAD_LETTERS.to_string()])
         .args(["--by", "test-ops"])
@@ -335,16 +348,8 @@ async fn in_chromium_an_operator_pauses_replays_into_and_resumes_a_route() {
         .args(["--drain-rate", FLOW_DRAIN_RATE])
         .args(["--rate-limit", FLOW_RATE_LIMIT])
         .arg("--screenshot")
-        .arg(&kept)
-        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .current_dir(&browser);
-    let report = run(node, dir.path(), "flow.mjs", BROWSER_TIMEOUT).await;
-    println!("{report}");
-    assert!(
-        report.success,
-        "the browser run failed ({}); its output is printed above",
-        report.status
-    );
+        .arg(&kept);
+    passes(node, dir.path(), "flow.mjs").await;
 
     // Each event delivered once more after the resume, paced by the rate the
     // page sent (without it the destination's 200/s burst would take all at once).
@@ -401,12 +406,7 @@ async fn in_chromium_an_operator_pauses_replays_into_and_resumes_a_route() {
 async fn in_chromium_an_operator_frees_a_blocked_key_by_replaying_its_dead_letter() {
     const KEY: &str = "customer-7";
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser = root.join("tests/browser");
-    installed(
-        browser.join("node_modules/playwright-core"),
-        "the npm package playwright-core",
-    );
-    installed(PathBuf::from(CHROMIUM), "Debian's chromium");
+    let browser = browser_scripts(root);
 
     let s = TestEnv::start(SECRET, |receiver, _| {
         ConfigBuilder::new()
@@ -449,23 +449,14 @@ async fn in_chromium_an_operator_frees_a_blocked_key_by_replaying_its_dead_lette
     let dead_letter = dead_letter.expect("the refused event is a dead letter");
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut node = Command::new("node");
-    node.arg(browser.join("ordered.mjs"))
-        .args(["--url", &format!("http://{}", s.gateway.admin)])
+    let mut node = node(&browser, "ordered.mjs");
+    node.args(["--url", &format!("http://{}", s.gateway.admin)])
         .args(["--route", "ledger-route"])
         .args(["--key", KEY])
         .args(["--dead-letter", &dead_letter])
         .arg("--screenshot")
-        .arg(root.join("target/dashboard-ordered.png"))
-        .env("SWITCHYARD_ADMIN_TOKEN", ADMIN_TOKEN)
-        .current_dir(&browser);
-    let report = run(node, dir.path(), "ordered.mjs", BROWSER_TIMEOUT).await;
-    println!("{report}");
-    assert!(
-        report.success,
-        "the browser run failed ({}); its output is printed above",
-        report.status
-    );
+        .arg(root.join("target/dashboard-ordered.png"));
+    passes(node, dir.path(), "ordered.mjs").await;
 
     let arrived = receiver.wait_for(4, Duration::from_secs(10)).await;
     let seqs: Vec<u64> = arrived

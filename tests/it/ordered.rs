@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -81,6 +80,16 @@ async fn send_in_sequence(urls: &[String], keys: &[String], seqs: Range<usize>) 
         }
     });
     futures_util::future::join_all(senders).await;
+}
+
+/// Waits up to 60 s for `n` deliveries (2xx) at `receiver`; fails if they
+/// do not come.
+async fn all_delivered(receiver: &Receiver, n: usize) {
+    let delivered = eventually(Duration::from_secs(60), || async {
+        receiver.accepted().len() >= n
+    })
+    .await;
+    assert!(delivered, "{} of {n} delivered", receiver.accepted().len());
 }
 
 /// Per key, its requests in arrival order.
@@ -211,15 +220,7 @@ async fn each_keys_events_arrive_in_ack_order_one_at_a_time_through_retries() {
         0..PER_KEY,
     )
     .await;
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            receiver.accepted().len() >= KEYS * PER_KEY
-        })
-        .await,
-        "{} of {} delivered",
-        receiver.accepted().len(),
-        KEYS * PER_KEY
-    );
+    all_delivered(&receiver, KEYS * PER_KEY).await;
     // Anything sent twice would arrive now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let requests = receiver.requests();
@@ -324,18 +325,8 @@ async fn chaos_keys_stay_in_order_through_failures_and_kills() {
             "{kills} kills, {caught:?} caught deliveries in flight"
         );
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let pid = doomed.pid().expect("running");
-        let busy = eventually(Duration::from_secs(10), || {
-            let mut queue = queue.clone();
-            async move { queue.pending_of(pid).await > 0 }
-        })
-        .await;
-        assert!(busy, "the doomed process must have deliveries in flight");
-        doomed.signal(Signal::SIGKILL);
-        tokio::task::block_in_place(|| doomed.wait_exit(Duration::from_secs(5)))
-            .expect("SIGKILL ends the gateway");
+        let jobs = queue.kill_with_jobs_in_flight(&mut doomed).await;
         kills += 1;
-        let jobs = queue.pending_of(pid).await;
         if jobs > 0 {
             caught.push(jobs);
         }
@@ -433,15 +424,7 @@ async fn keys_stay_in_order_through_rate_limit_parking_pause_and_resume() {
         )
         .await;
     assert_eq!(status, 200, "{answer}");
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            receiver.accepted().len() >= KEYS * PER_KEY
-        })
-        .await,
-        "{} of {} delivered",
-        receiver.accepted().len(),
-        KEYS * PER_KEY
-    );
+    all_delivered(&receiver, KEYS * PER_KEY).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let audit = KeyAudit::of(&receiver.requests(), &keys, PER_KEY);
     audit.assert_sound();

@@ -6,12 +6,15 @@
 //! config's `[redis]` body, a connection that reaches every partition, and
 //! each partition's keys come from here.
 
+use std::time::Duration;
+
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::streams::StreamPendingReply;
 use ::redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Value};
 use switchyard::queue::partition;
 
+use super::gateway::GatewayProcess;
 use super::redis::RedisServer;
 use super::topology::RedisCluster;
 
@@ -179,6 +182,23 @@ impl QueueKeys {
             work.dead += dead;
         }
         Ok(work)
+    }
+
+    /// SIGKILLs `gateway` once it has deliveries in flight (it must within
+    /// 10 s); how many it still held when it died (0 when it finished them
+    /// between the look and the kill).
+    pub async fn kill_with_jobs_in_flight(&mut self, gateway: &mut GatewayProcess) -> usize {
+        let pid = gateway.pid().expect("running");
+        let busy = super::eventually(Duration::from_secs(10), || {
+            let mut queue = self.clone();
+            async move { queue.pending_of(pid).await > 0 }
+        })
+        .await;
+        assert!(busy, "the process to kill must have deliveries in flight");
+        gateway.signal(nix::sys::signal::Signal::SIGKILL);
+        tokio::task::block_in_place(|| gateway.wait_exit(Duration::from_secs(5)))
+            .expect("SIGKILL ends the gateway");
+        self.pending_of(pid).await
     }
 
     /// Jobs pending (read, not acknowledged) on the consumer of the gateway
